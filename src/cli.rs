@@ -1,0 +1,69 @@
+//! What the four binaries share: `-v/-q` logging flags, the `--device auto|cpu|cuda` choice and
+//! a progress-bar style. Binaries stay thin: parse → config → one library call → exit code.
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `-v` (repeatable) and `-q` flags, flattened into every binary's arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl LogArgs {
+    /// Installs the tracing subscriber (stderr). `RUST_LOG` overrides the flags.
+    pub fn init(&self) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "warn",
+            (false, 0) => "info",
+            (false, 1) => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},ort=warn")));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .compact()
+            .try_init();
+        QUIET.store(self.quiet, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Where computation runs. `cuda` demanded and unavailable is an error, never a silent CPU run.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when available, else CPU (the choice is logged).
+    #[default]
+    Auto,
+    /// CPU only.
+    Cpu,
+    /// CUDA; an error when no usable GPU or CUDA library is present.
+    Cuda,
+}
+
+/// A progress bar on stderr with dmnet's style; hidden under `-q` or when stderr is no terminal.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}

@@ -1,0 +1,1 @@
+//! Prep: studies → preprocessed slices → versioned Parquet shards (`dmnet-prep`).

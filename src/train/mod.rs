@@ -1,0 +1,1 @@
+//! Training (paper §3, §4.2): losses, the data loader over shards, the loop and evaluation.

@@ -1,0 +1,5 @@
+//! dmnet's one integration-test binary; `util` holds the fixture helpers.
+mod util;
+
+mod binaries;
+mod toolchain;

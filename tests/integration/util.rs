@@ -1,0 +1,107 @@
+//! Fixture helpers shared by the integration tests (in the spirit of ripgrep's `tests/util.rs`):
+//! paths to the built binaries, the real data under `../shared/data` (tests skip with a clear
+//! message when it is absent), the venv's Python for real Arrow/ONNX clients, and temp dirs.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data/<rel>` if present; `None` (and a SKIP line on stderr) otherwise.
+pub fn shared_data(rel: &str, test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("DMNET_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    let p = dir.join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIP {test}: {} not found (real data lives in ../shared/data)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Returns early from a test when the shared data is missing.
+#[macro_export]
+macro_rules! require_data {
+    ($rel:expr) => {
+        match $crate::util::shared_data($rel, module_path!()) {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
+
+/// A command for one of the package's binaries (`dmnet-prep`, `dmnet-train`, …).
+pub fn bin(name: &str) -> Command {
+    Command::new(bin_path(name))
+}
+
+/// The path of a built binary.
+pub fn bin_path(name: &str) -> PathBuf {
+    let p = match name {
+        "dmnet-prep" => env!("CARGO_BIN_EXE_dmnet-prep"),
+        "dmnet-train" => env!("CARGO_BIN_EXE_dmnet-train"),
+        "dmnet-export" => env!("CARGO_BIN_EXE_dmnet-export"),
+        "dmnet-infer" => env!("CARGO_BIN_EXE_dmnet-infer"),
+        other => panic!("unknown binary {other}"),
+    };
+    PathBuf::from(p)
+}
+
+/// The venv's Python (made by scripts/setup.sh), for real clients: pyarrow, duckdb, onnx, …
+pub fn python() -> Command {
+    let py = std::env::var_os("DMNET_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".dmnet/python"));
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    Command::new(py)
+}
+
+/// Runs a command, panicking with its stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A fresh temporary directory, removed on drop.
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("dmnet-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// stdout as a String.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as a String.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether `path` exists, for readable asserts.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
