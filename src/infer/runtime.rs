@@ -50,6 +50,14 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 
+/// The process-wide ONNX Runtime environment (loads the library first when needed).
+pub fn environment(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment> {
+    load(explicit)?;
+    ENVIRONMENT
+        .get()
+        .ok_or_else(|| Error::Runtime("environment was not created".into()))
+}
+
 /// Loads ONNX Runtime once per process (later calls return the first result).
 pub fn load(explicit: Option<&Path>) -> Result<&'static RuntimeInfo> {
     static LOADED: OnceLock<std::result::Result<RuntimeInfo, String>> = OnceLock::new();

@@ -1,0 +1,177 @@
+//! dmnet-export: op-level parity of the ONNX graph builder against tch (same weights, ONNX
+//! Runtime vs libtorch), the ONNX checker (`onnx.checker.check_model(full_check=True)` in the
+//! venv's Python), and the exported DMNet model.
+use crate::util::{root, run_ok, tmp};
+use dmnet::cli::DeviceChoice;
+use dmnet::export::graph::{encode, ConvOpts, Dim, GraphBuilder, T};
+use dmnet::export::onnx::tensor_proto::DataType;
+use dmnet::infer::session::OnnxModel;
+use std::path::Path;
+use std::process::Command;
+use tch::{Kind, Tensor};
+
+/// The venv's Python with `onnx` (the `.venv` interpreter; `.dmnet/python` is a bare symlink
+/// that Python does not recognise as the venv's).
+pub fn py() -> Command {
+    let venv = root().join(".venv/bin/python");
+    if venv.exists() {
+        Command::new(venv)
+    } else {
+        crate::util::python()
+    }
+}
+
+/// Runs the ONNX full checker on a model file.
+pub fn check_model(path: &Path) {
+    run_ok(py().args([
+        "-c",
+        "import onnx,sys; m=onnx.load(sys.argv[1]); onnx.checker.check_model(m, full_check=True)",
+    ])
+    .arg(path));
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.flatten(0, -1).to_kind(Kind::Float)).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Writes `g` to a temp file, checks it, runs it on `x` with ONNX Runtime and returns `out`.
+fn run_graph(g: GraphBuilder, out: &T, x: &Tensor) -> Vec<f32> {
+    let mut g = g;
+    g.output(
+        &out.name,
+        DataType::Float,
+        &[
+            Dim::Param("N".into()),
+            Dim::Fixed(out.c),
+            Dim::Fixed(out.h),
+            Dim::Fixed(out.w),
+        ],
+    );
+    let dir = tmp();
+    let path = dir.path().join("g.onnx");
+    std::fs::write(&path, encode(&g.finish(&[], "test"))).unwrap();
+    check_model(&path);
+    let mut m = OnnxModel::open(&path, DeviceChoice::Cpu, None).unwrap();
+    let s = x.size();
+    let shape = [s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize];
+    let (oshape, data) = m.run_f32(to_vec(x), shape, &out.name).unwrap();
+    assert_eq!(oshape, [shape[0], out.c, out.h, out.w]);
+    data
+}
+
+#[test]
+fn resize_matches_tch_upsample_bilinear_align_corners_false() {
+    tch::manual_seed(1);
+    let cases = [
+        (1, 1, 5, 7),
+        (7, 5, 14, 10),
+        (15, 15, 30, 30),
+        (8, 8, 15, 15),
+        (15, 9, 8, 20),
+        (4, 4, 64, 64),
+    ];
+    for opset in [13, 17, 18, 21] {
+        for &(h, w, oh, ow) in &cases {
+            let x = Tensor::randn([2, 3, h, w], (Kind::Float, tch::Device::Cpu));
+            let mut g = GraphBuilder::new("resize", opset).unwrap();
+            let inp = g.input_nchw("x", 3, h as usize, w as usize);
+            let out = g.resize_to(&inp, oh as usize, ow as usize);
+            let got = run_graph(g, &out, &x);
+            let want = to_vec(&x.upsample_bilinear2d([oh, ow], false, None, None));
+            let d = max_abs_diff(&got, &want);
+            assert!(d < 1e-5, "opset {opset} {h}x{w}->{oh}x{ow}: max |Δ| {d}");
+        }
+    }
+}
+
+fn randn(shape: &[i64]) -> Tensor {
+    Tensor::randn(shape, (Kind::Float, tch::Device::Cpu))
+}
+
+#[test]
+fn conv_bn_relu_pool_gap_concat_softmax_average_match_tch() {
+    tch::manual_seed(2);
+    let x = randn(&[2, 3, 20, 24]);
+    let w1 = randn(&[6, 3, 3, 3]) * 0.3;
+    let w2 = randn(&[5, 6, 7, 7]) * 0.1;
+    let wb = randn(&[5]);
+    let (g1, b1) = (randn(&[6]).abs() + 0.5, randn(&[6]));
+    let (m1, v1) = (randn(&[6]) * 0.1, randn(&[6]).abs() + 0.2);
+    let mut g = GraphBuilder::new("ops", 17).unwrap();
+    let add = |g: &mut GraphBuilder, n: &str, t: &Tensor| {
+        let dims: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        g.initializer(n, &dims, &to_vec(t));
+    };
+    for (n, t) in [
+        ("c1.weight", &w1),
+        ("c2.weight", &w2),
+        ("c2.bias", &wb),
+        ("bn.weight", &g1),
+        ("bn.bias", &b1),
+        ("bn.running_mean", &m1),
+        ("bn.running_var", &v1),
+    ] {
+        add(&mut g, n, t);
+    }
+    let inp = g.input_nchw("x", 3, 20, 24);
+    // dilated conv → BN → ReLU → max-pool → strided 7×7 conv with bias
+    let a = g.conv(
+        &inp,
+        "c1.weight",
+        None,
+        6,
+        3,
+        ConvOpts {
+            stride: 1,
+            pad: 2,
+            dilation: 2,
+        },
+    );
+    let a = g.batch_norm(&a, "bn", 1e-5);
+    let a = g.relu(&a);
+    let p = g.max_pool(&a, 3, 2, 1);
+    let c = g.conv(&p, "c2.weight", Some("c2.bias"), 5, 7, ConvOpts::new(2, 3));
+    let gp = g.global_avg_pool(&c);
+    let gp = g.resize_to(&gp, c.h, c.w);
+    let cat = g.concat(&[&c, &gp]);
+    let s1 = g.softmax(&cat);
+    let twice = g.add(&cat, &cat);
+    let s2 = g.softmax(&twice);
+    let out = g.average(&s1, &s2, "probabilities");
+
+    let ta = x.conv2d(&w1, None::<Tensor>, [1, 1], [2, 2], [2, 2], 1);
+    let ta = ta
+        .batch_norm(
+            Some(&g1),
+            Some(&b1),
+            Some(&m1),
+            Some(&v1),
+            false,
+            0.1,
+            1e-5,
+            false,
+        )
+        .relu();
+    let tp = ta.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+    let tc = tp.conv2d(&w2, Some(&wb), [2, 2], [3, 3], [1, 1], 1);
+    let tg = tc.adaptive_avg_pool2d([1, 1]).upsample_bilinear2d(
+        [tc.size()[2], tc.size()[3]],
+        false,
+        None,
+        None,
+    );
+    let tcat = Tensor::cat(&[&tc, &tg], 1);
+    let want = (tcat.softmax(1, Kind::Float) + (&tcat + &tcat).softmax(1, Kind::Float)) / 2.0;
+    assert_eq!(tc.size(), [2, 5, c.h as i64, c.w as i64]);
+    let got = run_graph(g, &out, &x);
+    let d = max_abs_diff(&got, &to_vec(&want));
+    assert!(d < 1e-5, "max |Δ| {d}");
+}
