@@ -1,1 +1,2 @@
 //! Prep: studies → preprocessed slices → versioned Parquet shards (`dmnet-prep`).
+pub mod schema;
