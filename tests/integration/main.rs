@@ -3,4 +3,5 @@ mod util;
 
 mod binaries;
 mod export;
+mod synth;
 mod toolchain;
