@@ -2,4 +2,5 @@
 mod util;
 
 mod binaries;
+mod model;
 mod toolchain;
