@@ -10,15 +10,13 @@ pub mod cli;
 pub mod error;
 pub mod export;
 pub mod infer;
+pub mod model;
 pub mod prep;
+pub mod train;
 pub mod volume;
 
 #[cfg(feature = "torch")]
 pub mod device;
-#[cfg(feature = "torch")]
-pub mod model;
-#[cfg(feature = "torch")]
-pub mod train;
 
 pub use error::{Error, Result};
 

@@ -3,5 +3,6 @@ mod util;
 
 mod binaries;
 mod export;
+mod model;
 mod synth;
 mod toolchain;
