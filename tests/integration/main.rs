@@ -3,3 +3,4 @@ mod util;
 
 mod binaries;
 mod toolchain;
+mod volume;
