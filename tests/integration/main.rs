@@ -2,5 +2,6 @@
 mod util;
 
 mod binaries;
+mod synth;
 mod toolchain;
 mod volume;
