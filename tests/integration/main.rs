@@ -6,3 +6,4 @@ mod export;
 mod model;
 mod synth;
 mod toolchain;
+mod volume;
