@@ -8,4 +8,5 @@ pub mod onnx {
 }
 
 pub mod graph;
+pub mod dmnet;
 pub mod weights;

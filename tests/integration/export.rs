@@ -175,3 +175,79 @@ fn conv_bn_relu_pool_gap_concat_softmax_average_match_tch() {
     let d = max_abs_diff(&got, &to_vec(&want));
     assert!(d < 1e-5, "max |Δ| {d}");
 }
+
+/// A randomly initialised DMNet with randomised BN running statistics, saved as safetensors.
+fn random_checkpoint(cfg: &dmnet::model::ModelConfig, file: &Path) -> (tch::nn::VarStore, dmnet::model::DmNet) {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = dmnet::model::DmNet::new(&vs.root(), cfg).unwrap();
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with("running_mean") {
+                t.copy_(&(randn(&t.size()) * 0.1));
+            } else if name.ends_with("running_var") {
+                t.copy_(&(randn(&t.size()).abs() + 0.5));
+            } else if name.ends_with("bn.weight") || name.contains(".bn") {
+                t.copy_(&(randn(&t.size()).abs() * 0.5 + 0.5));
+            }
+        }
+    });
+    vs.save(file).unwrap();
+    (vs, net)
+}
+
+/// Exports `cfg` from a random checkpoint and compares ONNX Runtime with the tch forward.
+fn dmnet_parity(cfg: &dmnet::model::ModelConfig, opset: i64) -> f32 {
+    tch::manual_seed(3);
+    let dir = tmp();
+    let ckpt = dir.path().join("w.safetensors");
+    let (_vs, net) = random_checkpoint(cfg, &ckpt);
+    let weights = dmnet::export::weights::Weights::open(&ckpt).unwrap();
+    let model = dmnet::export::dmnet::build_model(cfg, &weights, opset, &[]).unwrap();
+    // Initializer names are exactly the checkpoint's model variable names.
+    let mut init: Vec<String> = model
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .map(|t| t.name.clone().unwrap())
+        .collect();
+    init.sort();
+    let mut want = dmnet::model::weight_names(cfg);
+    want.sort();
+    assert_eq!(init, want);
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, encode(&model)).unwrap();
+    check_model(&path);
+    let s = cfg.input_size as i64;
+    let x = randn(&[2, cfg.in_channels as i64, s, s]);
+    let want = tch::no_grad(|| net.forward_t(&x, false).probabilities());
+    let mut m = OnnxModel::open(&path, DeviceChoice::Cpu, None).unwrap();
+    let shape = [2, cfg.in_channels, cfg.input_size, cfg.input_size];
+    let (oshape, got) = m.run_f32(to_vec(&x), shape, "probabilities").unwrap();
+    assert_eq!(oshape, [2, cfg.num_classes, cfg.input_size, cfg.input_size]);
+    max_abs_diff(&got, &to_vec(&want))
+}
+
+#[test]
+fn dmnet_graph_matches_tch_forward_for_basic_and_bottleneck_encoders() {
+    use dmnet::model::{Encoder, ModelConfig, Variant};
+    let cases = [
+        (Encoder::Resnet18, 64, Variant::Dmnet, 17),
+        (Encoder::Resnet50, 48, Variant::SeparateEncoders, 18),
+    ];
+    for (encoder, size, variant, opset) in cases {
+        let cfg = ModelConfig {
+            in_channels: 2,
+            num_classes: 3,
+            encoder,
+            width: 0.125,
+            input_size: size,
+            variant,
+            ..Default::default()
+        };
+        let d = dmnet_parity(&cfg, opset);
+        eprintln!("{encoder:?} S={size} {variant:?} opset {opset}: max abs diff {d:e}");
+        assert!(d <= 1e-5, "{encoder:?} S={size} {variant:?}: max |Δ| {d}");
+    }
+}
