@@ -4,3 +4,4 @@ mod util;
 mod binaries;
 mod model;
 mod toolchain;
+mod train;
