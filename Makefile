@@ -9,6 +9,7 @@ build: setup
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --no-default-features --lib --bins --locked -- -D warnings
 	cargo test --locked
 demo: setup
 	@bash scripts/demo.sh

@@ -57,5 +57,8 @@ mkdir -p .dmnet
 ln -sfn "$site/torch" .dmnet/libtorch
 ln -sfn "$ortlib" .dmnet/libonnxruntime.so
 ln -sfn "$site/onnx/onnx.proto" .dmnet/onnx.proto
-ln -sfn "$venv/bin/python" .dmnet/python
+# A wrapper, not a link: Python finds its venv from the path it is started by.
+rm -f .dmnet/python
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$venv/bin/python" > .dmnet/python
+chmod +x .dmnet/python
 say "ready ($variant): libtorch=.dmnet/libtorch onnxruntime=$(basename "$ortlib")"

@@ -1,1 +1,4 @@
 //! Prep: studies → preprocessed slices → versioned Parquet shards (`dmnet-prep`).
+pub mod schema;
+pub mod synth;
+mod synth_dicom;

@@ -3,5 +3,6 @@ mod util;
 
 mod binaries;
 mod model;
+mod synth;
 mod toolchain;
 mod train;
