@@ -162,7 +162,8 @@ impl Volume {
     }
 }
 
-pub(crate) fn norm(v: [f64; 3]) -> f64 {
+/// Euclidean norm of a 3-vector.
+pub fn norm(v: [f64; 3]) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
 }
 
