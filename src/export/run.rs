@@ -1,0 +1,211 @@
+//! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}.safetensors`,
+//! `eval-val.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
+//! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
+use super::sidecar::{describe_steps, ModelSidecar, Preprocessing, Source, TensorSpec};
+use super::{dmnet, graph};
+use crate::model::ModelConfig;
+use crate::prep::preprocess::PreprocessConfig;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The run directory.
+    pub run: PathBuf,
+    /// The ONNX file to write (the sidecar goes beside it, `.json`).
+    pub out: PathBuf,
+    /// `best` or `last`.
+    pub checkpoint: String,
+    /// ONNX opset.
+    pub opset: i64,
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportSummary {
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// The sidecar.
+    pub sidecar: PathBuf,
+    /// Number of initializers (= model variables).
+    pub initializers: usize,
+    /// Size of the ONNX file in bytes.
+    pub bytes: usize,
+}
+
+/// The first value under `key` anywhere in `v` (depth first) that `ok` accepts.
+fn find<'a>(v: &'a Value, key: &str, ok: &dyn Fn(&Value) -> bool) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = m.get(key).filter(|x| ok(x)) {
+                return Some(x);
+            }
+            m.values().find_map(|x| find(x, key, ok))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find(x, key, ok)),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("invalid JSON: {e}")))
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// The run's model config, preprocessing config, channel names and class names.
+pub fn read_run_config(run: &Path) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
+    let path = run.join("config.json");
+    let cfg = read_json(&path)?;
+    let model_v = find(&cfg, "model", &|x| serde_json::from_value::<ModelConfig>(x.clone()).is_ok())
+        .ok_or_else(|| Error::invalid(&path, "no model config (`model`) found"))?;
+    let model: ModelConfig = serde_json::from_value(model_v.clone()).expect("checked");
+    model.validate()?;
+    let prep: PreprocessConfig = find(&cfg, "preprocess", &|x| {
+        serde_json::from_value::<PreprocessConfig>(x.clone()).is_ok()
+    })
+    .map(|x| serde_json::from_value(x.clone()).expect("checked"))
+    .ok_or_else(|| Error::invalid(&path, "no preprocessing config (`preprocess`) found"))?;
+    // Names: the run config, else the prep manifest, else the preprocess config, else generic.
+    let manifest = read_json(&run.join("prep-manifest.json")).unwrap_or(Value::Null);
+    let is_list = |x: &Value| x.is_array();
+    let pick = |key: &str| {
+        let v = strings(find(&cfg, key, &is_list));
+        if v.is_empty() {
+            strings(find(&manifest, key, &is_list))
+        } else {
+            v
+        }
+    };
+    let mut channels = pick("channel_names");
+    if channels.is_empty() {
+        channels = prep.channels.clone();
+    }
+    if channels.len() != model.in_channels {
+        channels = (0..model.in_channels).map(|i| format!("channel{i}")).collect();
+    }
+    let mut classes = pick("label_names");
+    if classes.is_empty() {
+        classes = prep.label_names.clone();
+    }
+    if classes.len() != model.num_classes {
+        classes = (0..model.num_classes).map(|i| format!("class{i}")).collect();
+    }
+    Ok((model, prep, channels, classes))
+}
+
+/// The checkpoint file of a run (`best` or `last`).
+pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
+    if which != "best" && which != "last" {
+        return Err(Error::Config {
+            path: "<cli>".into(),
+            msg: format!("--checkpoint must be best or last, got {which}"),
+        });
+    }
+    let p = run.join("checkpoints").join(format!("{which}.safetensors"));
+    if !p.exists() {
+        return Err(Error::invalid(&p, "checkpoint not found"));
+    }
+    Ok(p)
+}
+
+fn validation_metrics(run: &Path) -> Option<Value> {
+    for f in ["eval-val.json", "eval-test.json"] {
+        if let Ok(v) = read_json(&run.join(f)) {
+            return Some(v);
+        }
+    }
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+}
+
+fn spec(name: &str, dtype: &str, shape: Vec<Value>, description: &str) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        dtype: dtype.into(),
+        shape,
+        description: description.into(),
+    }
+}
+
+/// Builds the sidecar for a run and checkpoint.
+pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
+    let (model, prep, channel_names, class_names) = read_run_config(&opts.run)?;
+    let bytes = std::fs::read(ckpt).map_err(|e| Error::io(ckpt, e))?;
+    let (s, c, k) = (model.input_size, model.in_channels, model.num_classes);
+    let mut prep = prep;
+    prep.size = s;
+    Ok(ModelSidecar {
+        schema: super::sidecar::SCHEMA.into(),
+        schema_version: super::sidecar::SCHEMA_VERSION,
+        dmnet_version: crate::VERSION.into(),
+        model_file: opts
+            .out
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        opset: opts.opset,
+        input: spec(dmnet::INPUT, "float32", vec![json!("N"), json!(c), json!(s), json!(s)],
+            "preprocessed slices, NCHW, channels in channel_names order"),
+        outputs: vec![
+            spec(dmnet::PROBABILITIES, "float32", vec![json!("N"), json!(k), json!(s), json!(s)],
+                "(softmax(decoder 1) + softmax(decoder 2)) / 2"),
+            spec(dmnet::LABELS, "uint8", vec![json!("N"), json!(s), json!(s)],
+                "argmax of probabilities over classes"),
+        ],
+        channel_names,
+        class_names,
+        preprocessing: Preprocessing {
+            steps: describe_steps(&prep),
+            config: prep,
+        },
+        model,
+        source: Source {
+            run_dir: opts.run.clone(),
+            checkpoint: opts.checkpoint.clone(),
+            checkpoint_file: ckpt.to_path_buf(),
+            checkpoint_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        },
+        validation_metrics: validation_metrics(&opts.run),
+    })
+}
+
+/// Exports a run: `opts.out` (ONNX) and its sidecar.
+pub fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSummary)> {
+    let ckpt = checkpoint_path(&opts.run, &opts.checkpoint)?;
+    let sidecar = make_sidecar(opts, &ckpt)?;
+    let weights = super::weights::Weights::open(&ckpt)?;
+    let model = dmnet::build_model(&sidecar.model, &weights, opts.opset, &sidecar.metadata_props())?;
+    let initializers = model.graph.as_ref().map_or(0, |g| g.initializer.len());
+    let bytes = graph::encode(&model);
+    if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(&opts.out, &bytes).map_err(|e| Error::io(&opts.out, e))?;
+    let side = ModelSidecar::path_for(&opts.out);
+    sidecar.write(&side)?;
+    tracing::info!(
+        "wrote {} ({} initializers, {:.1} MB) and {}",
+        opts.out.display(),
+        initializers,
+        bytes.len() as f64 / 1e6,
+        side.display()
+    );
+    Ok((
+        sidecar,
+        ExportSummary {
+            onnx: opts.out.clone(),
+            sidecar: side,
+            initializers,
+            bytes: bytes.len(),
+        },
+    ))
+}

@@ -1,0 +1,167 @@
+//! The model sidecar `model.json` (schema `schemas/model-sidecar-v1.json`): everything
+//! dmnet-infer needs to repeat the training-time preprocessing and to name the outputs
+//! (input name/shape/dtype, channel and class names, preprocessing steps, source run and
+//! checkpoint, validation metrics, opset, dmnet version). The same facts go into the ONNX
+//! `metadata_props` as `dmnet.<field>` = JSON.
+use crate::model::ModelConfig;
+use crate::prep::preprocess::PreprocessConfig;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The `schema` field of every sidecar.
+pub const SCHEMA: &str = "dmnet.model-sidecar";
+/// The sidecar schema version this dmnet writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Name, dtype and shape of a graph input or output (`"N"` = dynamic batch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    /// Name in the ONNX graph.
+    pub name: String,
+    /// Element type (`float32`, `uint8`).
+    pub dtype: String,
+    /// Dimensions; `"N"` for the dynamic batch, numbers otherwise.
+    pub shape: Vec<serde_json::Value>,
+    /// What it holds.
+    pub description: String,
+}
+
+/// The preprocessing dmnet-infer repeats (the same code as `dmnet-prep`, `prep::preprocess`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    /// The ordered steps in words (for people and other tools).
+    pub steps: Vec<String>,
+    /// The preprocessing config of the training shards (normalisation, window, size, axis, …).
+    pub config: PreprocessConfig,
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// The run directory given to dmnet-export.
+    pub run_dir: PathBuf,
+    /// `best` or `last`.
+    pub checkpoint: String,
+    /// The checkpoint file.
+    pub checkpoint_file: PathBuf,
+    /// SHA-256 of the checkpoint file.
+    pub checkpoint_sha256: String,
+}
+
+/// The sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSidecar {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Always [`SCHEMA_VERSION`] for this dmnet.
+    pub schema_version: u32,
+    /// dmnet version that exported the model.
+    pub dmnet_version: String,
+    /// The ONNX file name (beside the sidecar).
+    pub model_file: String,
+    /// ONNX opset.
+    pub opset: i64,
+    /// The input: float32 `[N, C, S, S]`, NCHW.
+    pub input: TensorSpec,
+    /// The outputs: `probabilities` then `labels`.
+    pub outputs: Vec<TensorSpec>,
+    /// Channel names in input-channel order.
+    pub channel_names: Vec<String>,
+    /// Class names, index = class (0 = background).
+    pub class_names: Vec<String>,
+    /// Preprocessing.
+    pub preprocessing: Preprocessing,
+    /// The network configuration.
+    pub model: ModelConfig,
+    /// Source run and checkpoint.
+    pub source: Source,
+    /// Validation metrics of the run (as the run recorded them), when present.
+    pub validation_metrics: Option<serde_json::Value>,
+}
+
+impl ModelSidecar {
+    /// The sidecar path of a model file: `model.onnx` → `model.json`.
+    pub fn path_for(model: &Path) -> PathBuf {
+        model.with_extension("json")
+    }
+
+    /// Reads the sidecar beside `model`; a missing or foreign sidecar is an error naming both.
+    pub fn read_for(model: &Path) -> Result<Self> {
+        let path = Self::path_for(model);
+        if !path.exists() {
+            return Err(Error::invalid(
+                model,
+                format!(
+                    "model without sidecar: {} not found (dmnet-export writes it next to the .onnx; \
+                     it carries the preprocessing dmnet-infer must repeat)",
+                    path.display()
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let s: ModelSidecar = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(&path, format!("not a dmnet model sidecar: {e}")))?;
+        if s.schema != SCHEMA || s.schema_version != SCHEMA_VERSION {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "sidecar schema {} v{}, this dmnet reads {SCHEMA} v{SCHEMA_VERSION}",
+                    s.schema, s.schema_version
+                ),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Writes the sidecar as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("serialisable");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    }
+
+    /// The `metadata_props` entries: `dmnet.<field>` = the field as JSON.
+    pub fn metadata_props(&self) -> Vec<(String, String)> {
+        let v = serde_json::to_value(self).expect("serialisable");
+        v.as_object()
+            .expect("object")
+            .iter()
+            .map(|(k, v)| (format!("dmnet.{k}"), v.to_string()))
+            .collect()
+    }
+
+    /// Input size S.
+    pub fn size(&self) -> usize {
+        self.model.input_size
+    }
+}
+
+/// The preprocessing steps in words, for the sidecar.
+pub fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
+    use crate::prep::preprocess::Normalization as N;
+    let norm = match p.normalization {
+        N::Ct => format!(
+            "normalise each channel: clip to the HU window [{}, {}], then z-score over the volume",
+            p.ct_window[0], p.ct_window[1]
+        ),
+        N::Mri => "normalise each channel: z-score over the non-zero voxels (zeros stay 0)".into(),
+        N::Zscore => "normalise each channel: z-score over all voxels".into(),
+        N::None => "no intensity normalisation".into(),
+    };
+    let axis = match p.slice_axis {
+        Some(a) => format!("slice through voxel axis {a}"),
+        None => "slice through the through-plane axis (largest spacing; near-isotropic: the axis closest to S-I)".into(),
+    };
+    vec![
+        "read the volume (NIfTI with scl_slope/inter applied, or a DICOM series)".into(),
+        norm,
+        axis,
+        "in-plane axes p < q: pixel (r, c) = voxel r on axis p, c on axis q".into(),
+        format!(
+            "resize each slice bilinearly (half-pixel centres, align_corners=false) to {0}x{0}",
+            p.size
+        ),
+        "stack channels in channel_names order: float32 [N, C, S, S]".into(),
+        "outputs: resize probabilities bilinearly back to the source in-plane size, argmax → uint8 mask".into(),
+    ]
+}
