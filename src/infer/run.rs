@@ -1,0 +1,243 @@
+//! `dmnet-infer --model M --input PATH --out DIR`: detects the input kind (a NIfTI file, a
+//! folder of NIfTI files, a DICOM folder with one or more series, or a shard folder), opens
+//! the model with its sidecar, runs every case and writes masks (volumes) or predictions +
+//! metrics (shards), with a progress bar and a summary (cases, slices/s).
+use super::session::OnnxModel;
+use super::{shards, volumes};
+use crate::cli::DeviceChoice;
+use crate::export::sidecar::ModelSidecar;
+use crate::train::metrics::MetricsAccumulator;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct InferOptions {
+    /// The ONNX model (its sidecar `.json` must sit beside it).
+    pub model: PathBuf,
+    /// Input file or folder.
+    pub input: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Execution provider choice.
+    pub device: DeviceChoice,
+    /// Slices per run.
+    pub batch: usize,
+    /// Also write probability maps (volumes: 4-D float32 NIfTI).
+    pub probabilities: bool,
+    /// Shards: only rows of this split.
+    pub split: Option<String>,
+    /// ONNX Runtime library override.
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// The kind of input.
+#[derive(Debug, Clone)]
+pub enum InputKind {
+    /// NIfTI files.
+    Nifti(Vec<PathBuf>),
+    /// DICOM series (by folder scan).
+    Dicom(Vec<crate::volume::DicomSeries>),
+    /// A shard folder.
+    Shards(PathBuf),
+}
+
+/// The run summary (also written to `OUT/summary.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InferSummary {
+    /// Input kind (`nifti`, `dicom`, `shards`).
+    pub input_kind: String,
+    /// Cases (volumes) or shard rows' patients processed.
+    pub cases: usize,
+    /// Slices run through the model.
+    pub slices: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+    /// Throughput.
+    pub slices_per_second: f64,
+    /// The execution provider used.
+    pub provider: String,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+}
+
+fn is_nifti(p: &Path) -> bool {
+    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// `scan.nii.gz` → `scan`.
+pub fn case_name(p: &Path) -> String {
+    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("case");
+    n.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
+}
+
+/// Classifies the input path.
+pub fn detect_input(input: &Path) -> Result<InputKind> {
+    if input.is_file() {
+        if is_nifti(input) {
+            return Ok(InputKind::Nifti(vec![input.to_path_buf()]));
+        }
+        return Err(Error::invalid(
+            input,
+            "not a NIfTI file (.nii/.nii.gz); pass a NIfTI file or a folder of NIfTI files, a DICOM series folder or a shard folder",
+        ));
+    }
+    if !input.is_dir() {
+        return Err(Error::invalid(input, "input not found"));
+    }
+    if crate::prep::schema::shard_files(input).is_ok() {
+        return Ok(InputKind::Shards(input.to_path_buf()));
+    }
+    let mut nii: Vec<PathBuf> = std::fs::read_dir(input)
+        .map_err(|e| Error::io(input, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_nifti(p))
+        .collect();
+    nii.sort();
+    if !nii.is_empty() {
+        return Ok(InputKind::Nifti(nii));
+    }
+    let (series, _bad) = crate::volume::scan_dicom_dir(input)?;
+    let series: Vec<_> = series.into_iter().filter(|s| !s.is_seg).collect();
+    if !series.is_empty() {
+        return Ok(InputKind::Dicom(series));
+    }
+    Err(Error::invalid(
+        input,
+        "no NIfTI files, DICOM series or part-*.parquet shards found",
+    ))
+}
+
+/// Runs inference.
+pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
+    let sidecar = ModelSidecar::read_for(&opts.model)?;
+    let kind = detect_input(&opts.input)?;
+    let mut model = OnnxModel::open(&opts.model, opts.device, opts.ort_lib.as_deref())?;
+    let s = sidecar.size();
+    model.check_input(&[1, sidecar.model.in_channels, s, s], &ModelSidecar::path_for(&opts.model))?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let batch = opts.batch.max(1);
+    let t0 = Instant::now();
+    let mut outputs = Vec::new();
+    let (kind_name, cases, slices) = match kind {
+        InputKind::Nifti(files) => {
+            let bar = crate::cli::progress(files.len() as u64, "infer");
+            let mut slices = 0;
+            for f in &files {
+                bar.set_message(case_name(f));
+                let vol = crate::volume::read_nifti(f)?;
+                slices += run_volume(&mut model, &sidecar, vol, &case_name(f), opts, batch, &mut outputs)?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            ("nifti", files.len(), slices)
+        }
+        InputKind::Dicom(series) => {
+            let bar = crate::cli::progress(series.len() as u64, "infer");
+            let mut slices = 0;
+            for (i, se) in series.iter().enumerate() {
+                let name = se
+                    .folder()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "series".into());
+                let name = if series.len() > 1 { format!("{name}-{i}") } else { name };
+                bar.set_message(name.clone());
+                let vol = crate::volume::read_dicom_series(se)?;
+                slices += run_volume(&mut model, &sidecar, vol, &name, opts, batch, &mut outputs)?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            ("dicom", series.len(), slices)
+        }
+        InputKind::Shards(dir) => run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?,
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    let summary = InferSummary {
+        input_kind: kind_name.into(),
+        cases,
+        slices,
+        seconds,
+        slices_per_second: slices as f64 / seconds.max(1e-9),
+        provider: model.provider.clone(),
+        outputs,
+    };
+    let path = opts.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("serialisable"))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(summary)
+}
+
+fn run_volume(
+    model: &mut OnnxModel,
+    sidecar: &ModelSidecar,
+    vol: crate::volume::Volume,
+    name: &str,
+    opts: &InferOptions,
+    batch: usize,
+    outputs: &mut Vec<PathBuf>,
+) -> Result<usize> {
+    let reference = crate::volume::Volume {
+        data: Vec::new(),
+        ..vol.clone()
+    };
+    let (mask, probs, n) = volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
+    let out = opts.out.join(format!("{name}.nii.gz"));
+    crate::volume::write_nifti_mask(&out, &mask, &reference)?;
+    outputs.push(out);
+    if let Some(p) = probs {
+        let out = opts.out.join(format!("{name}_probabilities.nii.gz"));
+        volumes::write_probabilities(&out, &p, &reference)?;
+        outputs.push(out);
+    }
+    Ok(n)
+}
+
+fn run_shards(
+    model: &mut OnnxModel,
+    sidecar: &ModelSidecar,
+    dir: &Path,
+    opts: &InferOptions,
+    batch: usize,
+    outputs: &mut Vec<PathBuf>,
+) -> Result<(&'static str, usize, usize)> {
+    let bar = crate::cli::progress(0, "slices");
+    let mut acc = MetricsAccumulator::new(sidecar.model.num_classes);
+    let mut preds = Vec::new();
+    let mut labeled = 0usize;
+    let mut patients = std::collections::BTreeSet::new();
+    for group in crate::prep::schema::read_shards(dir)? {
+        let rows: Vec<_> = group?
+            .into_iter()
+            .filter(|r| opts.split.as_ref().is_none_or(|s| &r.split == s))
+            .collect();
+        for chunk in rows.chunks(batch) {
+            let p = shards::predict_rows(model, sidecar, chunk, dir)?;
+            shards::add_metrics(&mut acc, chunk, &p);
+            labeled += chunk.iter().filter(|r| r.mask.is_some()).count();
+            patients.extend(chunk.iter().map(|r| r.patient_key.clone()));
+            bar.inc_length(chunk.len() as u64);
+            bar.inc(chunk.len() as u64);
+            preds.extend(p);
+        }
+    }
+    bar.finish_and_clear();
+    let out = opts.out.join("predictions.parquet");
+    shards::write_predictions(&out, &preds)?;
+    outputs.push(out);
+    if labeled > 0 {
+        let m = shards::ShardMetrics {
+            shards: dir.to_path_buf(),
+            model: opts.model.clone(),
+            split: opts.split.clone(),
+            metrics: acc.finish(),
+        };
+        let out = opts.out.join("metrics.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&m).expect("serialisable"))
+            .map_err(|e| Error::io(&out, e))?;
+        outputs.push(out);
+    }
+    Ok(("shards", patients.len(), preds.len()))
+}

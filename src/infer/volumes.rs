@@ -1,0 +1,147 @@
+//! Volume inference: a NIfTI file or a DICOM series (read with `volume`), preprocessed exactly as
+//! `dmnet-prep` did for training (`prep::preprocess`, config from the model sidecar), sliced
+//! along the same axis, run in batches, the S×S probabilities resized bilinearly back to the
+//! source in-plane size, argmax, and written as a uint8 NIfTI mask with the input's dims,
+//! affine, qform/sform codes and pixdim (DICOM: the affine derived from the series).
+use super::session::OnnxModel;
+use crate::export::sidecar::ModelSidecar;
+use crate::prep::preprocess::{
+    extract_slice, insert_slice, prepare_volume, resize_bilinear, PreparedVolume,
+};
+use crate::volume::{Volume, NiftiGeometry};
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Segments one volume: returns the class mask (voxel order of `vol`) and, when asked, the
+/// probabilities `K × voxels` at source resolution.
+pub fn segment_volume(
+    model: &mut OnnxModel,
+    sidecar: &ModelSidecar,
+    vol: Volume,
+    batch: usize,
+    keep_probabilities: bool,
+    mut on_slices: impl FnMut(usize),
+) -> Result<(Vec<u8>, Option<Vec<Vec<f32>>>, usize)> {
+    let source = vol.source.clone();
+    let c = sidecar.model.in_channels;
+    if c != 1 {
+        return Err(Error::Shape {
+            path: source,
+            case: format!(
+                "the model expects {c} channels ({}); a single volume gives 1",
+                sidecar.channel_names.join(", ")
+            ),
+            expected: vec![c],
+            found: vec![1],
+        });
+    }
+    let names = sidecar.channel_names.clone();
+    let case = source.display().to_string();
+    let prepared: PreparedVolume =
+        prepare_volume(vec![vol], names, &sidecar.preprocessing.config, &case)?;
+    let (s, k) = (sidecar.size(), sidecar.model.num_classes);
+    let dims = prepared.geometry.dims;
+    let n = prepared.num_slices();
+    let (h, w) = prepared.plane();
+    let nvox = dims[0] * dims[1] * dims[2];
+    let mut mask = vec![0u8; nvox];
+    let mut probs = keep_probabilities.then(|| vec![vec![0f32; nvox]; k]);
+    let mut start = 0;
+    while start < n {
+        let m = batch.min(n - start);
+        let mut x = Vec::with_capacity(m * c * s * s);
+        for kk in start..start + m {
+            x.extend(prepared.slice_image(kk, s));
+        }
+        model.check_input(&[m, c, s, s], &source)?;
+        let (_, p) = model.run_f32(x, [m, c, s, s], crate::export::dmnet::PROBABILITIES)?;
+        for i in 0..m {
+            let slab = &p[i * k * s * s..(i + 1) * k * s * s];
+            let planes: Vec<Vec<f32>> = (0..k)
+                .map(|j| resize_bilinear(&slab[j * s * s..(j + 1) * s * s], s, s, h, w))
+                .collect();
+            let labels: Vec<u8> = (0..h * w)
+                .map(|px| {
+                    let mut best = 0;
+                    for j in 1..k {
+                        if planes[j][px] > planes[best][px] {
+                            best = j;
+                        }
+                    }
+                    best as u8
+                })
+                .collect();
+            insert_slice(&mut mask, dims, prepared.axis, start + i, &labels);
+            if let Some(pr) = probs.as_mut() {
+                for (j, plane) in planes.iter().enumerate() {
+                    insert_slice(&mut pr[j], dims, prepared.axis, start + i, plane);
+                }
+            }
+        }
+        on_slices(m);
+        start += m;
+    }
+    // Sanity: the written mask round-trips through the slice convention.
+    debug_assert_eq!(extract_slice(&mask, dims, prepared.axis, 0).len(), h * w);
+    Ok((mask, probs, n))
+}
+
+fn put_i16(b: &mut [u8], off: usize, v: i16) {
+    b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_f32(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `K` probability maps as one 4-D float32 NIfTI-1 (dim[4] = K) with the geometry of
+/// `reference` (same dims, pixdim, qform/sform as the mask).
+pub fn write_probabilities(path: &Path, probs: &[Vec<f32>], reference: &Volume) -> Result<()> {
+    let g: &NiftiGeometry = &reference.header;
+    let mut h = vec![0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    let dims = [
+        4i16,
+        reference.dims[0] as i16,
+        reference.dims[1] as i16,
+        reference.dims[2] as i16,
+        probs.len() as i16,
+        1,
+        1,
+        1,
+    ];
+    for (i, d) in dims.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d);
+    }
+    put_i16(&mut h, 70, 16); // NIFTI_TYPE_FLOAT32
+    put_i16(&mut h, 72, 32);
+    for (i, p) in g.pixdim.iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * i, if i == 4 { 1.0 } else { *p });
+    }
+    put_f32(&mut h, 108, 352.0);
+    put_f32(&mut h, 112, 1.0);
+    h[123] = g.xyzt_units;
+    h[148..148 + 27].copy_from_slice(b"dmnet class probabilities\0\0");
+    put_i16(&mut h, 252, g.qform_code);
+    put_i16(&mut h, 254, g.sform_code);
+    for (i, q) in g.quatern.iter().enumerate() {
+        put_f32(&mut h, 256 + 4 * i, *q);
+    }
+    for (r, row) in g.srow.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            put_f32(&mut h, 280 + 16 * r + 4 * c, *v);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    for p in probs {
+        h.extend(p.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let write = || -> std::io::Result<()> {
+        let f = std::fs::File::create(path)?;
+        let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        enc.write_all(&h)?;
+        enc.finish()?;
+        Ok(())
+    };
+    write().map_err(|e| Error::io(path, e))
+}
