@@ -28,8 +28,7 @@ impl Ctx<'_> {
     fn conv(&mut self, x: &T, p: &str, cout: usize, k: usize, o: ConvOpts, bias: bool) -> T {
         let w = format!("{p}.weight");
         let b = format!("{p}.bias");
-        self.g
-            .conv(x, &w, bias.then_some(b.as_str()), cout, k, o)
+        self.g.conv(x, &w, bias.then_some(b.as_str()), cout, k, o)
     }
     fn conv_bn(&mut self, x: &T, conv: &str, bn: &str, cout: usize, k: usize, o: ConvOpts) -> T {
         let y = self.conv(x, conv, cout, k, o, false);
@@ -65,14 +64,28 @@ impl Ctx<'_> {
         let mut y = x.clone();
         for (i, &(c, k, s)) in convs.iter().enumerate() {
             let o = ConvOpts::new(s, k / 2);
-            y = self.conv_bn(&y, &format!("{q}.conv{}", i + 1), &format!("{q}.bn{}", i + 1), c, k, o);
+            y = self.conv_bn(
+                &y,
+                &format!("{q}.conv{}", i + 1),
+                &format!("{q}.bn{}", i + 1),
+                c,
+                k,
+                o,
+            );
             if i + 1 < convs.len() {
                 y = self.g.relu(&y);
             }
         }
         let id = if stride != 1 || x.c != cout {
             let d = format!("{q}.downsample");
-            self.conv_bn(x, &format!("{d}.0"), &format!("{d}.1"), cout, 1, ConvOpts::new(stride, 0))
+            self.conv_bn(
+                x,
+                &format!("{d}.0"),
+                &format!("{d}.1"),
+                cout,
+                1,
+                ConvOpts::new(stride, 0),
+            )
         } else {
             x.clone()
         };
@@ -83,7 +96,14 @@ impl Ctx<'_> {
     /// f1..f5 of the encoder under prefix `p`.
     fn encoder(&mut self, x: &T, p: &str) -> Vec<T> {
         let c64 = self.cfg.c(64);
-        let y = self.conv_bn(x, &format!("{p}.conv1"), &format!("{p}.bn1"), c64, 7, ConvOpts::new(2, 3));
+        let y = self.conv_bn(
+            x,
+            &format!("{p}.conv1"),
+            &format!("{p}.bn1"),
+            c64,
+            7,
+            ConvOpts::new(2, 3),
+        );
         let f1 = self.g.relu(&y);
         let mut x = self.g.max_pool(&f1, 3, 2, 1);
         let mut feats = vec![f1];
@@ -115,7 +135,14 @@ impl Ctx<'_> {
             };
             let p = format!("decoder1.blocks.{i}");
             for j in 1..=2 {
-                let y = self.conv_bn(&x, &format!("{p}.conv{j}"), &format!("{p}.bn{j}"), c, 3, ConvOpts::new(1, 1));
+                let y = self.conv_bn(
+                    &x,
+                    &format!("{p}.conv{j}"),
+                    &format!("{p}.bn{j}"),
+                    c,
+                    3,
+                    ConvOpts::new(1, 1),
+                );
                 x = self.g.relu(&y);
             }
         }
@@ -131,7 +158,14 @@ impl Ctx<'_> {
             branches.push(self.conv_bn_relu(&x, &format!("decoder2.aspp.b{i}"), a, k, d));
         }
         let pooled = self.g.global_avg_pool(&x);
-        let pooled = self.conv(&pooled, "decoder2.aspp.pool.conv", a, 1, ConvOpts::new(1, 0), true);
+        let pooled = self.conv(
+            &pooled,
+            "decoder2.aspp.pool.conv",
+            a,
+            1,
+            ConvOpts::new(1, 0),
+            true,
+        );
         let pooled = self.g.relu(&pooled);
         branches.push(self.resize(&pooled, x.h, x.w));
         let refs: Vec<&T> = branches.iter().collect();
@@ -185,8 +219,11 @@ pub fn build_model(
         DataType::Float,
         &[n(), Dim::Fixed(k), Dim::Fixed(s), Dim::Fixed(s)],
     );
-    ctx.g
-        .output(LABELS, DataType::Uint8, &[n(), Dim::Fixed(s), Dim::Fixed(s)]);
+    ctx.g.output(
+        LABELS,
+        DataType::Uint8,
+        &[n(), Dim::Fixed(s), Dim::Fixed(s)],
+    );
     let doc = format!(
         "DMNet (Fang & Li, MICCAI 2020), encoder {}, width {}, variant {}: probabilities = \
          (softmax(U-Net logits) + softmax(DeepLab v3+ logits)) / 2",

@@ -57,16 +57,24 @@ fn read_json(path: &Path) -> Result<Value> {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The run's model config, preprocessing config, channel names and class names.
-pub fn read_run_config(run: &Path) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
+pub fn read_run_config(
+    run: &Path,
+) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
     let path = run.join("config.json");
     let cfg = read_json(&path)?;
-    let model_v = find(&cfg, "model", &|x| serde_json::from_value::<ModelConfig>(x.clone()).is_ok())
-        .ok_or_else(|| Error::invalid(&path, "no model config (`model`) found"))?;
+    let model_v = find(&cfg, "model", &|x| {
+        serde_json::from_value::<ModelConfig>(x.clone()).is_ok()
+    })
+    .ok_or_else(|| Error::invalid(&path, "no model config (`model`) found"))?;
     let model: ModelConfig = serde_json::from_value(model_v.clone()).expect("checked");
     model.validate()?;
     let prep: PreprocessConfig = find(&cfg, "preprocess", &|x| {
@@ -90,14 +98,18 @@ pub fn read_run_config(run: &Path) -> Result<(ModelConfig, PreprocessConfig, Vec
         channels = prep.channels.clone();
     }
     if channels.len() != model.in_channels {
-        channels = (0..model.in_channels).map(|i| format!("channel{i}")).collect();
+        channels = (0..model.in_channels)
+            .map(|i| format!("channel{i}"))
+            .collect();
     }
     let mut classes = pick("label_names");
     if classes.is_empty() {
         classes = prep.label_names.clone();
     }
     if classes.len() != model.num_classes {
-        classes = (0..model.num_classes).map(|i| format!("class{i}")).collect();
+        classes = (0..model.num_classes)
+            .map(|i| format!("class{i}"))
+            .collect();
     }
     Ok((model, prep, channels, classes))
 }
@@ -124,7 +136,9 @@ fn validation_metrics(run: &Path) -> Option<Value> {
         }
     }
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
-    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
 }
 
 fn spec(name: &str, dtype: &str, shape: Vec<Value>, description: &str) -> TensorSpec {
@@ -153,13 +167,25 @@ pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default(),
         opset: opts.opset,
-        input: spec(dmnet::INPUT, "float32", vec![json!("N"), json!(c), json!(s), json!(s)],
-            "preprocessed slices, NCHW, channels in channel_names order"),
+        input: spec(
+            dmnet::INPUT,
+            "float32",
+            vec![json!("N"), json!(c), json!(s), json!(s)],
+            "preprocessed slices, NCHW, channels in channel_names order",
+        ),
         outputs: vec![
-            spec(dmnet::PROBABILITIES, "float32", vec![json!("N"), json!(k), json!(s), json!(s)],
-                "(softmax(decoder 1) + softmax(decoder 2)) / 2"),
-            spec(dmnet::LABELS, "uint8", vec![json!("N"), json!(s), json!(s)],
-                "argmax of probabilities over classes"),
+            spec(
+                dmnet::PROBABILITIES,
+                "float32",
+                vec![json!("N"), json!(k), json!(s), json!(s)],
+                "(softmax(decoder 1) + softmax(decoder 2)) / 2",
+            ),
+            spec(
+                dmnet::LABELS,
+                "uint8",
+                vec![json!("N"), json!(s), json!(s)],
+                "argmax of probabilities over classes",
+            ),
         ],
         channel_names,
         class_names,
@@ -183,7 +209,12 @@ pub fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSummary)>
     let ckpt = checkpoint_path(&opts.run, &opts.checkpoint)?;
     let sidecar = make_sidecar(opts, &ckpt)?;
     let weights = super::weights::Weights::open(&ckpt)?;
-    let model = dmnet::build_model(&sidecar.model, &weights, opts.opset, &sidecar.metadata_props())?;
+    let model = dmnet::build_model(
+        &sidecar.model,
+        &weights,
+        opts.opset,
+        &sidecar.metadata_props(),
+    )?;
     let initializers = model.graph.as_ref().map_or(0, |g| g.initializer.len());
     let bytes = graph::encode(&model);
     if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {

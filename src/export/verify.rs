@@ -37,7 +37,11 @@ pub fn verify(
     if !missing.is_empty() {
         return Err(Error::invalid(
             ckpt,
-            format!("checkpoint lacks {} model tensors, e.g. {}", missing.len(), missing[0]),
+            format!(
+                "checkpoint lacks {} model tensors, e.g. {}",
+                missing.len(),
+                missing[0]
+            ),
         ));
     }
     let mut model = OnnxModel::open(onnx, DeviceChoice::Cpu, None)?;

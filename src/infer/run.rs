@@ -70,7 +70,9 @@ fn is_nifti(p: &Path) -> bool {
 /// `scan.nii.gz` → `scan`.
 pub fn case_name(p: &Path) -> String {
     let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("case");
-    n.trim_end_matches(".gz").trim_end_matches(".nii").to_string()
+    n.trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .to_string()
 }
 
 /// Classifies the input path.
@@ -116,7 +118,10 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     let kind = detect_input(&opts.input)?;
     let mut model = OnnxModel::open(&opts.model, opts.device, opts.ort_lib.as_deref())?;
     let s = sidecar.size();
-    model.check_input(&[1, sidecar.model.in_channels, s, s], &ModelSidecar::path_for(&opts.model))?;
+    model.check_input(
+        &[1, sidecar.model.in_channels, s, s],
+        &ModelSidecar::path_for(&opts.model),
+    )?;
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let batch = opts.batch.max(1);
     let t0 = Instant::now();
@@ -128,7 +133,15 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
             for f in &files {
                 bar.set_message(case_name(f));
                 let vol = crate::volume::read_nifti(f)?;
-                slices += run_volume(&mut model, &sidecar, vol, &case_name(f), opts, batch, &mut outputs)?;
+                slices += run_volume(
+                    &mut model,
+                    &sidecar,
+                    vol,
+                    &case_name(f),
+                    opts,
+                    batch,
+                    &mut outputs,
+                )?;
                 bar.inc(1);
             }
             bar.finish_and_clear();
@@ -143,7 +156,11 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "series".into());
-                let name = if series.len() > 1 { format!("{name}-{i}") } else { name };
+                let name = if series.len() > 1 {
+                    format!("{name}-{i}")
+                } else {
+                    name
+                };
                 bar.set_message(name.clone());
                 let vol = crate::volume::read_dicom_series(se)?;
                 slices += run_volume(&mut model, &sidecar, vol, &name, opts, batch, &mut outputs)?;
@@ -152,7 +169,9 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
             bar.finish_and_clear();
             ("dicom", series.len(), slices)
         }
-        InputKind::Shards(dir) => run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?,
+        InputKind::Shards(dir) => {
+            run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?
+        }
     };
     let seconds = t0.elapsed().as_secs_f64();
     let summary = InferSummary {
@@ -165,8 +184,11 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
         outputs,
     };
     let path = opts.out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("serialisable"))
-        .map_err(|e| Error::io(&path, e))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&summary).expect("serialisable"),
+    )
+    .map_err(|e| Error::io(&path, e))?;
     Ok(summary)
 }
 
@@ -183,7 +205,8 @@ fn run_volume(
         data: Vec::new(),
         ..vol.clone()
     };
-    let (mask, probs, n) = volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
+    let (mask, probs, n) =
+        volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
     let out = opts.out.join(format!("{name}.nii.gz"));
     crate::volume::write_nifti_mask(&out, &mask, &reference)?;
     outputs.push(out);
@@ -235,8 +258,11 @@ fn run_shards(
             metrics: acc.finish(),
         };
         let out = opts.out.join("metrics.json");
-        std::fs::write(&out, serde_json::to_string_pretty(&m).expect("serialisable"))
-            .map_err(|e| Error::io(&out, e))?;
+        std::fs::write(
+            &out,
+            serde_json::to_string_pretty(&m).expect("serialisable"),
+        )
+        .map_err(|e| Error::io(&out, e))?;
         outputs.push(out);
     }
     Ok(("shards", patients.len(), preds.len()))

@@ -55,7 +55,11 @@ pub fn predict_rows(
     rows: &[SliceRecord],
     dir: &Path,
 ) -> Result<Vec<Prediction>> {
-    let (c, s, k) = (sidecar.model.in_channels, sidecar.size(), sidecar.model.num_classes);
+    let (c, s, k) = (
+        sidecar.model.in_channels,
+        sidecar.size(),
+        sidecar.model.num_classes,
+    );
     let mut x = Vec::with_capacity(rows.len() * c * s * s);
     for r in rows {
         if r.image.len() != c * s * s || r.height as usize != s || r.width as usize != s {
@@ -74,7 +78,11 @@ pub fn predict_rows(
         x.extend_from_slice(&r.image);
     }
     model.check_input(&[rows.len(), c, s, s], dir)?;
-    let (_, p) = model.run_f32(x, [rows.len(), c, s, s], crate::export::dmnet::PROBABILITIES)?;
+    let (_, p) = model.run_f32(
+        x,
+        [rows.len(), c, s, s],
+        crate::export::dmnet::PROBABILITIES,
+    )?;
     Ok(rows
         .iter()
         .enumerate()
@@ -94,7 +102,13 @@ pub fn predict_rows(
 pub fn add_metrics(acc: &mut MetricsAccumulator, rows: &[SliceRecord], preds: &[Prediction]) {
     for (r, p) in rows.iter().zip(preds) {
         if let Some(gt) = &r.mask {
-            acc.add(&p.mask, gt, p.height as usize, p.width as usize, r.pixel_spacing);
+            acc.add(
+                &p.mask,
+                gt,
+                p.height as usize,
+                p.width as usize,
+                r.pixel_spacing,
+            );
         }
     }
 }
@@ -138,7 +152,8 @@ pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
         ],
     )
     .map_err(|e| Error::invalid(path, format!("building predictions: {e}")))?;
-    let err = |e: parquet::errors::ParquetError| Error::invalid(path, format!("writing Parquet: {e}"));
+    let err =
+        |e: parquet::errors::ParquetError| Error::invalid(path, format!("writing Parquet: {e}"));
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))

@@ -8,7 +8,7 @@ use crate::export::sidecar::ModelSidecar;
 use crate::prep::preprocess::{
     extract_slice, insert_slice, prepare_volume, resize_bilinear, PreparedVolume,
 };
-use crate::volume::{Volume, NiftiGeometry};
+use crate::volume::{NiftiGeometry, Volume};
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;

@@ -177,7 +177,10 @@ fn conv_bn_relu_pool_gap_concat_softmax_average_match_tch() {
 }
 
 /// A randomly initialised DMNet with randomised BN running statistics, saved as safetensors.
-fn random_checkpoint(cfg: &dmnet::model::ModelConfig, file: &Path) -> (tch::nn::VarStore, dmnet::model::DmNet) {
+fn random_checkpoint(
+    cfg: &dmnet::model::ModelConfig,
+    file: &Path,
+) -> (tch::nn::VarStore, dmnet::model::DmNet) {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = dmnet::model::DmNet::new(&vs.root(), cfg).unwrap();
     tch::no_grad(|| {

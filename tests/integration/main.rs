@@ -3,6 +3,7 @@ mod util;
 
 mod binaries;
 mod export;
+mod infer;
 mod model;
 mod synth;
 mod toolchain;
