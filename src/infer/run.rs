@@ -205,17 +205,16 @@ fn run_volume(
         data: Vec::new(),
         ..vol.clone()
     };
-    let (mask, probs, n) =
-        volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
+    let seg = volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
     let out = opts.out.join(format!("{name}.nii.gz"));
-    crate::volume::write_nifti_mask(&out, &mask, &reference)?;
+    crate::volume::write_nifti_mask(&out, &seg.mask, &reference)?;
     outputs.push(out);
-    if let Some(p) = probs {
+    if let Some(p) = seg.probabilities {
         let out = opts.out.join(format!("{name}_probabilities.nii.gz"));
         volumes::write_probabilities(&out, &p, &reference)?;
         outputs.push(out);
     }
-    Ok(n)
+    Ok(seg.slices)
 }
 
 fn run_shards(

@@ -13,8 +13,18 @@ use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Segments one volume: returns the class mask (voxel order of `vol`) and, when asked, the
-/// probabilities `K × voxels` at source resolution.
+/// A segmented volume.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// Class indices in the voxel order of the input.
+    pub mask: Vec<u8>,
+    /// When asked for: K probability maps at source resolution, each in voxel order.
+    pub probabilities: Option<Vec<Vec<f32>>>,
+    /// Slices run through the model.
+    pub slices: usize,
+}
+
+/// Segments one volume (see the module docs).
 pub fn segment_volume(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
@@ -22,7 +32,7 @@ pub fn segment_volume(
     batch: usize,
     keep_probabilities: bool,
     mut on_slices: impl FnMut(usize),
-) -> Result<(Vec<u8>, Option<Vec<Vec<f32>>>, usize)> {
+) -> Result<Segmentation> {
     let source = vol.source.clone();
     let c = sidecar.model.in_channels;
     if c != 1 {
@@ -84,7 +94,11 @@ pub fn segment_volume(
     }
     // Sanity: the written mask round-trips through the slice convention.
     debug_assert_eq!(extract_slice(&mask, dims, prepared.axis, 0).len(), h * w);
-    Ok((mask, probs, n))
+    Ok(Segmentation {
+        mask,
+        probabilities: probs,
+        slices: n,
+    })
 }
 
 fn put_i16(b: &mut [u8], off: usize, v: i16) {
