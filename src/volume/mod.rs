@@ -1,1 +1,174 @@
-//! Volume I/O: NIfTI and DICOM studies read into a common in-memory volume with its RAS affine.
+//! Volume I/O: NIfTI and DICOM studies read into one in-memory [`Volume`] (f32 voxels, voxel→RAS
+//! affine, spacing, and the NIfTI header fields needed to write a mask back).
+//!
+//! - [`read_nifti`] / [`read_nifti_label`] / [`write_nifti_mask`]: NIfTI-1 (`.nii`, `.nii.gz`),
+//!   header parsed with the `nifti` crate; `scl_slope`/`scl_inter` honoured (slope 0 = none);
+//!   affine from the sform when `sform_code > 0`, else the qform (domain notes §3).
+//! - [`read_dicom_series`], [`read_dicom_timepoint`], [`scan_dicom_dir`], [`read_dicom_seg`]:
+//!   DICOM series sorted by ImagePositionPatient (0020,0032) projected on the normal of
+//!   ImageOrientationPatient (0020,0037), spacing from position differences, per-slice
+//!   RescaleSlope/Intercept (0028,1053/1052), LPS→RAS; 4-D series (repeated positions) detected.
+//!
+//! Voxel order everywhere: dims `[n0, n1, n2]`, linear index `i0 + n0 * (i1 + n1 * i2)`
+//! (NIfTI / Fortran order).
+use std::path::PathBuf;
+
+mod dicom;
+mod nifti_io;
+
+pub use dicom::{
+    read_dicom_seg, read_dicom_series, read_dicom_timepoint, scan_dicom_dir, series_timepoints,
+    DicomFile, DicomSeries, SegLabels,
+};
+pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nifti_mask};
+
+/// The NIfTI-1 header fields kept with a volume so a mask can be written back with the same
+/// geometry (dims, pixdim, qform/sform codes and parameters, units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NiftiGeometry {
+    /// `dim[0..8]` of the source header (for DICOM: `[3, n0, n1, n2, 1, 1, 1, 1]`).
+    pub dim: [u16; 8],
+    /// `pixdim[0..8]` (pixdim[0] = qfac).
+    pub pixdim: [f32; 8],
+    /// `qform_code`.
+    pub qform_code: i16,
+    /// `sform_code`.
+    pub sform_code: i16,
+    /// `quatern_b, quatern_c, quatern_d, qoffset_x, qoffset_y, qoffset_z`.
+    pub quatern: [f32; 6],
+    /// `srow_x`, `srow_y`, `srow_z`.
+    pub srow: [[f32; 4]; 3],
+    /// `xyzt_units`.
+    pub xyzt_units: u8,
+}
+
+impl NiftiGeometry {
+    /// A header for a volume built from DICOM geometry: sform (code 1, scanner) = `affine`,
+    /// qform unset, pixdim = `spacing`, units mm.
+    pub fn from_affine(dims: [usize; 3], affine: &[[f64; 4]; 4], spacing: [f64; 3]) -> Self {
+        let mut srow = [[0f32; 4]; 3];
+        for (r, row) in srow.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = affine[r][c] as f32;
+            }
+        }
+        NiftiGeometry {
+            dim: [
+                3,
+                dims[0] as u16,
+                dims[1] as u16,
+                dims[2] as u16,
+                1,
+                1,
+                1,
+                1,
+            ],
+            pixdim: [
+                1.0,
+                spacing[0] as f32,
+                spacing[1] as f32,
+                spacing[2] as f32,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            qform_code: 0,
+            sform_code: 1,
+            quatern: [0.0; 6],
+            srow,
+            xyzt_units: 2,
+        }
+    }
+}
+
+/// A 3-D scalar volume in RAS world coordinates.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// Voxel values (rescaled), index `i0 + n0 * (i1 + n1 * i2)`.
+    pub data: Vec<f32>,
+    /// Voxel dims `[n0, n1, n2]`.
+    pub dims: [usize; 3],
+    /// Voxel (i0, i1, i2, 1) → RAS world (mm), row-major 4×4.
+    pub affine: [[f64; 4]; 4],
+    /// Voxel spacing (mm) along voxel axes 0, 1, 2 (norms of the affine's columns).
+    pub spacing: [f64; 3],
+    /// The header fields needed to write a mask with the same geometry.
+    pub header: NiftiGeometry,
+    /// Where the volume came from (file, or DICOM series folder).
+    pub source: PathBuf,
+}
+
+impl Volume {
+    /// Number of voxels.
+    pub fn len(&self) -> usize {
+        self.dims[0] * self.dims[1] * self.dims[2]
+    }
+    /// Whether the volume has no voxels.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Linear index of voxel (i0, i1, i2).
+    pub fn index(&self, i0: usize, i1: usize, i2: usize) -> usize {
+        i0 + self.dims[0] * (i1 + self.dims[1] * i2)
+    }
+    /// The voxel→world direction (unit vector) of voxel axis `axis`.
+    pub fn axis_direction(&self, axis: usize) -> [f64; 3] {
+        let v = [
+            self.affine[0][axis],
+            self.affine[1][axis],
+            self.affine[2][axis],
+        ];
+        let n = norm(v).max(1e-12);
+        [v[0] / n, v[1] / n, v[2] / n]
+    }
+    /// Checks that `other` (e.g. a label map) has the same dims and, within `tol_mm` per
+    /// affine entry, the same affine; `case` names the study in the error.
+    pub fn check_same_grid(&self, other: &Volume, case: &str, tol_mm: f64) -> crate::Result<()> {
+        if self.dims != other.dims {
+            return Err(crate::Error::Shape {
+                path: other.source.clone(),
+                case: case.to_string(),
+                expected: self.dims.to_vec(),
+                found: other.dims.to_vec(),
+            });
+        }
+        let mut worst = 0f64;
+        for r in 0..3 {
+            for c in 0..4 {
+                worst = worst.max((self.affine[r][c] - other.affine[r][c]).abs());
+            }
+        }
+        if worst > tol_mm {
+            return Err(crate::Error::invalid(
+                &other.source,
+                format!(
+                    "case {case}: affine differs from the image {} by {worst:.4} mm (> {tol_mm} mm)",
+                    self.source.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    /// Errors (naming the file) when a voxel is NaN or infinite.
+    pub fn check_finite(&self) -> crate::Result<()> {
+        if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {
+            return Err(crate::Error::invalid(
+                &self.source,
+                format!("voxel {i} is {} (NaN/Inf not allowed)", self.data[i]),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Euclidean norm of a 3-vector.
+pub fn norm(v: [f64; 3]) -> f64 {
+    (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
+}
+
+/// Spacing = norms of the affine's first three columns.
+pub(crate) fn spacing_of(affine: &[[f64; 4]; 4]) -> [f64; 3] {
+    let col = |c: usize| norm([affine[0][c], affine[1][c], affine[2][c]]);
+    [col(0), col(1), col(2)]
+}

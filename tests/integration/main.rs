@@ -6,3 +6,4 @@ mod model;
 mod synth;
 mod toolchain;
 mod train;
+mod volume;
