@@ -1,16 +1,265 @@
-//! dmnet-prep: DICOM/NIfTI studies → Parquet slice shards.
-use clap::Parser;
+//! dmnet-prep: DICOM/NIfTI studies → versioned Parquet slice shards.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dmnet::prep::{IngestOptions, Layout, PrepConfig, Protocol};
 
 /// Turn raw DICOM/NIfTI studies into versioned Parquet slice shards.
 #[derive(Parser)]
-#[command(version, about, after_help = "Example:\n  dmnet-prep --help")]
+#[command(
+    version,
+    about,
+    after_help = "Examples:
+  dmnet-prep ingest --input ../shared/data/la2018 --out shards/la --pipeline pipelines/la2018.toml
+  dmnet-prep ingest --input data/kits19 --out shards/kits --pipeline pipelines/kits19.toml --protocol all-slices --labeled-patients 8
+  dmnet-prep ingest --input data/brats --out shards/brats --pipeline pipelines/brats18.toml --channels flair,t1ce
+  dmnet-prep ingest --input dicom/ --out shards/d --layout dicom --worker-index 0 --num-workers 4   # Slurm array task 0
+  dmnet-prep merge shards/d
+  dmnet-prep inspect shards/la"
+)]
 struct Cli {
     #[command(flatten)]
     log: dmnet::cli::LogArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum Cmd {
+    /// Read studies, preprocess, write part-*.parquet + manifest.json + splits.json. Exit code 2
+    /// when a study failed (listed in manifest.json), 1 on a fatal error.
+    Ingest(IngestArgs),
+    /// Counts per split and role, label statistics, invariant checks (exit 1 when broken).
+    Inspect {
+        /// Shard folder.
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the workers' manifest-wI.json into manifest.json.
+    Merge {
+        /// Shard folder the workers wrote to.
+        dir: PathBuf,
+    },
+    /// Write a small SYNTHETIC phantom cohort (KiTS19 layout + DICOM) for demos.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Labelled patients.
+        #[arg(long, default_value_t = 24)]
+        patients: usize,
+        /// Extra DICOM-only patients.
+        #[arg(long, default_value_t = 1)]
+        dicom_patients: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// In-plane size.
+        #[arg(long, default_value_t = 96)]
+        size: usize,
+    },
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Input folder (or manifest CSV).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output shard folder (rerun with the same arguments to resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Pipeline file; its [prep] table is the base config.
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Input layout.
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
+    /// Slice protocol.
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
+    /// Seed (split and slice draws).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// In-plane size S (slices are S×S).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Channels (comma-separated), e.g. brats file suffixes `t1,t1ce,t2`.
+    #[arg(long, value_delimiter = ',')]
+    channels: Option<Vec<String>>,
+    /// all-slices: training patients that keep labels.
+    #[arg(long, conflicts_with = "labeled_fraction")]
+    labeled_patients: Option<usize>,
+    /// all-slices: fraction of training patients that keep labels.
+    #[arg(long)]
+    labeled_fraction: Option<f64>,
+    /// Reuse a splits.json (same patients, same salt).
+    #[arg(long)]
+    splits: Option<PathBuf>,
+    /// Write raw patient ids instead of salted hashes.
+    #[arg(long)]
+    keep_patient_ids: bool,
+    /// Salt for patient keys (default: $DMNET_SALT, else a fixed project salt).
+    #[arg(long)]
+    salt: Option<String>,
+    /// Slices per row group.
+    #[arg(long)]
+    row_group_slices: Option<usize>,
+    /// Target part file size in MB.
+    #[arg(long)]
+    file_mb: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// This worker's index (Slurm array / Kubernetes Indexed Job).
+    #[arg(long, default_value_t = 0)]
+    worker_index: usize,
+    /// Number of workers.
+    #[arg(long, default_value_t = 1)]
+    num_workers: usize,
+    /// Only the first N studies (sorted by name).
+    #[arg(long)]
+    max_studies: Option<usize>,
+}
+
+impl IngestArgs {
+    fn config(&self) -> anyhow::Result<PrepConfig> {
+        let mut c = match &self.pipeline {
+            Some(p) => PrepConfig::from_pipeline(p)?,
+            None => PrepConfig::default(),
+        };
+        if let Some(v) = self.layout {
+            c.layout = v;
+        }
+        if let Some(v) = self.protocol {
+            c.protocol = v;
+        }
+        if let Some(v) = self.seed {
+            c.seed = v;
+        }
+        if let Some(v) = self.size {
+            c.preprocess.size = v;
+        }
+        if let Some(v) = &self.channels {
+            c.preprocess.channels = v.clone();
+        }
+        if self.labeled_patients.is_some() || self.labeled_fraction.is_some() {
+            c.labeled_patients = self.labeled_patients;
+            c.labeled_fraction = self.labeled_fraction;
+        }
+        if self.keep_patient_ids {
+            c.keep_patient_ids = true;
+        }
+        if let Some(v) = self.row_group_slices {
+            c.row_group_slices = v;
+        }
+        if let Some(v) = self.file_mb {
+            c.file_bytes = v << 20;
+        }
+        c.validate().map_err(|m| anyhow::anyhow!("config: {m}"))?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
-    Ok(())
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Ingest(a) => {
+            let cfg = a.config()?;
+            let opts = IngestOptions {
+                input: a.input.clone(),
+                out: a.out.clone(),
+                threads: a.threads,
+                splits: a.splits.clone(),
+                salt: a
+                    .salt
+                    .clone()
+                    .or_else(|| std::env::var("DMNET_SALT").ok())
+                    .unwrap_or_else(|| "dmnet-default-salt".into()),
+                worker: (a.worker_index, a.num_workers),
+                max_studies: a.max_studies,
+            };
+            let m = dmnet::prep::ingest(&cfg, &opts)?;
+            println!(
+                "{} studies ok, {} failed, {} slices; per split/role: {}",
+                m.totals.ok,
+                m.totals.failed,
+                m.totals.slices,
+                serde_json::to_string(&m.counts)?
+            );
+            Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
+        }
+        Cmd::Inspect { dir, json } => {
+            let r = dmnet::prep::inspect(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("rows: {}", r.rows);
+                for (split, roles) in &r.counts {
+                    let p = r.patients.get(split).copied().unwrap_or(0);
+                    println!("  {split:<5} patients {p:>4}  {roles:?}");
+                }
+                println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
+                println!("mask pixels per class: {:?}", r.class_pixels);
+                println!(
+                    "labeled slices with foreground: {}",
+                    r.labeled_with_foreground
+                );
+                for p in &r.problems {
+                    println!("BROKEN: {p}");
+                }
+                if r.problems.is_empty() {
+                    println!("all invariants hold");
+                }
+            }
+            Ok(ExitCode::from(if r.problems.is_empty() { 0 } else { 1 }))
+        }
+        Cmd::Merge { dir } => {
+            let m = dmnet::prep::merge(&dir)?;
+            println!(
+                "merged: {} studies ok, {} failed, {} slices; {}",
+                m.totals.ok,
+                m.totals.failed,
+                m.totals.slices,
+                serde_json::to_string(&m.counts)?
+            );
+            Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
+        }
+        Cmd::Synth {
+            out,
+            patients,
+            dicom_patients,
+            seed,
+            size,
+        } => {
+            let cfg = dmnet::prep::synth::SynthConfig {
+                patients,
+                dicom_patients,
+                seed,
+                size,
+            };
+            let s = dmnet::prep::synth::synthesize(&out, &cfg)?;
+            println!(
+                "SYNTHETIC: {} NIfTI cases in {}, {} DICOM series in {}",
+                s.nifti_cases,
+                s.kits19.display(),
+                s.dicom_series,
+                s.dicom.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

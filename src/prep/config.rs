@@ -1,0 +1,168 @@
+//! The prep config: the `[prep]` table of a pipeline file (`pipelines/NAME.toml`) merged with
+//! command-line overrides. Saved as `OUT/prep-config.json` and in every shard's key-value
+//! metadata (`dmnet.prep_config`). Other top-level tables (`[train]`, …) are ignored; unknown
+//! keys inside `[prep]` are rejected.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::preprocess::PreprocessConfig;
+use crate::{Error, Result};
+
+/// Input layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Detect (and log) the layout.
+    #[default]
+    Auto,
+    /// `case_XXXXX/imaging.nii.gz` + `segmentation.nii.gz`.
+    Kits19,
+    /// `<case>/<case>_{t1,t1ce,t2,flair}.nii.gz` + `<case>_seg.nii.gz`.
+    Brats,
+    /// `dataset.json`, `imagesTr/`, `labelsTr/`, optional `imagesTs/` (also nnU-Net raw).
+    Msd,
+    /// A folder tree of DICOM files (+ DICOM SEG).
+    Dicom,
+    /// A CSV `patient_id,image[,image…],label`.
+    Manifest,
+}
+
+/// Slice protocol (domain notes §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// DMNet paper: per patient one labeled slice (+ two unlabeled for training patients),
+    /// drawn with the seed among foreground slices.
+    #[default]
+    Paper,
+    /// Every slice; a labeled budget of training patients, the others unlabeled.
+    AllSlices,
+}
+
+/// Everything `dmnet-prep ingest` needs besides input/output folders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrepConfig {
+    /// Pipeline name (from the pipeline file's top-level `name`, or "custom").
+    pub pipeline: String,
+    /// Input layout.
+    pub layout: Layout,
+    /// Slice protocol.
+    pub protocol: Protocol,
+    /// Seed for the patient split and slice draws.
+    pub seed: u64,
+    /// Split ratios train:val:test.
+    pub split_ratio: [u32; 3],
+    /// `all-slices`: number of training patients whose slices stay labeled (None = all,
+    /// unless `labeled_fraction` is set).
+    pub labeled_patients: Option<usize>,
+    /// `all-slices`: fraction of training patients whose slices stay labeled.
+    pub labeled_fraction: Option<f64>,
+    /// `paper`: unlabeled slices drawn per training patient.
+    pub unlabeled_per_patient: usize,
+    /// Write raw patient ids instead of salted hashes.
+    pub keep_patient_ids: bool,
+    /// Slices per Parquet row group.
+    pub row_group_slices: usize,
+    /// Target size of one part file (bytes); parts are cut between studies.
+    pub file_bytes: u64,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Preprocessing (shared with inference).
+    pub preprocess: PreprocessConfig,
+}
+
+impl Default for PrepConfig {
+    fn default() -> Self {
+        PrepConfig {
+            pipeline: "custom".into(),
+            layout: Layout::Auto,
+            protocol: Protocol::Paper,
+            seed: 0,
+            split_ratio: [7, 1, 2],
+            labeled_patients: None,
+            labeled_fraction: None,
+            unlabeled_per_patient: 2,
+            keep_patient_ids: false,
+            row_group_slices: 64,
+            file_bytes: 256 << 20,
+            zstd_level: 3,
+            preprocess: PreprocessConfig::default(),
+        }
+    }
+}
+
+/// A pipeline file: top-level `name`, `description`, and the `[prep]` table (others ignored).
+#[derive(Debug, Deserialize)]
+struct PipelineFile {
+    name: Option<String>,
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    prep: Option<toml::Value>,
+}
+
+impl PrepConfig {
+    /// Reads the `[prep]` table of a pipeline file (serde defaults, unknown keys rejected).
+    pub fn from_pipeline(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg_err = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let file: PipelineFile = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
+        let mut cfg: PrepConfig = match file.prep {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| cfg_err(format!("[prep]: {e}")))?,
+            None => PrepConfig::default(),
+        };
+        if let Some(n) = file.name {
+            cfg.pipeline = n;
+        }
+        cfg.validate().map_err(|m| cfg_err(m))?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges; returns a message for a config error.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.preprocess.size == 0 {
+            return Err("preprocess.size must be > 0".into());
+        }
+        if self.split_ratio.iter().sum::<u32>() == 0 || self.split_ratio[0] == 0 {
+            return Err(format!(
+                "split_ratio {:?}: train share must be > 0",
+                self.split_ratio
+            ));
+        }
+        if let Some(f) = self.labeled_fraction {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(format!("labeled_fraction {f} not in 0..=1"));
+            }
+        }
+        if self.row_group_slices == 0 {
+            return Err("row_group_slices must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Options of one ingest run that are not part of the saved config.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Input folder (or manifest CSV).
+    pub input: PathBuf,
+    /// Output shard folder.
+    pub out: PathBuf,
+    /// Worker threads (0 = all cores).
+    pub threads: usize,
+    /// Reuse this `splits.json`.
+    pub splits: Option<PathBuf>,
+    /// Salt of the patient-key hash (never written anywhere; keep it to resume or add data).
+    pub salt: String,
+    /// This worker's index and the number of workers.
+    pub worker: (usize, usize),
+    /// Process only the first N studies (sorted), e.g. for benchmarks.
+    pub max_studies: Option<usize>,
+}

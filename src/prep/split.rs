@@ -1,0 +1,148 @@
+//! Patient keys (salted SHA-256 pseudonyms), the seeded 7:1:2 patient split (`splits.json`,
+//! reusable with `--splits`), the labeled budget of `all-slices`, and the seeded slice draws of
+//! the `paper` protocol (domain notes §2).
+use std::path::Path;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::config::PrepConfig;
+use crate::{Error, Result};
+
+/// The pseudonymous key of a patient: the first 16 hex digits of SHA-256(salt ‖ 0x00 ‖ id),
+/// or the raw id when `keep` (`--keep-patient-ids`).
+pub fn patient_key(raw: &str, salt: &str, keep: bool) -> String {
+    if keep {
+        return raw.to_string();
+    }
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(raw.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+/// A short fingerprint of the salt (recorded in the manifest to catch a resume with another
+/// salt; it does not reveal the salt).
+pub fn salt_fingerprint(salt: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dmnet-salt-fingerprint\0");
+    h.update(salt.as_bytes());
+    hex::encode(&h.finalize()[..4])
+}
+
+/// The patient split, by patient key (`OUT/splits.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Splits {
+    /// Seed used to shuffle the patients.
+    pub seed: u64,
+    /// train:val:test ratio.
+    pub ratio: [u32; 3],
+    /// Labeled patients in train / val / test.
+    pub train: Vec<String>,
+    /// Validation patients.
+    pub val: Vec<String>,
+    /// Test patients.
+    pub test: Vec<String>,
+    /// Patients without labels (training only).
+    pub unlabeled: Vec<String>,
+    /// `all-slices`: training patients whose slices keep their labels.
+    pub labeled_train: Vec<String>,
+}
+
+impl Splits {
+    /// Shuffles the labeled patients with `cfg.seed` and cuts them `cfg.split_ratio`
+    /// (rounded; at least one training patient); picks the `all-slices` labeled budget as the
+    /// first K training patients in shuffled order.
+    pub fn compute(labeled: &[String], unlabeled: &[String], cfg: &PrepConfig) -> Splits {
+        let mut keys = labeled.to_vec();
+        keys.sort();
+        keys.dedup();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        keys.shuffle(&mut rng);
+        let n = keys.len();
+        let sum: u32 = cfg.split_ratio.iter().sum();
+        let share = |r: u32| ((n as f64) * r as f64 / sum as f64).round() as usize;
+        let n_train = share(cfg.split_ratio[0]).clamp(n.min(1), n);
+        let n_val = share(cfg.split_ratio[1]).min(n - n_train);
+        let train = keys[..n_train].to_vec();
+        let k = match (cfg.labeled_patients, cfg.labeled_fraction) {
+            (Some(k), _) => k.min(n_train),
+            (None, Some(f)) => ((n_train as f64) * f).round() as usize,
+            (None, None) => n_train,
+        };
+        let mut unl: Vec<String> = unlabeled
+            .iter()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect();
+        unl.sort();
+        unl.dedup();
+        Splits {
+            seed: cfg.seed,
+            ratio: cfg.split_ratio,
+            labeled_train: train[..k].to_vec(),
+            train,
+            val: keys[n_train..n_train + n_val].to_vec(),
+            test: keys[n_train + n_val..].to_vec(),
+            unlabeled: unl,
+        }
+    }
+
+    /// The split ("train" / "val" / "test") of a patient key, if listed.
+    pub fn split_of(&self, key: &str) -> Option<&'static str> {
+        let has = |v: &Vec<String>| v.iter().any(|k| k == key);
+        if has(&self.train) || has(&self.unlabeled) {
+            Some("train")
+        } else if has(&self.val) {
+            Some("val")
+        } else if has(&self.test) {
+            Some("test")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a training patient's slices keep their labels (`all-slices` budget).
+    pub fn in_labeled_budget(&self, key: &str) -> bool {
+        self.labeled_train.iter().any(|k| k == key)
+    }
+
+    /// Reads a `splits.json`.
+    pub fn load(path: &Path) -> Result<Splits> {
+        let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&t).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            msg: format!("not a splits.json: {e}"),
+        })
+    }
+}
+
+/// The RNG for one study's slice draws: seeded by the run seed and the study's name, so a
+/// study draws the same slices whatever the worker or thread order.
+pub fn study_rng(seed: u64, study: &str) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(study.as_bytes());
+    let d = h.finalize();
+    ChaCha8Rng::seed_from_u64(u64::from_le_bytes(d[..8].try_into().unwrap()))
+}
+
+/// `paper` protocol draws: one labeled slice among `foreground` and up to `n_unlabeled` other
+/// foreground slices (sorted). Returns `(labeled, unlabeled)`.
+pub fn draw_paper(
+    foreground: &[usize],
+    n_unlabeled: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Option<usize>, Vec<usize>) {
+    let Some(&l) = foreground.choose(rng) else {
+        return (None, Vec::new());
+    };
+    let rest: Vec<usize> = foreground.iter().copied().filter(|&k| k != l).collect();
+    let mut u: Vec<usize> = rest.choose_multiple(rng, n_unlabeled).copied().collect();
+    u.sort();
+    (Some(l), u)
+}

@@ -1,0 +1,205 @@
+//! One study → its shard rows: read the channels and labels (NIfTI or DICOM/SEG), check grids
+//! and values, normalise, choose slices by protocol, resize, and fill [`SliceRecord`]s.
+use rand::seq::IndexedRandom;
+
+use super::config::{PrepConfig, Protocol};
+use super::layout::{LabelSource, Study, StudyImages};
+use super::preprocess::{map_labels, prepare_volume, PreparedVolume};
+use super::schema::SliceRecord;
+use super::split::{draw_paper, study_rng};
+use crate::volume::{read_dicom_seg, read_dicom_series, read_nifti, read_nifti_label, Volume};
+use crate::{Error, Result};
+
+/// How one study is used: its patient key, split, and whether its labels are used.
+#[derive(Debug, Clone)]
+pub struct StudyPlan {
+    /// Pseudonymous patient key.
+    pub key: String,
+    /// "train" / "val" / "test".
+    pub split: &'static str,
+    /// `all-slices`: whether this (training) patient's labels are kept.
+    pub use_labels: bool,
+}
+
+/// Reads and preprocesses a study; returns the volume, its class mask (if labeled) and the
+/// label names.
+pub fn load_study(
+    study: &Study,
+    cfg: &PrepConfig,
+) -> Result<(PreparedVolume, Option<Vec<u8>>, Vec<String>)> {
+    if let Some(e) = &study.error {
+        return Err(Error::invalid(&study.source_path, e.clone()));
+    }
+    let pp = &cfg.preprocess;
+    let (vols, names, labels, seg_names): (Vec<Volume>, Vec<String>, Option<Volume>, Vec<String>) =
+        match &study.images {
+            StudyImages::Nifti(chans) => {
+                let mut vols = Vec::new();
+                for (_, p) in chans {
+                    vols.push(read_nifti(p)?);
+                }
+                let names = chans.iter().map(|(n, _)| n.clone()).collect();
+                let labels = match &study.label {
+                    LabelSource::Nifti(p) => Some(read_nifti_label(p)?),
+                    _ => None,
+                };
+                (vols, names, labels, Vec::new())
+            }
+            StudyImages::Dicom(series) => {
+                let v = read_dicom_series(series)?;
+                let (labels, seg_names) = match &study.label {
+                    LabelSource::DicomSeg(p) => {
+                        let l = read_dicom_seg(p, series, &v)?;
+                        (Some(l.labels), l.names)
+                    }
+                    _ => (None, Vec::new()),
+                };
+                let name = series.modality.to_lowercase();
+                (
+                    vec![v],
+                    vec![if name.is_empty() {
+                        "image".into()
+                    } else {
+                        name
+                    }],
+                    labels,
+                    seg_names,
+                )
+            }
+        };
+    let (vols, names) = select_channels(vols, names, &pp.channels, study)?;
+    let label_names = if !pp.label_names.is_empty() {
+        pp.label_names.clone()
+    } else if !study.dataset_labels.is_empty() {
+        study.dataset_labels.clone()
+    } else if !seg_names.is_empty() {
+        seg_names
+    } else {
+        vec!["background".into(), "foreground".into()]
+    };
+    let mask = match &labels {
+        Some(l) => {
+            vols[0].check_same_grid(l, &study.name, 0.01)?;
+            Some(map_labels(l, pp, label_names.len())?)
+        }
+        None => None,
+    };
+    let prepared = prepare_volume(vols, names, pp, &study.name)?;
+    Ok((prepared, mask, label_names))
+}
+
+/// Keeps the pipeline's channels, in its order (empty = all). A missing one is an error.
+fn select_channels(
+    vols: Vec<Volume>,
+    names: Vec<String>,
+    want: &[String],
+    study: &Study,
+) -> Result<(Vec<Volume>, Vec<String>)> {
+    if want.is_empty() || want == names.as_slice() {
+        return Ok((vols, names));
+    }
+    let mut slots: Vec<Option<Volume>> = vols.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for w in want {
+        let i = names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(w))
+            .ok_or_else(|| {
+                Error::invalid(
+                    &study.source_path,
+                    format!(
+                        "case {}: channel {w:?} not found (has {})",
+                        study.name,
+                        names.join(", ")
+                    ),
+                )
+            })?;
+        out.push(slots[i].take().expect("channel used once"));
+    }
+    Ok((out, want.to_vec()))
+}
+
+/// Processes one study into shard rows according to the protocol and its plan.
+pub fn process_study(
+    study: &Study,
+    plan: &StudyPlan,
+    cfg: &PrepConfig,
+) -> Result<Vec<SliceRecord>> {
+    let (vol, mask, label_names) = load_study(study, cfg)?;
+    let n = vol.num_slices();
+    let mut rng = study_rng(cfg.seed, &study.name);
+    // (slice index, keep the label?)
+    let picks: Vec<(usize, bool)> = match (cfg.protocol, &mask) {
+        (Protocol::AllSlices, m) => (0..n)
+            .map(|k| (k, m.is_some() && plan.use_labels))
+            .collect(),
+        (Protocol::Paper, Some(m)) => {
+            let fg: Vec<usize> = (0..n).filter(|&k| has_foreground(&vol, m, k)).collect();
+            if fg.is_empty() {
+                return Err(Error::invalid(
+                    &study.source_path,
+                    format!("case {}: label map has no foreground slice (paper protocol draws among foreground slices)", study.name),
+                ));
+            }
+            let n_unl = if plan.split == "train" {
+                cfg.unlabeled_per_patient
+            } else {
+                0
+            };
+            let (l, u) = draw_paper(&fg, n_unl, &mut rng);
+            let mut v: Vec<(usize, bool)> = l.into_iter().map(|k| (k, true)).collect();
+            v.extend(u.into_iter().map(|k| (k, false)));
+            v
+        }
+        (Protocol::Paper, None) => {
+            let all: Vec<usize> = (0..n).collect();
+            let mut u: Vec<usize> = all
+                .choose_multiple(&mut rng, cfg.unlabeled_per_patient)
+                .copied()
+                .collect();
+            u.sort();
+            u.into_iter().map(|k| (k, false)).collect()
+        }
+    };
+    let s = cfg.preprocess.size;
+    let (h, w) = vol.plane();
+    let g = &vol.geometry;
+    let affine: [f64; 16] = std::array::from_fn(|i| g.affine[i / 4][i % 4]);
+    Ok(picks
+        .into_iter()
+        .map(|(k, labeled)| SliceRecord {
+            patient_key: plan.key.clone(),
+            source_path: study.source_path.clone(),
+            slice_index: k as i32,
+            slice_axis: vol.axis as i32,
+            slice_position: vol.slice_position(k),
+            num_slices: n as i32,
+            split: plan.split.to_string(),
+            labeled,
+            role: if labeled { "labeled" } else { "unlabeled" }.to_string(),
+            height: s as i32,
+            width: s as i32,
+            orig_height: h as i32,
+            orig_width: w as i32,
+            channel_names: vol.channel_names.clone(),
+            image: vol.slice_image(k, s),
+            mask: if labeled {
+                mask.as_ref().map(|m| vol.slice_mask(m, k, s))
+            } else {
+                None
+            },
+            label_names: label_names.clone(),
+            spacing: g.spacing,
+            pixel_spacing: vol.pixel_spacing(s),
+            affine,
+            volume_shape: g.dims.map(|d| d as i32),
+        })
+        .collect())
+}
+
+/// Whether slice `k` of the full-resolution mask has a non-zero voxel.
+fn has_foreground(vol: &PreparedVolume, mask: &[u8], k: usize) -> bool {
+    super::preprocess::extract_slice(mask, vol.geometry.dims, vol.axis, k)
+        .iter()
+        .any(|&v| v > 0)
+}

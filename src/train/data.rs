@@ -1,0 +1,334 @@
+//! Training data from shard folders (`dmnet-prep ingest`, schema v1): an index built from the
+//! small columns only, the labeled-fraction selection (paper §4.1: 10/30/50/100 % of the
+//! training labeled slices, seeded), and batch streams that read one Parquet row group at a
+//! time on a separate thread into a bounded prefetch queue, shuffled per epoch with a seed
+//! (row-group order permuted, then a shuffle buffer). Torch-free: batches are plain vectors.
+use crate::prep::schema::{batch_to_records, shard_files, SliceRecord};
+use crate::{Error, Result};
+use arrow_array::{Array, BooleanArray, Int32Array, StringArray};
+use crossbeam_channel::{bounded, Receiver};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where one slice lives: file, row group, row within the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SliceRef {
+    /// Index into [`DataPlan::files`].
+    pub file: usize,
+    /// Row group within the file.
+    pub row_group: usize,
+    /// Row within the row group.
+    pub row: usize,
+}
+
+/// One row of the index (small columns only).
+#[derive(Debug, Clone)]
+struct IndexRow {
+    at: SliceRef,
+    patient_key: String,
+    slice_index: i32,
+    split: String,
+    labeled: bool,
+}
+
+/// Which slices each stream reads.
+#[derive(Debug, Clone)]
+pub struct DataPlan {
+    /// The shard files, sorted.
+    pub files: Arc<Vec<PathBuf>>,
+    /// Training slices used with their labels (after the labeled fraction).
+    pub labeled: Vec<SliceRef>,
+    /// Training slices used without labels: unlabeled rows plus labeled rows left out by the
+    /// fraction (their masks are dropped).
+    pub unlabeled: Vec<SliceRef>,
+    /// Labeled training slices before the fraction was applied.
+    pub labeled_total: usize,
+}
+
+fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| Error::invalid(file, format!("not a readable Parquet file: {e}")))
+}
+
+fn column<'a, T: 'static>(
+    batch: &'a arrow_array::RecordBatch,
+    name: &str,
+    file: &Path,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::invalid(file, format!("column {name} missing or of the wrong type")))
+}
+
+/// Reads the small columns of every row group.
+fn index_file(fi: usize, file: &Path) -> Result<Vec<IndexRow>> {
+    let probe = open_builder(file)?;
+    let groups = probe.metadata().num_row_groups();
+    let names = ["patient_key", "slice_index", "split", "labeled"];
+    let roots: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            probe
+                .schema()
+                .index_of(n)
+                .map_err(|_| Error::invalid(file, format!("no column {n}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    for rg in 0..groups {
+        let b = open_builder(file)?;
+        let mask = ProjectionMask::roots(b.parquet_schema(), roots.clone());
+        let reader = b
+            .with_projection(mask)
+            .with_row_groups(vec![rg])
+            .with_batch_size(1 << 20)
+            .build()
+            .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+        let mut row = 0;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+            let keys = column::<StringArray>(&batch, "patient_key", file)?;
+            let idx = column::<Int32Array>(&batch, "slice_index", file)?;
+            let split = column::<StringArray>(&batch, "split", file)?;
+            let labeled = column::<BooleanArray>(&batch, "labeled", file)?;
+            for i in 0..batch.num_rows() {
+                rows.push(IndexRow {
+                    at: SliceRef {
+                        file: fi,
+                        row_group: rg,
+                        row,
+                    },
+                    patient_key: keys.value(i).to_string(),
+                    slice_index: idx.value(i),
+                    split: split.value(i).to_string(),
+                    labeled: !labeled.is_null(i) && labeled.value(i),
+                });
+                row += 1;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// The slices of one split with labels (validation / test), in file order.
+pub fn split_refs(dir: &Path, split: &str) -> Result<(Arc<Vec<PathBuf>>, Vec<SliceRef>)> {
+    let files = shard_files(dir)?;
+    let mut refs = Vec::new();
+    for (fi, f) in files.iter().enumerate() {
+        refs.extend(
+            index_file(fi, f)?
+                .into_iter()
+                .filter(|r| r.split == split && r.labeled)
+                .map(|r| r.at),
+        );
+    }
+    if refs.is_empty() {
+        return Err(Error::invalid(
+            dir,
+            format!("no labeled slices in split {split:?}"),
+        ));
+    }
+    Ok((Arc::new(files), refs))
+}
+
+impl DataPlan {
+    /// Indexes `dir` and selects `fraction` (0–1] of the training labeled slices: the slices,
+    /// sorted by (patient key, slice index), are shuffled with `seed` and the first
+    /// ⌈fraction·n⌉ kept (at least one).
+    pub fn build(dir: &Path, fraction: f64, seed: u64) -> Result<DataPlan> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return Err(Error::Config {
+                path: "<cli>".into(),
+                msg: format!("labeled fraction must be in (0, 1], got {fraction}"),
+            });
+        }
+        let files = shard_files(dir)?;
+        let mut rows = Vec::new();
+        for (fi, f) in files.iter().enumerate() {
+            rows.extend(index_file(fi, f)?);
+        }
+        let mut lab: Vec<&IndexRow> = rows
+            .iter()
+            .filter(|r| r.split == "train" && r.labeled)
+            .collect();
+        if lab.is_empty() {
+            return Err(Error::invalid(dir, "no labeled slices in split \"train\""));
+        }
+        lab.sort_by(|a, b| (&a.patient_key, a.slice_index).cmp(&(&b.patient_key, b.slice_index)));
+        lab.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f4ac));
+        let keep = ((fraction * lab.len() as f64).ceil() as usize).clamp(1, lab.len());
+        let labeled: Vec<SliceRef> = lab[..keep].iter().map(|r| r.at).collect();
+        let mut unlabeled: Vec<SliceRef> = lab[keep..].iter().map(|r| r.at).collect();
+        unlabeled.extend(
+            rows.iter()
+                .filter(|r| r.split == "train" && !r.labeled)
+                .map(|r| r.at),
+        );
+        let (mut labeled, labeled_total) = (labeled, lab.len());
+        labeled.sort();
+        unlabeled.sort();
+        Ok(DataPlan {
+            files: Arc::new(files),
+            labeled,
+            unlabeled,
+            labeled_total,
+        })
+    }
+}
+
+/// What a stream yields: a batch of slices (masks dropped for unlabeled streams).
+pub type Batch = Vec<SliceRecord>;
+
+/// How a stream walks its slices.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// Slices per batch.
+    pub batch: usize,
+    /// Batches to yield; the slices are cycled (a new shuffle each pass) when they run out.
+    /// `None`: one pass, last batch possibly short (evaluation).
+    pub steps: Option<usize>,
+    /// Shuffle seed; `None` keeps file order.
+    pub seed: Option<u64>,
+    /// Drop the masks (unlabeled use of labeled slices).
+    pub drop_masks: bool,
+    /// Shuffle-buffer size in slices.
+    pub window: usize,
+    /// Prefetch queue capacity in batches.
+    pub prefetch: usize,
+}
+
+fn read_row_group(file: &Path, rg: usize) -> Result<Vec<SliceRecord>> {
+    let reader = open_builder(file)?
+        .with_row_groups(vec![rg])
+        .with_batch_size(1 << 20)
+        .build()
+        .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+        out.extend(batch_to_records(&batch, file)?);
+    }
+    Ok(out)
+}
+
+/// Groups slice refs by (file, row group).
+fn groups(refs: &[SliceRef]) -> Vec<(usize, usize, Vec<usize>)> {
+    let mut sorted = refs.to_vec();
+    sorted.sort();
+    let mut out: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some((f, g, rows)) if *f == r.file && *g == r.row_group => rows.push(r.row),
+            _ => out.push((r.file, r.row_group, vec![r.row])),
+        }
+    }
+    out
+}
+
+/// The producer's state between row groups.
+struct Producer {
+    tx: crossbeam_channel::Sender<Result<Batch>>,
+    rng: ChaCha8Rng,
+    spec: StreamSpec,
+    buffer: Vec<SliceRecord>,
+    pending: Batch,
+    sent: usize,
+}
+
+impl Producer {
+    /// Moves slices from the buffer into batches while it holds at least `keep` slices.
+    /// Returns false when the stream is finished (enough batches, or the receiver is gone).
+    fn pump(&mut self, keep: usize) -> bool {
+        let shuffled = self.spec.seed.is_some();
+        while !self.buffer.is_empty() && self.buffer.len() >= keep {
+            let r = if shuffled {
+                let i = self.rng.random_range(0..self.buffer.len());
+                self.buffer.swap_remove(i)
+            } else {
+                self.buffer.remove(0)
+            };
+            self.pending.push(r);
+            if self.pending.len() == self.spec.batch {
+                if self.tx.send(Ok(std::mem::take(&mut self.pending))).is_err() {
+                    return false;
+                }
+                self.sent += 1;
+                if self.spec.steps.is_some_and(|s| self.sent >= s) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn run(mut self, files: &[PathBuf], refs: &[SliceRef]) {
+        let mut groups = groups(refs);
+        loop {
+            if self.spec.seed.is_some() {
+                groups.shuffle(&mut self.rng);
+            }
+            for (fi, rg, rows) in &groups {
+                let records = match read_row_group(&files[*fi], *rg) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut records: Vec<Option<SliceRecord>> = records.into_iter().map(Some).collect();
+                for &row in rows {
+                    if let Some(mut r) = records.get_mut(row).and_then(Option::take) {
+                        if self.spec.drop_masks {
+                            r.mask = None;
+                        }
+                        self.buffer.push(r);
+                    }
+                }
+                if !self.pump(self.spec.window.max(1)) {
+                    return;
+                }
+            }
+            if !self.pump(1) {
+                return; // end of a pass: drain the shuffle buffer
+            }
+            if self.spec.steps.is_none() {
+                if !self.pending.is_empty() {
+                    let _ = self.tx.send(Ok(std::mem::take(&mut self.pending)));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Starts a producer thread and returns the receiving end of its bounded queue. The thread
+/// stops when the receiver is dropped.
+pub fn stream(
+    files: Arc<Vec<PathBuf>>,
+    refs: Vec<SliceRef>,
+    spec: StreamSpec,
+) -> Receiver<Result<Batch>> {
+    let (tx, rx) = bounded(spec.prefetch.max(1));
+    if refs.is_empty() || spec.batch == 0 {
+        return rx; // tx dropped: the stream is empty
+    }
+    std::thread::spawn(move || {
+        let producer = Producer {
+            tx,
+            rng: ChaCha8Rng::seed_from_u64(spec.seed.unwrap_or(0)),
+            spec,
+            buffer: Vec::new(),
+            pending: Vec::new(),
+            sent: 0,
+        };
+        producer.run(&files, &refs);
+    });
+    rx
+}

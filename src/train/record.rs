@@ -1,0 +1,94 @@
+//! What a run writes besides its config: one [`EpochRecord`] per line of `RUN/metrics.jsonl`,
+//! the resume state beside each checkpoint ([`TrainState`]) and the run's [`RunSummary`].
+//! Torch-free.
+use super::metrics::SegMetrics;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One epoch of training (a line of `metrics.jsonl`). Losses are means over the epoch's steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Segmenter learning rate at the epoch's last step.
+    pub lr: f64,
+    /// Discriminator learning rate at the epoch's last step.
+    pub lr_discriminator: f64,
+    /// L_S = L_dice + λ1·L_adv + λ2·L_semi.
+    pub loss_seg: f64,
+    /// Dice loss, summed over both decoders.
+    pub loss_dice: f64,
+    /// L_semi (0 for variants without unlabeled data).
+    pub loss_semi: f64,
+    /// Adversarial loss of the segmenter (0 without discriminator).
+    pub loss_adv: f64,
+    /// Discriminator loss (0 without discriminator).
+    pub loss_dis: f64,
+    /// Validation metrics (None when the shards have no val split).
+    pub val: Option<SegMetrics>,
+    /// Training steps this epoch.
+    pub steps: usize,
+    /// Training slices per second (labeled + unlabeled).
+    pub slices_per_s: f64,
+    /// Wall-clock seconds of the epoch (training + validation).
+    pub seconds: f64,
+}
+
+/// Resume state saved beside a checkpoint (`checkpoints/<kind>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps taken (the poly schedule's iteration).
+    pub global_step: usize,
+    /// Best validation mIoU so far and its epoch.
+    pub best_miou: Option<f64>,
+    /// Epoch of the best checkpoint.
+    pub best_epoch: Option<usize>,
+    /// Base seed; every epoch's shuffles, flips and libtorch RNG derive from (seed, epoch), so
+    /// this and `epoch` are the whole RNG state.
+    pub seed: u64,
+    /// Loss scale of mixed precision.
+    pub loss_scale: f64,
+}
+
+/// What [`super::run`] returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Epochs completed (including those of a resumed run).
+    pub epochs: usize,
+    /// Epoch of the best-on-validation checkpoint.
+    pub best_epoch: Option<usize>,
+    /// Validation mIoU of the best checkpoint.
+    pub best_miou: Option<f64>,
+    /// The last epoch's record.
+    pub last: Option<EpochRecord>,
+}
+
+/// Reads `metrics.jsonl` (missing file: empty).
+pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
+    let p = run_dir.join("metrics.jsonl");
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&p, e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| Error::invalid(&p, e.to_string())))
+        .collect()
+}
+
+/// Rewrites `metrics.jsonl` with `records` (used on resume to drop epochs after the checkpoint).
+pub fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<()> {
+    let p = run_dir.join("metrics.jsonl");
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r).expect("serialisable"));
+        text.push('\n');
+    }
+    std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+}
