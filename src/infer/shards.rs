@@ -5,6 +5,7 @@
 //! HD95) as `dmnet-train eval` reports them.
 use super::session::OnnxModel;
 use crate::export::sidecar::ModelSidecar;
+use crate::prep::preprocess::resize_bilinear;
 use crate::prep::schema::SliceRecord;
 use crate::train::metrics::{MetricsAccumulator, SegMetrics};
 use crate::{Error, Result};
@@ -48,7 +49,43 @@ pub fn argmax(p: &[f32], k: usize, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Runs a batch of shard rows; checks channels and size against the model, naming `dir`.
+/// tch `upsample_nearest2d` (legacy nearest: source `min(⌊o·n/m⌋, n − 1)`), which
+/// `dmnet-train` applies to masks of shards whose size differs from the model's.
+pub fn resize_nearest_legacy(src: &[u8], h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
+    let idx = |o: usize, n: usize, m: usize| ((o as f64 * n as f64 / m as f64) as usize).min(n - 1);
+    let mut out = Vec::with_capacity(oh * ow);
+    for r in 0..oh {
+        let row = idx(r, h, oh) * w;
+        out.extend((0..ow).map(|c| src[row + idx(c, w, ow)]));
+    }
+    out
+}
+
+/// A shard row's image at the model size S (bilinear, half-pixel, as `dmnet-train` resizes).
+fn image_at(r: &SliceRecord, c: usize, s: usize) -> Vec<f32> {
+    let (h, w) = (r.height as usize, r.width as usize);
+    if (h, w) == (s, s) {
+        return r.image.clone();
+    }
+    (0..c)
+        .flat_map(|k| resize_bilinear(&r.image[k * h * w..(k + 1) * h * w], h, w, s, s))
+        .collect()
+}
+
+/// A shard row's mask at the model size S, if it has one.
+pub fn mask_at(r: &SliceRecord, s: usize) -> Option<Vec<u8>> {
+    let (h, w) = (r.height as usize, r.width as usize);
+    r.mask.as_ref().map(|m| {
+        if (h, w) == (s, s) {
+            m.clone()
+        } else {
+            resize_nearest_legacy(m, h, w, s, s)
+        }
+    })
+}
+
+/// Runs a batch of shard rows; checks channels against the model (naming `dir`) and resizes
+/// slices whose size differs from the model's S.
 pub fn predict_rows(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
@@ -62,7 +99,7 @@ pub fn predict_rows(
     );
     let mut x = Vec::with_capacity(rows.len() * c * s * s);
     for r in rows {
-        if r.image.len() != c * s * s || r.height as usize != s || r.width as usize != s {
+        if r.image.len() != c * r.height as usize * r.width as usize {
             return Err(Error::Shape {
                 path: dir.to_path_buf(),
                 case: format!(
@@ -75,7 +112,7 @@ pub fn predict_rows(
                 found: vec![r.channel_names.len(), r.height as usize, r.width as usize],
             });
         }
-        x.extend_from_slice(&r.image);
+        x.extend(image_at(r, c, s));
     }
     model.check_input(&[rows.len(), c, s, s], dir)?;
     let (_, p) = model.run_f32(

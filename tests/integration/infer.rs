@@ -391,3 +391,187 @@ fn infer_errors_name_the_file() {
     let o = export(&run, &dir.path().join("x.onnx"), &["--opset", "9"]);
     assert!(!o.status.success() && stderr(&o).contains("--opset 9"));
 }
+
+/// The whole pipeline on real data: `dmnet-prep ingest` (10 LA volumes at 64×64) → a tiny
+/// `dmnet-train` run (ResNet-18, width 0.125, 1 epoch of 2 steps) → `dmnet-train eval` →
+/// `dmnet-export --verify` → `dmnet-infer` on the original NIfTI and on the shards. The shard
+/// metrics equal `dmnet-train eval`'s and the predictions agree with the trained tch model on
+/// ≥ 99.9 % of pixels.
+#[test]
+fn prep_train_export_infer_pipeline_agrees_with_train_eval() {
+    let Some(root) = crate::util::shared_data("la2018", "infer") else {
+        return;
+    };
+    let dir = tmp();
+    let src = dir.path().join("la");
+    std::fs::create_dir_all(src.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(src.join("labelsTr")).unwrap();
+    let ds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("dataset.json")).unwrap()).unwrap();
+    let mut ds = ds;
+    let training: Vec<serde_json::Value> = ds["training"].as_array().unwrap()[..10].to_vec();
+    for t in &training {
+        for key in ["image", "label"] {
+            let rel = t[key].as_str().unwrap().trim_start_matches("./");
+            std::os::unix::fs::symlink(root.join(rel), src.join(rel)).unwrap();
+        }
+    }
+    ds["training"] = serde_json::Value::Array(training.clone());
+    ds["numTraining"] = 10.into();
+    std::fs::write(src.join("dataset.json"), ds.to_string()).unwrap();
+    let pipeline = crate::util::root().join("pipelines/la2018.toml");
+    let shards = dir.path().join("shards");
+    run_ok(
+        bin("dmnet-prep")
+            .arg("ingest")
+            .arg("--input")
+            .arg(&src)
+            .arg("--out")
+            .arg(&shards)
+            .arg("--pipeline")
+            .arg(&pipeline)
+            .args(["--size", "64", "-q"]),
+    );
+    let run = dir.path().join("run");
+    run_ok(
+        bin("dmnet-train")
+            .arg("--shards")
+            .arg(&shards)
+            .arg("--out")
+            .arg(&run)
+            .args([
+                "--encoder",
+                "resnet18",
+                "--width",
+                "0.125",
+                "--size",
+                "64",
+                "--epochs",
+                "1",
+                "--max-steps-per-epoch",
+                "2",
+                "--labeled-batch",
+                "4",
+                "--unlabeled-batch",
+                "4",
+                "--device",
+                "cpu",
+                "-q",
+            ]),
+    );
+    run_ok(
+        bin("dmnet-train")
+            .args(["eval", "--split", "val", "--device", "cpu", "-q", "--run"])
+            .arg(&run)
+            .arg("--shards")
+            .arg(&shards),
+    );
+
+    let onnx = dir.path().join("model/la.onnx");
+    let out = export(
+        &run,
+        &onnx,
+        &["--verify", "--shards", shards.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    eprintln!("{}", stdout(&out).lines().last().unwrap());
+    check_model(&onnx);
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(onnx.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        side["class_names"],
+        serde_json::json!(["background", "left atrium"])
+    );
+    assert_eq!(side["channel_names"], serde_json::json!(["mri"]));
+    assert!(
+        side["validation_metrics"]["metrics"]["miou"].is_number(),
+        "{side}"
+    );
+
+    // Shards: metrics equal dmnet-train eval's; predictions agree with the tch model.
+    let eval = dir.path().join("eval");
+    run_ok(
+        bin("dmnet-infer")
+            .args(["--device", "cpu", "--split", "val", "--model"])
+            .arg(&onnx)
+            .arg("--input")
+            .arg(&shards)
+            .arg("--out")
+            .arg(&eval),
+    );
+    let ours: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval-val.json")).unwrap()).unwrap();
+    let theirs = &theirs["metrics"];
+    assert_eq!(ours["slices"], theirs["slices"]);
+    for key in ["miou", "mean_dice"] {
+        let (a, b) = (ours[key].as_f64().unwrap(), theirs[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() < 1e-3,
+            "{key}: dmnet-infer {a} vs dmnet-train eval {b}"
+        );
+    }
+    let preds = read_predictions(&eval.join("predictions.parquet"));
+    let cfg: ModelConfig = serde_json::from_value(side["model"].clone()).unwrap();
+    let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let net = DmNet::new(&vs.root(), &cfg).unwrap();
+    vs.load_partial(run.join("checkpoints/best.safetensors"))
+        .unwrap();
+    let rows: Vec<SliceRecord> = dmnet::prep::schema::read_shards(&shards)
+        .unwrap()
+        .flat_map(|g| g.unwrap())
+        .filter(|r| r.split == "val")
+        .collect();
+    assert_eq!(rows.len(), preds.len());
+    let (mut same, mut total) = (0usize, 0usize);
+    for chunk in rows.chunks(16).zip(preds.chunks(16)) {
+        let x: Vec<f32> = chunk.0.iter().flat_map(|r| r.image.clone()).collect();
+        let x = tch::Tensor::from_slice(&x).view([chunk.0.len() as i64, 1, 64, 64]);
+        let p = tch::no_grad(|| net.forward_t(&x, false).probabilities());
+        let want = Vec::<i64>::try_from(p.argmax(1, false).flatten(0, -1)).unwrap();
+        let got: Vec<u8> = chunk.1.iter().flat_map(|(_, m)| m.clone()).collect();
+        same += want
+            .iter()
+            .zip(&got)
+            .filter(|(a, b)| **a == **b as i64)
+            .count();
+        total += want.len();
+    }
+    let agree = same as f64 / total as f64;
+    eprintln!(
+        "val predictions: {:.4} % of {total} pixels agree with the tch model",
+        agree * 100.0
+    );
+    assert!(agree >= 0.999, "{agree}");
+
+    // The original NIfTI: a mask on the input's grid.
+    let img = src.join(
+        training[0]["image"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("./"),
+    );
+    let masks = dir.path().join("masks");
+    run_ok(
+        bin("dmnet-infer")
+            .args(["--device", "cpu", "--model"])
+            .arg(&onnx)
+            .arg("--input")
+            .arg(&img)
+            .arg("--out")
+            .arg(&masks),
+    );
+    let nib = r#"
+import nibabel as nib, numpy as np, sys
+a, b = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+assert b.shape == a.shape and np.allclose(b.affine, a.affine, atol=1e-4), (b.shape, a.shape)
+assert b.get_data_dtype() == np.uint8
+"#;
+    run_ok(
+        py().args(["-c", nib])
+            .arg(&img)
+            .arg(masks.join(img.file_name().unwrap())),
+    );
+}
