@@ -49,10 +49,25 @@ impl OnnxModel {
     /// Opens `path` with the given device choice (ONNX Runtime loaded from `ort_lib` or the
     /// default search order, see [`runtime::candidates`]).
     pub fn open(path: &Path, device: DeviceChoice, ort_lib: Option<&Path>) -> Result<Self> {
+        Self::open_with_threads(path, device, ort_lib, None)
+    }
+
+    /// [`OnnxModel::open`] with a fixed number of intra-op threads (benchmarks).
+    pub fn open_with_threads(
+        path: &Path,
+        device: DeviceChoice,
+        ort_lib: Option<&Path>,
+        threads: Option<usize>,
+    ) -> Result<Self> {
         let env = runtime::environment(ort_lib)?;
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let use_cuda = choose_provider(device)?;
         let mut builder = Session::builder(env).map_err(|e| rt(path, "session options", e))?;
+        if let Some(t) = threads {
+            builder = builder
+                .with_intra_threads(t)
+                .map_err(|e| rt(path, "intra-op threads", e))?;
+        }
         let provider = if use_cuda {
             let ep = ort::ep::CUDA::default().build().error_on_failure();
             match builder.with_execution_providers([ep]) {
