@@ -575,3 +575,86 @@ assert b.get_data_dtype() == np.uint8
             .arg(masks.join(img.file_name().unwrap())),
     );
 }
+
+/// A DICOM series folder gives one mask on the series' own grid (affine derived from the
+/// series, as `volume::read_dicom_series` computes it); a folder of NIfTI files gives one mask
+/// per file with each file's shape and affine.
+#[test]
+fn dicom_series_and_nifti_folder_inputs_keep_their_geometry() {
+    let Some(adc) = crate::util::shared_data("dicom/prostate-adc", "infer") else {
+        return;
+    };
+    let Some(spleen) = crate::util::shared_data("spleen-ct/imagesTr/spleen2.nii.gz", "infer")
+    else {
+        return;
+    };
+    let Some(cord) = crate::util::shared_data("spinal-cord-mri/sub-unf01_T2w.nii.gz", "infer")
+    else {
+        return;
+    };
+    let dir = tmp();
+    let run = make_run(dir.path(), &model_config(1));
+    let onnx = dir.path().join("m.onnx");
+    assert!(export(&run, &onnx, &["--opset", "18"]).status.success());
+    let infer = |input: &Path, out: &Path| {
+        let o = run_ok(
+            bin("dmnet-infer")
+                .args(["--device", "cpu", "--model"])
+                .arg(&onnx)
+                .arg("--input")
+                .arg(input)
+                .arg("--out")
+                .arg(out),
+        );
+        serde_json::from_str::<serde_json::Value>(stdout(&o).trim()).unwrap()
+    };
+
+    let out = dir.path().join("dicom");
+    let s = infer(&adc, &out);
+    assert_eq!(
+        (s["input_kind"].as_str(), s["cases"].as_u64()),
+        (Some("dicom"), Some(1))
+    );
+    let mask = PathBuf::from(s["outputs"][0].as_str().unwrap());
+    let (series, _) = dmnet::volume::scan_dicom_dir(&adc).unwrap();
+    let vol = dmnet::volume::read_dicom_series(&series[0]).unwrap();
+    let affine: Vec<f64> = vol.affine.iter().flatten().copied().collect();
+    let check = r#"
+import nibabel as nib, numpy as np, sys, json
+m = nib.load(sys.argv[1])
+dims, aff = json.loads(sys.argv[2]), np.array(json.loads(sys.argv[3])).reshape(4, 4)
+assert list(m.shape) == dims, (m.shape, dims)
+assert np.allclose(m.affine, aff, atol=1e-3), (m.affine, aff)
+assert m.get_data_dtype() == np.uint8
+"#;
+    run_ok(
+        py().args(["-c", check])
+            .arg(&mask)
+            .arg(serde_json::to_string(&vol.dims).unwrap())
+            .arg(serde_json::to_string(&affine).unwrap()),
+    );
+
+    let folder = dir.path().join("niftis");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::os::unix::fs::symlink(&spleen, folder.join("spleen2.nii.gz")).unwrap();
+    std::os::unix::fs::symlink(&cord, folder.join("cord.nii.gz")).unwrap();
+    let out = dir.path().join("folder");
+    let s = infer(&folder, &out);
+    assert_eq!(
+        (s["input_kind"].as_str(), s["cases"].as_u64()),
+        (Some("nifti"), Some(2))
+    );
+    let same = r#"
+import nibabel as nib, numpy as np, sys
+for a, b in zip(sys.argv[1::2], sys.argv[2::2]):
+    a, b = nib.load(a), nib.load(b)
+    assert b.shape == a.shape and np.allclose(b.affine, a.affine, atol=1e-4), (a.shape, b.shape)
+"#;
+    run_ok(
+        py().args(["-c", same])
+            .arg(&spleen)
+            .arg(out.join("spleen2.nii.gz"))
+            .arg(&cord)
+            .arg(out.join("cord.nii.gz")),
+    );
+}
