@@ -446,3 +446,40 @@ impl GraphBuilder {
 pub fn encode(model: &ModelProto) -> Vec<u8> {
     prost::Message::encode_to_vec(model)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opsets_outside_the_range_are_refused_and_ir_follows_the_onnx_table() {
+        assert!(GraphBuilder::new("g", 12).is_err());
+        assert!(GraphBuilder::new("g", 22).is_err());
+        assert_eq!([13, 17, 18, 19, 21].map(ir_version), [7, 8, 8, 9, 10]);
+    }
+
+    #[test]
+    fn conv_and_pool_output_sizes_follow_pytorch() {
+        let mut g = GraphBuilder::new("g", 17).unwrap();
+        let x = g.input_nchw("x", 1, 240, 240);
+        let c = g.conv(&x, "w", None, 8, 7, ConvOpts::new(2, 3));
+        assert_eq!((c.h, c.w), (120, 120));
+        let p = g.max_pool(&c, 3, 2, 1);
+        assert_eq!(p.h, 60);
+        let d = g.conv(
+            &p,
+            "w",
+            None,
+            8,
+            3,
+            ConvOpts {
+                stride: 1,
+                pad: 12,
+                dilation: 12,
+            },
+        );
+        assert_eq!(d.h, 60);
+        let s = g.conv(&x, "w", None, 8, 1, ConvOpts::new(2, 0));
+        assert_eq!(s.h, 120);
+    }
+}

@@ -65,35 +65,52 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The run's model config, preprocessing config, channel names and class names.
+/// The run's model config, preprocessing config, channel names and class names: from
+/// `train::RunConfig` (`train.model`, `prep_config.preprocess`, `data.channel_names`,
+/// `data.label_names`), else found by key anywhere in `config.json` (hand-made run dirs).
 pub fn read_run_config(
     run: &Path,
 ) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
     let path = run.join("config.json");
     let cfg = read_json(&path)?;
-    let model_v = find(&cfg, "model", &|x| {
-        serde_json::from_value::<ModelConfig>(x.clone()).is_ok()
-    })
-    .ok_or_else(|| Error::invalid(&path, "no model config (`model`) found"))?;
-    let model: ModelConfig = serde_json::from_value(model_v.clone()).expect("checked");
+    let rc = crate::train::RunConfig::load(run).ok();
+    let model: ModelConfig = match &rc {
+        Some(rc) => rc.train.model.clone(),
+        None => find(&cfg, "model", &|x| {
+            serde_json::from_value::<ModelConfig>(x.clone()).is_ok()
+        })
+        .map(|v| serde_json::from_value(v.clone()).expect("checked"))
+        .ok_or_else(|| Error::invalid(&path, "no model config (`train.model`) found"))?,
+    };
     model.validate()?;
     let prep: PreprocessConfig = find(&cfg, "preprocess", &|x| {
         serde_json::from_value::<PreprocessConfig>(x.clone()).is_ok()
     })
     .map(|x| serde_json::from_value(x.clone()).expect("checked"))
-    .ok_or_else(|| Error::invalid(&path, "no preprocessing config (`preprocess`) found"))?;
-    // Names: the run config, else the prep manifest, else the preprocess config, else generic.
+    .ok_or_else(|| {
+        Error::invalid(
+            &path,
+            "no preprocessing config (`prep_config.preprocess`): the shards the run was trained \
+             on carried no dmnet.prep_config metadata, so inference could not repeat their \
+             preprocessing",
+        )
+    })?;
     let manifest = read_json(&run.join("prep-manifest.json")).unwrap_or(Value::Null);
     let is_list = |x: &Value| x.is_array();
-    let pick = |key: &str| {
-        let v = strings(find(&cfg, key, &is_list));
+    let pick = |key: &str, from_rc: Option<Vec<String>>| {
+        let mut v = from_rc.unwrap_or_default();
         if v.is_empty() {
-            strings(find(&manifest, key, &is_list))
-        } else {
-            v
+            v = strings(find(&cfg, key, &is_list));
         }
+        if v.is_empty() {
+            v = strings(find(&manifest, key, &is_list));
+        }
+        v
     };
-    let mut channels = pick("channel_names");
+    let mut channels = pick(
+        "channel_names",
+        rc.as_ref().map(|r| r.data.channel_names.clone()),
+    );
     if channels.is_empty() {
         channels = prep.channels.clone();
     }
@@ -102,7 +119,10 @@ pub fn read_run_config(
             .map(|i| format!("channel{i}"))
             .collect();
     }
-    let mut classes = pick("label_names");
+    let mut classes = pick(
+        "label_names",
+        rc.as_ref().map(|r| r.data.label_names.clone()),
+    );
     if classes.is_empty() {
         classes = prep.label_names.clone();
     }

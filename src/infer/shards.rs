@@ -214,3 +214,24 @@ pub struct ShardMetrics {
     #[serde(flatten)]
     pub metrics: SegMetrics,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_maximum_per_pixel() {
+        // K = 3 classes, 2 pixels: pixel 0 → class 2, pixel 1 tie between 0 and 1 → 0.
+        let p = [0.1, 0.4, 0.2, 0.4, 0.7, 0.2];
+        assert_eq!(argmax(&p, 3, 2), [2, 0]);
+    }
+
+    #[test]
+    fn legacy_nearest_matches_torch_upsample_nearest2d() {
+        // torch: F.interpolate(arange(4).view(1,1,1,4), size=(1,6), mode="nearest")
+        // → [0, 0, 1, 2, 2, 3]; downsampling 4 → 3 picks 0, 1, 2.
+        let row = [0u8, 1, 2, 3];
+        assert_eq!(resize_nearest_legacy(&row, 1, 4, 1, 6), [0, 0, 1, 2, 2, 3]);
+        assert_eq!(resize_nearest_legacy(&row, 1, 4, 1, 3), [0, 1, 2]);
+    }
+}
