@@ -2,6 +2,7 @@
 //! library (`ort` with `load-dynamic`) and reports its version and execution providers,
 //! [`session`] opens an exported model on a chosen execution provider, [`volumes`] and
 //! [`shards`] segment volumes and shard folders, [`run`] is `dmnet-infer`'s entry point.
+pub mod input;
 pub mod run;
 pub mod runtime;
 pub mod session;

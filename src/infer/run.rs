@@ -2,6 +2,7 @@
 //! folder of NIfTI files, a DICOM folder with one or more series, or a shard folder), opens
 //! the model with its sidecar, runs every case and writes masks (volumes) or predictions +
 //! metrics (shards), with a progress bar and a summary (cases, slices/s).
+use super::input::{detect_input, InputKind};
 use super::session::OnnxModel;
 use super::{shards, volumes};
 use crate::cli::DeviceChoice;
@@ -32,17 +33,6 @@ pub struct InferOptions {
     pub ort_lib: Option<PathBuf>,
 }
 
-/// The kind of input.
-#[derive(Debug, Clone)]
-pub enum InputKind {
-    /// NIfTI files.
-    Nifti(Vec<PathBuf>),
-    /// DICOM series (by folder scan).
-    Dicom(Vec<crate::volume::DicomSeries>),
-    /// A shard folder.
-    Shards(PathBuf),
-}
-
 /// The run summary (also written to `OUT/summary.json`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InferSummary {
@@ -62,60 +52,11 @@ pub struct InferSummary {
     pub outputs: Vec<PathBuf>,
 }
 
-fn is_nifti(p: &Path) -> bool {
-    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    n.ends_with(".nii") || n.ends_with(".nii.gz")
-}
-
-/// `scan.nii.gz` → `scan`.
-pub fn case_name(p: &Path) -> String {
-    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("case");
-    n.trim_end_matches(".gz")
-        .trim_end_matches(".nii")
-        .to_string()
-}
-
-/// Classifies the input path.
-pub fn detect_input(input: &Path) -> Result<InputKind> {
-    if input.is_file() {
-        if is_nifti(input) {
-            return Ok(InputKind::Nifti(vec![input.to_path_buf()]));
-        }
-        return Err(Error::invalid(
-            input,
-            "not a NIfTI file (.nii/.nii.gz); pass a NIfTI file or a folder of NIfTI files, a DICOM series folder or a shard folder",
-        ));
-    }
-    if !input.is_dir() {
-        return Err(Error::invalid(input, "input not found"));
-    }
-    if crate::prep::schema::shard_files(input).is_ok() {
-        return Ok(InputKind::Shards(input.to_path_buf()));
-    }
-    let mut nii: Vec<PathBuf> = std::fs::read_dir(input)
-        .map_err(|e| Error::io(input, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_nifti(p))
-        .collect();
-    nii.sort();
-    if !nii.is_empty() {
-        return Ok(InputKind::Nifti(nii));
-    }
-    let (series, _bad) = crate::volume::scan_dicom_dir(input)?;
-    let series: Vec<_> = series.into_iter().filter(|s| !s.is_seg).collect();
-    if !series.is_empty() {
-        return Ok(InputKind::Dicom(series));
-    }
-    Err(Error::invalid(
-        input,
-        "no NIfTI files, DICOM series or part-*.parquet shards found",
-    ))
-}
-
 /// Runs inference.
 pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     let sidecar = ModelSidecar::read_for(&opts.model)?;
-    let kind = detect_input(&opts.input)?;
+    let kind = detect_input(&opts.input, &sidecar.channel_names)?;
+    let kind_name = kind.name();
     let mut model = OnnxModel::open(&opts.model, opts.device, opts.ort_lib.as_deref())?;
     let s = sidecar.size();
     model.check_input(
@@ -126,18 +67,22 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     let batch = opts.batch.max(1);
     let t0 = Instant::now();
     let mut outputs = Vec::new();
-    let (kind_name, cases, slices) = match kind {
-        InputKind::Nifti(files) => {
-            let bar = crate::cli::progress(files.len() as u64, "infer");
+    let (cases, slices) = match kind {
+        InputKind::Nifti(cases) => {
+            let bar = crate::cli::progress(cases.len() as u64, "infer");
             let mut slices = 0;
-            for f in &files {
-                bar.set_message(case_name(f));
-                let vol = crate::volume::read_nifti(f)?;
+            for case in &cases {
+                bar.set_message(case.name.clone());
+                let vols = case
+                    .files
+                    .iter()
+                    .map(|f| crate::volume::read_nifti(f))
+                    .collect::<Result<Vec<_>>>()?;
                 slices += run_volume(
                     &mut model,
                     &sidecar,
-                    vol,
-                    &case_name(f),
+                    vols,
+                    &case.name,
                     opts,
                     batch,
                     &mut outputs,
@@ -145,7 +90,7 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            ("nifti", files.len(), slices)
+            (cases.len(), slices)
         }
         InputKind::Dicom(series) => {
             let bar = crate::cli::progress(series.len() as u64, "infer");
@@ -163,11 +108,19 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
                 };
                 bar.set_message(name.clone());
                 let vol = crate::volume::read_dicom_series(se)?;
-                slices += run_volume(&mut model, &sidecar, vol, &name, opts, batch, &mut outputs)?;
+                slices += run_volume(
+                    &mut model,
+                    &sidecar,
+                    vec![vol],
+                    &name,
+                    opts,
+                    batch,
+                    &mut outputs,
+                )?;
                 bar.inc(1);
             }
             bar.finish_and_clear();
-            ("dicom", series.len(), slices)
+            (series.len(), slices)
         }
         InputKind::Shards(dir) => {
             run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?
@@ -195,17 +148,20 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
 fn run_volume(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
-    vol: crate::volume::Volume,
+    vols: Vec<crate::volume::Volume>,
     name: &str,
     opts: &InferOptions,
     batch: usize,
     outputs: &mut Vec<PathBuf>,
 ) -> Result<usize> {
+    let first = vols
+        .first()
+        .ok_or_else(|| Error::invalid(&opts.input, "a case without images"))?;
     let reference = crate::volume::Volume {
         data: Vec::new(),
-        ..vol.clone()
+        ..first.clone()
     };
-    let seg = volumes::segment_volume(model, sidecar, vol, batch, opts.probabilities, |_| {})?;
+    let seg = volumes::segment_volume(model, sidecar, vols, batch, opts.probabilities, |_| {})?;
     let out = opts.out.join(format!("{name}.nii.gz"));
     crate::volume::write_nifti_mask(&out, &seg.mask, &reference)?;
     outputs.push(out);
@@ -224,7 +180,7 @@ fn run_shards(
     opts: &InferOptions,
     batch: usize,
     outputs: &mut Vec<PathBuf>,
-) -> Result<(&'static str, usize, usize)> {
+) -> Result<(usize, usize)> {
     let bar = crate::cli::progress(0, "slices");
     let mut acc = MetricsAccumulator::new(sidecar.model.num_classes);
     let mut preds = Vec::new();
@@ -264,5 +220,5 @@ fn run_shards(
         .map_err(|e| Error::io(&out, e))?;
         outputs.push(out);
     }
-    Ok(("shards", patients.len(), preds.len()))
+    Ok((patients.len(), preds.len()))
 }

@@ -28,28 +28,32 @@ pub struct Segmentation {
 pub fn segment_volume(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
-    vol: Volume,
+    vols: Vec<Volume>,
     batch: usize,
     keep_probabilities: bool,
     mut on_slices: impl FnMut(usize),
 ) -> Result<Segmentation> {
-    let source = vol.source.clone();
+    let source = vols
+        .first()
+        .map(|v| v.source.clone())
+        .ok_or_else(|| Error::invalid("<input>", "a case without images"))?;
     let c = sidecar.model.in_channels;
-    if c != 1 {
+    if c != vols.len() {
         return Err(Error::Shape {
             path: source,
             case: format!(
-                "the model expects {c} channels ({}); a single volume gives 1",
-                sidecar.channel_names.join(", ")
+                "the model expects {c} channels ({}); the input gives {}",
+                sidecar.channel_names.join(", "),
+                vols.len()
             ),
             expected: vec![c],
-            found: vec![1],
+            found: vec![vols.len()],
         });
     }
     let names = sidecar.channel_names.clone();
     let case = source.display().to_string();
     let prepared: PreparedVolume =
-        prepare_volume(vec![vol], names, &sidecar.preprocessing.config, &case)?;
+        prepare_volume(vols, names, &sidecar.preprocessing.config, &case)?;
     let (s, k) = (sidecar.size(), sidecar.model.num_classes);
     let dims = prepared.geometry.dims;
     let n = prepared.num_slices();

@@ -37,6 +37,10 @@ fn preprocess() -> PreprocessConfig {
 /// A run dir with `config.json` and `checkpoints/best.safetensors` (random DMNet weights with
 /// randomised BN statistics and a head bias that makes the foreground class appear).
 fn make_run(dir: &Path, cfg: &ModelConfig) -> PathBuf {
+    make_run_with(dir, cfg, &preprocess())
+}
+
+fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathBuf {
     let run = dir.join("run");
     std::fs::create_dir_all(run.join("checkpoints")).unwrap();
     tch::manual_seed(7);
@@ -55,7 +59,7 @@ fn make_run(dir: &Path, cfg: &ModelConfig) -> PathBuf {
     vs.save(run.join("checkpoints/best.safetensors")).unwrap();
     let config = serde_json::json!({
         "model": cfg,
-        "prep": { "preprocess": preprocess() },
+        "prep": { "preprocess": pre },
     });
     std::fs::write(run.join("config.json"), config.to_string()).unwrap();
     std::fs::write(
@@ -369,17 +373,21 @@ fn infer_errors_name_the_file() {
         "{e}"
     );
 
-    // Unreadable input.
+    // Unreadable input (a one-channel model, so the file is opened).
+    let one_dir = dir.path().join("one");
+    let one_run = make_run(&one_dir, &model_config(1));
+    let one = one_dir.join("one.onnx");
+    assert!(export(&one_run, &one, &[]).status.success());
     let bad = dir.path().join("broken.nii.gz");
     std::fs::write(&bad, b"\x1f\x8bnot really gzip").unwrap();
-    let o = infer(&onnx, &bad, &[]);
+    let o = infer(&one, &bad, &[]);
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("broken.nii.gz"), "{e}");
 
     // --device cuda with a CPU-only ONNX Runtime is an error, not a silent CPU run.
     let info = dmnet::infer::runtime::load(None).unwrap();
     if !info.providers.iter().any(|p| p == "CUDAExecutionProvider") {
-        let o = infer(&onnx, &img, &["--device", "cuda"]);
+        let o = infer(&one, &img, &["--device", "cuda"]);
         let e = stderr(&o);
         assert!(
             !o.status.success() && e.contains("CUDAExecutionProvider"),
@@ -656,5 +664,56 @@ for a, b in zip(sys.argv[1::2], sys.argv[2::2]):
             .arg(out.join("spleen2.nii.gz"))
             .arg(&cord)
             .arg(out.join("cord.nii.gz")),
+    );
+}
+
+/// A two-channel model (BraTS FLAIR + T1ce): `<case>_<channel>.nii.gz` files are grouped into
+/// cases, in the input folder and one level of sub-folders (the BraTS layout).
+#[test]
+fn multi_channel_cases_are_grouped_by_channel_suffix() {
+    let Some(brats) = crate::util::shared_data("brats-mini", "infer") else {
+        return;
+    };
+    let dir = tmp();
+    let pre = PreprocessConfig {
+        channels: vec!["flair".into(), "t1ce".into()],
+        label_names: vec!["background".into(), "tumour".into()],
+        ..preprocess()
+    };
+    let run = make_run_with(dir.path(), &model_config(2), &pre);
+    let onnx = dir.path().join("brats.onnx");
+    assert!(export(&run, &onnx, &[]).status.success());
+    let side = dmnet::export::sidecar::ModelSidecar::read_for(&onnx).unwrap();
+    assert_eq!(side.channel_names, ["flair", "t1ce"]);
+    match dmnet::infer::input::detect_input(&brats, &side.channel_names).unwrap() {
+        dmnet::infer::input::InputKind::Nifti(cases) => {
+            assert_eq!(cases.len(), 6);
+            let c = &cases[0];
+            assert_eq!(c.name, "brats_2013_pat0001_1");
+            assert!(c.files[0].ends_with("brats_2013_pat0001_1/brats_2013_pat0001_1_flair.nii.gz"));
+            assert!(c.files[1].ends_with("brats_2013_pat0001_1/brats_2013_pat0001_1_t1ce.nii.gz"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let case = brats.join("brats_2013_pat0001_1");
+    let out = dir.path().join("out");
+    run_ok(
+        bin("dmnet-infer")
+            .args(["--device", "cpu", "--batch", "32", "--model"])
+            .arg(&onnx)
+            .arg("--input")
+            .arg(&case)
+            .arg("--out")
+            .arg(&out),
+    );
+    let same = r#"
+import nibabel as nib, numpy as np, sys
+a, b = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+assert b.shape == a.shape and np.allclose(b.affine, a.affine, atol=1e-4), (a.shape, b.shape)
+"#;
+    run_ok(
+        py().args(["-c", same])
+            .arg(case.join("brats_2013_pat0001_1_flair.nii.gz"))
+            .arg(out.join("brats_2013_pat0001_1.nii.gz")),
     );
 }
