@@ -27,7 +27,7 @@ fn rt(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("{}: {what}: {e}", path.display()))
 }
 
-/// Picks the execution provider for `choice`: `(name, register CUDA?)`.
+/// Whether to register the CUDA execution provider for `choice` (`cuda` without it: error).
 fn choose_provider(choice: DeviceChoice) -> Result<bool> {
     let cuda = ort::ep::CUDA::is_available().unwrap_or(false);
     let offered = runtime::load(None)
@@ -41,7 +41,10 @@ fn choose_provider(choice: DeviceChoice) -> Result<bool> {
              (it offers: {offered}). Install onnxruntime-gpu (scripts/setup.sh --gpu) or set \
              ORT_DYLIB_PATH to a CUDA build of libonnxruntime"
         ))),
-        (DeviceChoice::Auto, false) => Ok(false),
+        (DeviceChoice::Auto, false) => {
+            tracing::info!("--device auto: no CUDAExecutionProvider in this ONNX Runtime ({offered}); using CPU");
+            Ok(false)
+        }
     }
 }
 
