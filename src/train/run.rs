@@ -288,9 +288,12 @@ fn step(
         None => Tensor::zeros([], (Kind::Float, ctx.device)),
     };
     let adv = match &m.disc {
+        // One discriminator pass over both decoders' maps (D has no batch statistics).
         Some(d) => {
-            losses::bce_with_logits(&d.forward(&p1), 1.0)
-                + losses::bce_with_logits(&d.forward(&p2), 1.0)
+            let n = p1.size()[0];
+            let z = d.forward(&Tensor::cat(&[&p1, &p2], 0));
+            losses::bce_with_logits(&z.narrow(0, 0, n), 1.0)
+                + losses::bce_with_logits(&z.narrow(0, n, n), 1.0)
         }
         None => Tensor::zeros([], (Kind::Float, ctx.device)),
     };
@@ -303,9 +306,14 @@ fn step(
     let mut dis_v = 0.0;
     if let (Some(d), Some(opt)) = (&m.disc, &mut m.dis_opt) {
         opt.zero_grad();
-        let ld = losses::bce_with_logits(&d.forward(&p1.detach()), 0.0)
-            + losses::bce_with_logits(&d.forward(&p2.detach()), 0.0)
-            + losses::bce_with_logits(&d.forward(&onehot), 1.0);
+        let n = p1.size()[0];
+        let z = d.forward(&Tensor::cat(
+            &[p1.detach(), p2.detach(), onehot.shallow_clone()],
+            0,
+        ));
+        let ld = losses::bce_with_logits(&z.narrow(0, 0, n), 0.0)
+            + losses::bce_with_logits(&z.narrow(0, n, n), 0.0)
+            + losses::bce_with_logits(&z.narrow(0, 2 * n, nl), 1.0);
         ld.backward();
         opt.step(lr.1, 1.0);
         dis_v = value(&ld);

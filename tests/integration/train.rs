@@ -197,3 +197,173 @@ fn hd95_of_identical_masks_is_zero_and_of_a_shift_is_the_shift() {
     assert!((d - 3.0).abs() < 1e-9, "{d}");
     assert_eq!(hd95(&a, &vec![false; h * w], h, w, [1.0, 1.0]), None);
 }
+
+/// Shards of the first 10 LA2018 cases at 64×64 (all-slices protocol of pipelines/la2018.toml).
+fn la_shards(data: &std::path::Path, out: &std::path::Path) {
+    crate::util::run_ok(
+        crate::util::bin("dmnet-prep")
+            .args(["ingest", "--input"])
+            .arg(data)
+            .arg("--out")
+            .arg(out)
+            .arg("--pipeline")
+            .arg(crate::util::root().join("pipelines/la2018.toml"))
+            .args([
+                "--size",
+                "64",
+                "--max-studies",
+                "10",
+                "--threads",
+                "1",
+                "-q",
+            ]),
+    );
+}
+
+fn read_jsonl(p: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// mIoU of predicting background everywhere on the val split: IoU_bg = background share, IoU_fg = 0.
+fn all_background_miou(shards: &std::path::Path) -> f64 {
+    let (mut bg, mut all) = (0u64, 0u64);
+    for group in dmnet::prep::schema::read_shards(shards).unwrap() {
+        for r in group.unwrap().into_iter().filter(|r| r.split == "val") {
+            let m = r.mask.unwrap();
+            bg += m.iter().filter(|&&v| v == 0).count() as u64;
+            all += m.len() as u64;
+        }
+    }
+    bg as f64 / all as f64 / 2.0
+}
+
+/// Train DMNet (smallest encoder, width 1/8, 64×64, 2 epochs, CPU) on real LA2018 shards, kill
+/// it during epoch 2, resume, then evaluate on test: losses fall, val mIoU beats the
+/// all-background prediction, the resumed run continues at epoch 2, the run dir is complete.
+#[test]
+fn e2e_la2018_train_kill_resume_eval() {
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let pipeline = tmp.path().join("smoke.toml");
+    // A higher learning rate than the paper's so two short epochs visibly learn.
+    std::fs::write(
+        &pipeline,
+        "[train]\nlr = 1e-3\nlr_discriminator = 1e-4\nlabeled_batch = 2\nunlabeled_batch = 2\n\
+         [train.model]\nwidth = 0.125\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let train = || {
+        let mut c = crate::util::bin("dmnet-train");
+        c.arg("--shards").arg(&shards).arg("--out").arg(&run);
+        c.arg("--pipeline").arg(&pipeline);
+        c.args([
+            "--encoder",
+            "resnet18",
+            "--size",
+            "64",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ]);
+        c
+    };
+    // Start, wait for the epoch-1 checkpoint, kill during epoch 2.
+    let mut child = train()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = run.join("checkpoints/last.json");
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&state) {
+            if serde_json::from_str::<Value>(&s).is_ok_and(|v| v["epoch"] == 1) {
+                break;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dmnet-train exited before epoch 1 ended"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "epoch 1 took over 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(read_jsonl(&run.join("metrics.jsonl")).len(), 1);
+
+    let out = crate::util::run_ok(train().arg("--resume"));
+    let log = crate::util::stderr(&out);
+    assert!(log.contains("after epoch 1"), "{log}");
+    assert!(
+        log.contains("epoch 2/2") && !log.contains("epoch 1/2"),
+        "{log}"
+    );
+    let summary: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
+    assert_eq!(summary["epochs"], 2);
+
+    let recs = read_jsonl(&run.join("metrics.jsonl"));
+    let epochs: Vec<u64> = recs.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2]);
+    let loss = |i: usize, k: &str| recs[i][k].as_f64().unwrap();
+    assert!(
+        loss(1, "loss_seg") < loss(0, "loss_seg"),
+        "L_S did not fall: {recs:?}"
+    );
+    assert!(
+        loss(1, "loss_dice") < loss(0, "loss_dice"),
+        "L_dice did not fall"
+    );
+    let baseline = all_background_miou(&shards);
+    let best = summary["best_miou"].as_f64().unwrap();
+    assert!(
+        best > baseline,
+        "val mIoU {best} ≤ all-background {baseline}"
+    );
+
+    for f in [
+        "config.json",
+        "curves.png",
+        "prep-manifest.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.optim.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["train"]["model"]["variant"], "dmnet");
+    assert_eq!(cfg["train"]["model"]["in_channels"], 1);
+    assert_eq!(cfg["data"]["label_names"][1], "left atrium");
+    assert!(cfg["prep_config"].is_object());
+    // The checkpoint's names are the contract's names.
+    let ck = tch::Tensor::read_safetensors(run.join("checkpoints/last.safetensors")).unwrap();
+    let names: std::collections::BTreeSet<String> = ck.into_iter().map(|(n, _)| n).collect();
+    let model: dmnet::model::ModelConfig =
+        serde_json::from_value(cfg["train"]["model"].clone()).unwrap();
+    for n in dmnet::model::weight_names(&model) {
+        assert!(names.contains(&n), "{n} not in the checkpoint");
+    }
+
+    let out = crate::util::run_ok(
+        crate::util::bin("dmnet-train")
+            .args(["eval", "--run"])
+            .arg(&run)
+            .arg("--shards")
+            .arg(&shards)
+            .args(["--split", "test", "--checkpoint", "last", "--device", "cpu"]),
+    );
+    let report: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
+    assert_eq!(report["epoch"], 2);
+    assert_eq!(report["metrics"]["iou"].as_array().unwrap().len(), 2);
+    assert!(report["metrics"]["slices"].as_u64().unwrap() > 0);
+    assert!(run.join("eval-test-last.json").exists());
+}
