@@ -338,7 +338,7 @@ fn train_epoch(
     epoch: usize,
     state: &mut TrainState,
     scaler: &mut LossScaler,
-) -> Result<(LossMeans, f64, f64, f64)> {
+) -> Result<(LossMeans, f64, f64, f64, f64)> {
     let cfg = ctx.cfg;
     let seed = state.seed;
     tch::manual_seed(mix(seed, epoch, 1) as i64);
@@ -401,12 +401,8 @@ fn train_epoch(
         ));
     }
     bar.finish_and_clear();
-    Ok((
-        means,
-        slices as f64 / start.elapsed().as_secs_f64().max(1e-9),
-        lr,
-        lr_d,
-    ))
+    let secs = start.elapsed().as_secs_f64();
+    Ok((means, slices as f64 / secs.max(1e-9), lr, lr_d, secs))
 }
 
 /// Metrics of `net` on the labeled slices `refs` (eval mode, average of the two decoders'
@@ -573,7 +569,8 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     );
     for epoch in state.epoch + 1..=cfg.epochs {
         let start = Instant::now();
-        let (means, sps, lr, lr_d) = train_epoch(&mut m, &ctx, epoch, &mut state, &mut scaler)?;
+        let (means, sps, lr, lr_d, train_secs) =
+            train_epoch(&mut m, &ctx, epoch, &mut state, &mut scaler)?;
         let metrics = if ctx.val.is_empty() {
             None
         } else {
@@ -611,6 +608,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
             val: metrics,
             steps,
             slices_per_s: sps,
+            train_seconds: train_secs,
             seconds: start.elapsed().as_secs_f64(),
         };
         tracing::info!(

@@ -367,3 +367,147 @@ fn e2e_la2018_train_kill_resume_eval() {
     assert!(report["metrics"]["slices"].as_u64().unwrap() > 0);
     assert!(run.join("eval-test-last.json").exists());
 }
+
+/// The loader on real shards: the labeled fraction is seeded and exact, streams yield the
+/// requested number of full batches, shuffling is seeded, unlabeled streams carry no masks;
+/// then one short epoch of every variant trains with the losses that variant defines.
+#[test]
+fn loader_and_every_variant_on_la2018_shards() {
+    use dmnet::model::Variant;
+    use dmnet::train::data::{stream, DataPlan, StreamSpec};
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+
+    let full = DataPlan::build(&shards, 1.0, 0).unwrap();
+    assert_eq!(full.labeled.len(), full.labeled_total);
+    let tenth = DataPlan::build(&shards, 0.1, 0).unwrap();
+    assert_eq!(
+        tenth.labeled.len(),
+        (full.labeled_total as f64 * 0.1).ceil() as usize
+    );
+    assert_eq!(
+        tenth.unlabeled.len(),
+        full.unlabeled.len() + full.labeled_total - tenth.labeled.len()
+    );
+    assert_eq!(
+        DataPlan::build(&shards, 0.1, 0).unwrap().labeled,
+        tenth.labeled
+    );
+    assert_ne!(
+        DataPlan::build(&shards, 0.1, 1).unwrap().labeled,
+        tenth.labeled
+    );
+    assert!(DataPlan::build(&shards, 0.0, 0).is_err());
+
+    let spec = |seed, drop| StreamSpec {
+        batch: 5,
+        steps: Some(7),
+        seed,
+        drop_masks: drop,
+        window: 32,
+        prefetch: 2,
+    };
+    let keys = |seed| -> Vec<(String, i32)> {
+        let rx = stream(full.files.clone(), tenth.labeled.clone(), spec(seed, false));
+        let batches: Vec<_> = rx.iter().map(|b| b.unwrap()).collect();
+        assert_eq!(
+            batches.len(),
+            7,
+            "cycled to 7 batches of 5 from {} slices",
+            tenth.labeled.len()
+        );
+        assert!(batches
+            .iter()
+            .all(|b| b.len() == 5 && b.iter().all(|r| r.mask.is_some())));
+        batches
+            .iter()
+            .flatten()
+            .map(|r| (r.patient_key.clone(), r.slice_index))
+            .collect()
+    };
+    assert_eq!(keys(Some(3)), keys(Some(3)));
+    assert_ne!(keys(Some(3)), keys(Some(4)));
+    let unl = stream(
+        full.files.clone(),
+        full.unlabeled.clone(),
+        spec(Some(1), true),
+    );
+    assert!(unl.iter().all(|b| b
+        .unwrap()
+        .iter()
+        .all(|r| r.mask.is_none() && r.split == "train")));
+    // One pass without shuffling: every val slice once, last batch short.
+    let (files, val) = dmnet::train::data::split_refs(&shards, "val").unwrap();
+    let rx = stream(
+        files,
+        val.clone(),
+        StreamSpec {
+            batch: 16,
+            steps: None,
+            seed: None,
+            drop_masks: false,
+            window: 1,
+            prefetch: 2,
+        },
+    );
+    assert_eq!(
+        rx.iter().map(|b| b.unwrap().len()).sum::<usize>(),
+        val.len()
+    );
+
+    for variant in Variant::ALL {
+        let mut t = dmnet::train::TrainConfig::default();
+        t.model.variant = variant;
+        t.model.width = 0.125;
+        t.model.input_size = 64;
+        t.epochs = 1;
+        t.max_steps_per_epoch = Some(2);
+        t.labeled_batch = 2;
+        t.unlabeled_batch = 2;
+        t.device = dmnet::cli::DeviceChoice::Cpu;
+        let out = tmp.path().join(variant.name());
+        let s = dmnet::train::run(&dmnet::train::RunSpec {
+            shards: shards.clone(),
+            out: out.clone(),
+            pipeline: None,
+            train: t,
+            resume: false,
+        })
+        .unwrap();
+        let r = s.last.unwrap();
+        assert_eq!((r.epoch, r.steps), (1, 2));
+        assert!(
+            r.loss_dice > 0.0 && r.loss_seg.is_finite(),
+            "{variant:?}: {r:?}"
+        );
+        assert_eq!(
+            r.loss_semi > 0.0,
+            variant.uses_unlabeled(),
+            "{variant:?} L_semi {}",
+            r.loss_semi
+        );
+        assert_eq!(
+            r.loss_adv > 0.0,
+            variant.uses_adversarial(),
+            "{variant:?} L_adv {}",
+            r.loss_adv
+        );
+        assert_eq!(
+            r.loss_dis > 0.0,
+            variant.uses_adversarial(),
+            "{variant:?} L_dis {}",
+            r.loss_dis
+        );
+        let ck = tch::Tensor::read_safetensors(out.join("checkpoints/last.safetensors")).unwrap();
+        assert_eq!(
+            ck.iter().any(|(n, _)| n.starts_with("encoder2.")),
+            variant.separate_encoders()
+        );
+        assert_eq!(
+            ck.iter().any(|(n, _)| n.starts_with("discriminator.")),
+            variant.uses_adversarial()
+        );
+    }
+}
