@@ -72,10 +72,10 @@ impl Adam {
             }
             let mut g = grad.to_kind(Kind::Float);
             if grad_scale != 1.0 {
-                g = g / grad_scale;
+                g /= grad_scale;
             }
             if self.weight_decay != 0.0 {
-                g = g + &*p * self.weight_decay;
+                g += &*p * self.weight_decay;
             }
             let _ = self.m[i]
                 .g_mul_scalar_(self.beta1)

@@ -68,10 +68,13 @@ fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What the first row of the shards says: channel names, class names, slice size, prep config.
+type ShardProbe = (Vec<String>, Vec<String>, usize, Option<serde_json::Value>);
+
 /// Channel and class names and the slice size, from the first row of the shards.
 fn probe_shards(
     dir: &Path,
-) -> Result<(Vec<String>, Vec<String>, usize, Option<serde_json::Value>)> {
+) -> Result<ShardProbe> {
     let files = shard_files(dir)?;
     let meta = file_metadata(&files[0])?;
     let prep = meta
