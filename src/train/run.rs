@@ -72,9 +72,7 @@ fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
 type ShardProbe = (Vec<String>, Vec<String>, usize, Option<serde_json::Value>);
 
 /// Channel and class names and the slice size, from the first row of the shards.
-fn probe_shards(
-    dir: &Path,
-) -> Result<ShardProbe> {
+fn probe_shards(dir: &Path) -> Result<ShardProbe> {
     let files = shard_files(dir)?;
     let meta = file_metadata(&files[0])?;
     let prep = meta
@@ -303,7 +301,7 @@ fn step(
     let total = &dice + &adv * mc.lambda_adv + &semi * mc.lambda_semi;
     m.seg_opt.zero_grad();
     (&total * scaler.scale).backward();
-    if scaler.update(m.seg_opt.grads_finite()) {
+    if !scaler.enabled() || scaler.update(m.seg_opt.grads_finite()) {
         m.seg_opt.step(lr.0, scaler.scale);
     }
     let mut dis_v = 0.0;
