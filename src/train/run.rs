@@ -541,19 +541,24 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         loss_scale: scaler.scale,
     };
     let mut records = Vec::new();
-    if spec.resume {
+    if spec.resume && ckpt_dir(&spec.out).join("last.json").exists() {
         state = load_checkpoint(&spec.out, CheckpointKind::Last, &mut m)?;
         scaler.scale = state.loss_scale;
         records = read_metrics(&spec.out)?;
         records.retain(|r| r.epoch <= state.epoch);
-        write_metrics(&spec.out, &records)?;
         tracing::info!(
             "resuming {} after epoch {} (step {})",
             spec.out.display(),
             state.epoch,
             state.global_step
         );
+    } else if spec.resume {
+        tracing::warn!(
+            "{}: no checkpoint yet (killed during epoch 1); starting at epoch 1",
+            spec.out.display()
+        );
     }
+    write_metrics(&spec.out, &records)?;
     let ctx = Ctx {
         cfg: &cfg,
         files: plan.files.clone(),
