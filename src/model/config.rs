@@ -167,7 +167,7 @@ pub const SIZE_MULTIPLE: usize = 16;
 
 /// Checks that the network can take an S×S input.
 pub fn validate_input_size(size: usize) -> Result<()> {
-    if size < 2 * SIZE_MULTIPLE || size % SIZE_MULTIPLE != 0 {
+    if size < 2 * SIZE_MULTIPLE || !size.is_multiple_of(SIZE_MULTIPLE) {
         return Err(Error::Config {
             path: PathBuf::from("<model>"),
             msg: format!(
@@ -204,7 +204,7 @@ impl ModelConfig {
         if !(self.width > 0.0 && self.width.is_finite()) {
             return Err(bad(format!("width must be > 0, got {}", self.width)));
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err(bad(format!(
                 "temperature must be > 0, got {}",
                 self.temperature

@@ -53,10 +53,15 @@ impl Adam {
     /// Whether all gradients are finite (for loss scaling).
     pub fn grads_finite(&self) -> bool {
         let _g = tch::no_grad_guard();
-        self.params.iter().all(|(_, p)| {
-            let g = p.grad();
-            !g.defined() || g.isfinite().all().int64_value(&[]) != 0
-        })
+        // One device sync for all variables.
+        let flags: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.isfinite().all())
+            .collect();
+        flags.is_empty() || Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
     }
 
     /// One update with learning rate `lr`; gradients are divided by `grad_scale` first.
@@ -72,10 +77,10 @@ impl Adam {
             }
             let mut g = grad.to_kind(Kind::Float);
             if grad_scale != 1.0 {
-                g = g / grad_scale;
+                g /= grad_scale;
             }
             if self.weight_decay != 0.0 {
-                g = g + &*p * self.weight_decay;
+                g += &*p * self.weight_decay;
             }
             let _ = self.m[i]
                 .g_mul_scalar_(self.beta1)
@@ -138,6 +143,10 @@ impl LossScaler {
             good_steps: 0,
             enabled,
         }
+    }
+    /// Whether the scale is dynamic (mixed precision on).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
     /// Records whether the step's gradients were finite; returns whether to apply the step.
     pub fn update(&mut self, finite: bool) -> bool {

@@ -31,7 +31,9 @@ pub struct EpochRecord {
     pub steps: usize,
     /// Training slices per second (labeled + unlabeled).
     pub slices_per_s: f64,
-    /// Wall-clock seconds of the epoch (training + validation).
+    /// Seconds of the training steps (data waits included, validation excluded).
+    pub train_seconds: f64,
+    /// Wall-clock seconds of the epoch (training + validation + checkpoints).
     pub seconds: f64,
 }
 

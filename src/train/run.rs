@@ -68,10 +68,11 @@ fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What the first row of the shards says: channel names, class names, slice size, prep config.
+type ShardProbe = (Vec<String>, Vec<String>, usize, Option<serde_json::Value>);
+
 /// Channel and class names and the slice size, from the first row of the shards.
-fn probe_shards(
-    dir: &Path,
-) -> Result<(Vec<String>, Vec<String>, usize, Option<serde_json::Value>)> {
+fn probe_shards(dir: &Path) -> Result<ShardProbe> {
     let files = shard_files(dir)?;
     let meta = file_metadata(&files[0])?;
     let prep = meta
@@ -288,24 +289,32 @@ fn step(
         None => Tensor::zeros([], (Kind::Float, ctx.device)),
     };
     let adv = match &m.disc {
+        // One discriminator pass over both decoders' maps (D has no batch statistics).
         Some(d) => {
-            losses::bce_with_logits(&d.forward(&p1), 1.0)
-                + losses::bce_with_logits(&d.forward(&p2), 1.0)
+            let n = p1.size()[0];
+            let z = d.forward(&Tensor::cat(&[&p1, &p2], 0));
+            losses::bce_with_logits(&z.narrow(0, 0, n), 1.0)
+                + losses::bce_with_logits(&z.narrow(0, n, n), 1.0)
         }
         None => Tensor::zeros([], (Kind::Float, ctx.device)),
     };
     let total = &dice + &adv * mc.lambda_adv + &semi * mc.lambda_semi;
     m.seg_opt.zero_grad();
     (&total * scaler.scale).backward();
-    if scaler.update(m.seg_opt.grads_finite()) {
+    if !scaler.enabled() || scaler.update(m.seg_opt.grads_finite()) {
         m.seg_opt.step(lr.0, scaler.scale);
     }
     let mut dis_v = 0.0;
     if let (Some(d), Some(opt)) = (&m.disc, &mut m.dis_opt) {
         opt.zero_grad();
-        let ld = losses::bce_with_logits(&d.forward(&p1.detach()), 0.0)
-            + losses::bce_with_logits(&d.forward(&p2.detach()), 0.0)
-            + losses::bce_with_logits(&d.forward(&onehot), 1.0);
+        let n = p1.size()[0];
+        let z = d.forward(&Tensor::cat(
+            &[p1.detach(), p2.detach(), onehot.shallow_clone()],
+            0,
+        ));
+        let ld = losses::bce_with_logits(&z.narrow(0, 0, n), 0.0)
+            + losses::bce_with_logits(&z.narrow(0, n, n), 0.0)
+            + losses::bce_with_logits(&z.narrow(0, 2 * n, nl), 1.0);
         ld.backward();
         opt.step(lr.1, 1.0);
         dis_v = value(&ld);
@@ -330,7 +339,7 @@ fn train_epoch(
     epoch: usize,
     state: &mut TrainState,
     scaler: &mut LossScaler,
-) -> Result<(LossMeans, f64, f64, f64)> {
+) -> Result<(LossMeans, f64, f64, f64, f64)> {
     let cfg = ctx.cfg;
     let seed = state.seed;
     tch::manual_seed(mix(seed, epoch, 1) as i64);
@@ -393,12 +402,8 @@ fn train_epoch(
         ));
     }
     bar.finish_and_clear();
-    Ok((
-        means,
-        slices as f64 / start.elapsed().as_secs_f64().max(1e-9),
-        lr,
-        lr_d,
-    ))
+    let secs = start.elapsed().as_secs_f64();
+    Ok((means, slices as f64 / secs.max(1e-9), lr, lr_d, secs))
 }
 
 /// Metrics of `net` on the labeled slices `refs` (eval mode, average of the two decoders'
@@ -536,19 +541,24 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         loss_scale: scaler.scale,
     };
     let mut records = Vec::new();
-    if spec.resume {
+    if spec.resume && ckpt_dir(&spec.out).join("last.json").exists() {
         state = load_checkpoint(&spec.out, CheckpointKind::Last, &mut m)?;
         scaler.scale = state.loss_scale;
         records = read_metrics(&spec.out)?;
         records.retain(|r| r.epoch <= state.epoch);
-        write_metrics(&spec.out, &records)?;
         tracing::info!(
             "resuming {} after epoch {} (step {})",
             spec.out.display(),
             state.epoch,
             state.global_step
         );
+    } else if spec.resume {
+        tracing::warn!(
+            "{}: no checkpoint yet (killed during epoch 1); starting at epoch 1",
+            spec.out.display()
+        );
     }
+    write_metrics(&spec.out, &records)?;
     let ctx = Ctx {
         cfg: &cfg,
         files: plan.files.clone(),
@@ -565,7 +575,8 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     );
     for epoch in state.epoch + 1..=cfg.epochs {
         let start = Instant::now();
-        let (means, sps, lr, lr_d) = train_epoch(&mut m, &ctx, epoch, &mut state, &mut scaler)?;
+        let (means, sps, lr, lr_d, train_secs) =
+            train_epoch(&mut m, &ctx, epoch, &mut state, &mut scaler)?;
         let metrics = if ctx.val.is_empty() {
             None
         } else {
@@ -603,6 +614,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
             val: metrics,
             steps,
             slices_per_s: sps,
+            train_seconds: train_secs,
             seconds: start.elapsed().as_secs_f64(),
         };
         tracing::info!(

@@ -197,3 +197,317 @@ fn hd95_of_identical_masks_is_zero_and_of_a_shift_is_the_shift() {
     assert!((d - 3.0).abs() < 1e-9, "{d}");
     assert_eq!(hd95(&a, &vec![false; h * w], h, w, [1.0, 1.0]), None);
 }
+
+/// Shards of the first 10 LA2018 cases at 64×64 (all-slices protocol of pipelines/la2018.toml).
+fn la_shards(data: &std::path::Path, out: &std::path::Path) {
+    crate::util::run_ok(
+        crate::util::bin("dmnet-prep")
+            .args(["ingest", "--input"])
+            .arg(data)
+            .arg("--out")
+            .arg(out)
+            .arg("--pipeline")
+            .arg(crate::util::root().join("pipelines/la2018.toml"))
+            .args([
+                "--size",
+                "64",
+                "--max-studies",
+                "10",
+                "--threads",
+                "1",
+                "-q",
+            ]),
+    );
+}
+
+fn read_jsonl(p: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// mIoU of predicting background everywhere on the val split: IoU_bg = background share, IoU_fg = 0.
+fn all_background_miou(shards: &std::path::Path) -> f64 {
+    let (mut bg, mut all) = (0u64, 0u64);
+    for group in dmnet::prep::schema::read_shards(shards).unwrap() {
+        for r in group.unwrap().into_iter().filter(|r| r.split == "val") {
+            let m = r.mask.unwrap();
+            bg += m.iter().filter(|&&v| v == 0).count() as u64;
+            all += m.len() as u64;
+        }
+    }
+    bg as f64 / all as f64 / 2.0
+}
+
+/// Train DMNet (smallest encoder, width 1/8, 64×64, 2 epochs, CPU) on real LA2018 shards, kill
+/// it during epoch 2, resume, then evaluate on test: losses fall, val mIoU beats the
+/// all-background prediction, the resumed run continues at epoch 2, the run dir is complete.
+#[test]
+fn e2e_la2018_train_kill_resume_eval() {
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let pipeline = tmp.path().join("smoke.toml");
+    // A higher learning rate than the paper's so two short epochs visibly learn.
+    std::fs::write(
+        &pipeline,
+        "[train]\nlr = 1e-3\nlr_discriminator = 1e-4\nlabeled_batch = 2\nunlabeled_batch = 2\n\
+         [train.model]\nwidth = 0.125\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let train = || {
+        let mut c = crate::util::bin("dmnet-train");
+        c.arg("--shards").arg(&shards).arg("--out").arg(&run);
+        c.arg("--pipeline").arg(&pipeline);
+        c.args([
+            "--encoder",
+            "resnet18",
+            "--size",
+            "64",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ]);
+        c
+    };
+    // Start, wait for the epoch-1 checkpoint, kill during epoch 2.
+    let mut child = train()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = run.join("checkpoints/last.json");
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&state) {
+            if serde_json::from_str::<Value>(&s).is_ok_and(|v| v["epoch"] == 1) {
+                break;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dmnet-train exited before epoch 1 ended"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "epoch 1 took over 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(read_jsonl(&run.join("metrics.jsonl")).len(), 1);
+
+    let out = crate::util::run_ok(train().arg("--resume"));
+    let log = crate::util::stderr(&out);
+    assert!(log.contains("after epoch 1"), "{log}");
+    assert!(
+        log.contains("epoch 2/2") && !log.contains("epoch 1/2"),
+        "{log}"
+    );
+    let summary: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
+    assert_eq!(summary["epochs"], 2);
+
+    let recs = read_jsonl(&run.join("metrics.jsonl"));
+    let epochs: Vec<u64> = recs.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2]);
+    let loss = |i: usize, k: &str| recs[i][k].as_f64().unwrap();
+    assert!(
+        loss(1, "loss_seg") < loss(0, "loss_seg"),
+        "L_S did not fall: {recs:?}"
+    );
+    assert!(
+        loss(1, "loss_dice") < loss(0, "loss_dice"),
+        "L_dice did not fall"
+    );
+    let baseline = all_background_miou(&shards);
+    let best = summary["best_miou"].as_f64().unwrap();
+    assert!(
+        best > baseline,
+        "val mIoU {best} ≤ all-background {baseline}"
+    );
+
+    for f in [
+        "config.json",
+        "curves.png",
+        "prep-manifest.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.optim.safetensors",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["train"]["model"]["variant"], "dmnet");
+    assert_eq!(cfg["train"]["model"]["in_channels"], 1);
+    assert_eq!(cfg["data"]["label_names"][1], "left atrium");
+    assert!(cfg["prep_config"].is_object());
+    // The checkpoint's names are the contract's names.
+    let ck = tch::Tensor::read_safetensors(run.join("checkpoints/last.safetensors")).unwrap();
+    let names: std::collections::BTreeSet<String> = ck.into_iter().map(|(n, _)| n).collect();
+    let model: dmnet::model::ModelConfig =
+        serde_json::from_value(cfg["train"]["model"].clone()).unwrap();
+    for n in dmnet::model::weight_names(&model) {
+        assert!(names.contains(&n), "{n} not in the checkpoint");
+    }
+
+    let out = crate::util::run_ok(
+        crate::util::bin("dmnet-train")
+            .args(["eval", "--run"])
+            .arg(&run)
+            .arg("--shards")
+            .arg(&shards)
+            .args(["--split", "test", "--checkpoint", "last", "--device", "cpu"]),
+    );
+    let report: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
+    assert_eq!(report["epoch"], 2);
+    assert_eq!(report["metrics"]["iou"].as_array().unwrap().len(), 2);
+    assert!(report["metrics"]["slices"].as_u64().unwrap() > 0);
+    assert!(run.join("eval-test-last.json").exists());
+}
+
+/// The loader on real shards: the labeled fraction is seeded and exact, streams yield the
+/// requested number of full batches, shuffling is seeded, unlabeled streams carry no masks;
+/// then one short epoch of every variant trains with the losses that variant defines.
+#[test]
+fn loader_and_every_variant_on_la2018_shards() {
+    use dmnet::model::Variant;
+    use dmnet::train::data::{stream, DataPlan, StreamSpec};
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+
+    let full = DataPlan::build(&shards, 1.0, 0).unwrap();
+    assert_eq!(full.labeled.len(), full.labeled_total);
+    let tenth = DataPlan::build(&shards, 0.1, 0).unwrap();
+    assert_eq!(
+        tenth.labeled.len(),
+        (full.labeled_total as f64 * 0.1).ceil() as usize
+    );
+    assert_eq!(
+        tenth.unlabeled.len(),
+        full.unlabeled.len() + full.labeled_total - tenth.labeled.len()
+    );
+    assert_eq!(
+        DataPlan::build(&shards, 0.1, 0).unwrap().labeled,
+        tenth.labeled
+    );
+    assert_ne!(
+        DataPlan::build(&shards, 0.1, 1).unwrap().labeled,
+        tenth.labeled
+    );
+    assert!(DataPlan::build(&shards, 0.0, 0).is_err());
+
+    let spec = |seed, drop| StreamSpec {
+        batch: 5,
+        steps: Some(7),
+        seed,
+        drop_masks: drop,
+        window: 32,
+        prefetch: 2,
+    };
+    let keys = |seed| -> Vec<(String, i32)> {
+        let rx = stream(full.files.clone(), tenth.labeled.clone(), spec(seed, false));
+        let batches: Vec<_> = rx.iter().map(|b| b.unwrap()).collect();
+        assert_eq!(
+            batches.len(),
+            7,
+            "cycled to 7 batches of 5 from {} slices",
+            tenth.labeled.len()
+        );
+        assert!(batches
+            .iter()
+            .all(|b| b.len() == 5 && b.iter().all(|r| r.mask.is_some())));
+        batches
+            .iter()
+            .flatten()
+            .map(|r| (r.patient_key.clone(), r.slice_index))
+            .collect()
+    };
+    assert_eq!(keys(Some(3)), keys(Some(3)));
+    assert_ne!(keys(Some(3)), keys(Some(4)));
+    let unl = stream(
+        full.files.clone(),
+        full.unlabeled.clone(),
+        spec(Some(1), true),
+    );
+    assert!(unl.iter().all(|b| b
+        .unwrap()
+        .iter()
+        .all(|r| r.mask.is_none() && r.split == "train")));
+    // One pass without shuffling: every val slice once, last batch short.
+    let (files, val) = dmnet::train::data::split_refs(&shards, "val").unwrap();
+    let rx = stream(
+        files,
+        val.clone(),
+        StreamSpec {
+            batch: 16,
+            steps: None,
+            seed: None,
+            drop_masks: false,
+            window: 1,
+            prefetch: 2,
+        },
+    );
+    assert_eq!(
+        rx.iter().map(|b| b.unwrap().len()).sum::<usize>(),
+        val.len()
+    );
+
+    for variant in Variant::ALL {
+        let mut t = dmnet::train::TrainConfig::default();
+        t.model.variant = variant;
+        t.model.width = 0.125;
+        t.model.input_size = 64;
+        t.epochs = 1;
+        t.max_steps_per_epoch = Some(2);
+        t.labeled_batch = 2;
+        t.unlabeled_batch = 2;
+        t.device = dmnet::cli::DeviceChoice::Cpu;
+        let out = tmp.path().join(variant.name());
+        let s = dmnet::train::run(&dmnet::train::RunSpec {
+            shards: shards.clone(),
+            out: out.clone(),
+            pipeline: None,
+            train: t,
+            resume: false,
+        })
+        .unwrap();
+        let r = s.last.unwrap();
+        assert_eq!((r.epoch, r.steps), (1, 2));
+        assert!(
+            r.loss_dice > 0.0 && r.loss_seg.is_finite(),
+            "{variant:?}: {r:?}"
+        );
+        assert_eq!(
+            r.loss_semi > 0.0,
+            variant.uses_unlabeled(),
+            "{variant:?} L_semi {}",
+            r.loss_semi
+        );
+        assert_eq!(
+            r.loss_adv > 0.0,
+            variant.uses_adversarial(),
+            "{variant:?} L_adv {}",
+            r.loss_adv
+        );
+        assert_eq!(
+            r.loss_dis > 0.0,
+            variant.uses_adversarial(),
+            "{variant:?} L_dis {}",
+            r.loss_dis
+        );
+        let ck = tch::Tensor::read_safetensors(out.join("checkpoints/last.safetensors")).unwrap();
+        assert_eq!(
+            ck.iter().any(|(n, _)| n.starts_with("encoder2.")),
+            variant.separate_encoders()
+        );
+        assert_eq!(
+            ck.iter().any(|(n, _)| n.starts_with("discriminator.")),
+            variant.uses_adversarial()
+        );
+    }
+}
