@@ -310,7 +310,13 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    let r = plan(study, splits, cfg, key)
+                    let r = study
+                        .error
+                        .as_ref()
+                        .map_or(Ok(()), |e| {
+                            Err(Error::invalid(&study.source_path, e.clone()))
+                        })
+                        .and_then(|_| plan(study, splits, cfg, key))
                         .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)));
                     let _ = tx.send((*study, r));
                 });

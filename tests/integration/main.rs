@@ -2,6 +2,7 @@
 mod util;
 
 mod binaries;
+mod prep;
 mod synth;
 mod toolchain;
 mod volume;
