@@ -29,7 +29,7 @@ struct Cli {
 enum Cmd {
     /// Read studies, preprocess, write part-*.parquet + manifest.json + splits.json. Exit code 2
     /// when a study failed (listed in manifest.json), 1 on a fatal error.
-    Ingest(IngestArgs),
+    Ingest(Box<IngestArgs>),
     /// Counts per split and role, label statistics, invariant checks (exit 1 when broken).
     Inspect {
         /// Shard folder.

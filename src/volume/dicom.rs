@@ -29,6 +29,9 @@ const NATIVE_TS: [&str; 3] = [
     "1.2.840.10008.1.2.1.99",
 ];
 
+/// A file with the DICM marker that could not be parsed, and why.
+pub type UnreadableFile = (PathBuf, String);
+
 /// Header facts of one DICOM file, read without its pixel data.
 #[derive(Debug, Clone)]
 pub struct DicomFile {
@@ -117,7 +120,7 @@ fn has_dicm(path: &Path) -> bool {
 /// Recursively scans `dir` for DICOM Part-10 files (files without the `DICM` marker are
 /// skipped) and groups them by SeriesInstanceUID. Returns the series (sorted by UID) and the
 /// files that carry the marker but could not be parsed, with the reason.
-pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<(PathBuf, String)>)> {
+pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<UnreadableFile>)> {
     let mut paths = Vec::new();
     walk(dir, &mut paths)?;
     paths.sort();
@@ -343,9 +346,8 @@ pub fn read_dicom_timepoint(series: &DicomSeries, t: usize) -> Result<Volume> {
         a[i][3] = p0[i];
     }
     a[3][3] = 1.0;
-    for c in 0..4 {
-        a[0][c] = -a[0][c];
-        a[1][c] = -a[1][c];
+    for row in a.iter_mut().take(2) {
+        row.iter_mut().for_each(|v| *v = -*v);
     }
     let dims = [cols, rows, nz];
     let spacing = spacing_of(&a);
@@ -501,8 +503,8 @@ fn pixel_bytes(obj: &InMemDicomObject, path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-/// Reads a DICOM SEG file (binary, BitsAllocated 1, or 8-bit fractional/labels thresholded at
-/// > 0) onto the grid of `image`, the volume read from `series`. Frames are mapped to slices via
+/// Reads a DICOM SEG file (binary, BitsAllocated 1, or 8-bit frames thresholded at
+/// zero) onto the grid of `image`, the volume read from `series`. Frames are mapped to slices via
 /// ReferencedSOPInstanceUID (0008,1155) in DerivationImageSequence/SourceImageSequence, else by
 /// PlanePositionSequence ImagePositionPatient projected on the slice normal. Voxel value =
 /// ReferencedSegmentNumber (0062,000B).

@@ -594,3 +594,38 @@ fn bad_empty_folders() {
         &["--layout", "kits19"],
     );
 }
+
+#[test]
+fn schema_file_matches_the_writer() {
+    use arrow_schema::DataType;
+    fn name(t: &DataType) -> String {
+        match t {
+            DataType::List(f) => format!("List<{}>", name(f.data_type())),
+            DataType::Utf8 => "Utf8".into(),
+            DataType::Int32 => "Int32".into(),
+            DataType::Float32 => "Float32".into(),
+            DataType::Float64 => "Float64".into(),
+            DataType::Boolean => "Boolean".into(),
+            DataType::UInt8 => "UInt8".into(),
+            other => format!("{other:?}"),
+        }
+    }
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::util::root().join("schemas/shard-v1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["version"], dmnet::prep::schema::SCHEMA_VERSION);
+    let schema = dmnet::prep::schema::arrow_schema();
+    let cols = doc["columns"].as_array().unwrap();
+    assert_eq!(cols.len(), schema.fields().len());
+    for (c, f) in cols.iter().zip(schema.fields()) {
+        assert_eq!(c["name"], f.name().as_str());
+        assert_eq!(
+            c["arrow_type"],
+            name(f.data_type()).as_str(),
+            "{}",
+            f.name()
+        );
+        assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
+    }
+}
