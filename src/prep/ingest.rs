@@ -125,6 +125,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let mut cfg = cfg.clone();
     cfg.layout = layout;
     check_config(out, &cfg)?;
+    check_salt(out, &opts.salt)?;
     let key = |s: &Study| patient_key(&s.patient, &opts.salt, cfg.keep_patient_ids);
     let splits = plan_splits(&studies, &cfg, opts, &key)?;
     let (w, nw) = opts.worker;
@@ -245,6 +246,20 @@ fn check_config(out: &Path, cfg: &PrepConfig) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(cfg).expect("config serialises");
     write_atomic(&p, json.as_bytes())
+}
+
+/// Refuses to resume or add workers with another salt (the keys would not match).
+fn check_salt(out: &Path, salt: &str) -> Result<()> {
+    let p = out.join(".salt-fingerprint");
+    let fp = salt_fingerprint(salt);
+    match std::fs::read_to_string(&p) {
+        Ok(old) if old.trim() != fp => Err(Error::Config {
+            path: p,
+            msg: "this output folder was written with another --salt / DMNET_SALT; patient keys would not match".into(),
+        }),
+        Ok(_) => Ok(()),
+        Err(_) => write_atomic(&p, fp.as_bytes()),
+    }
 }
 
 fn part_seq(name: &str) -> Option<usize> {

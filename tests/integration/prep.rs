@@ -629,3 +629,43 @@ fn schema_file_matches_the_writer() {
         assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
     }
 }
+
+/// dmnet's preprocessing (MRI z-score over non-zero voxels, slicing axis, half-pixel bilinear
+/// image / nearest mask resize) equals the independent NumPy reference in
+/// `scripts/bench_prep.py` (images to 1e-4, masks exactly) on two LA cases.
+#[test]
+fn preprocessing_matches_numpy_reference() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 2);
+    let out = t.path().join("s");
+    let o = bin("dmnet-prep")
+        .args([
+            "ingest",
+            "-q",
+            "--size",
+            "48",
+            "--protocol",
+            "all-slices",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = crate::util::root().join("scripts/bench_prep.py");
+    let o = run_ok(
+        python()
+            .arg(&script)
+            .args(["check", "--input"])
+            .arg(&input)
+            .arg("--shards")
+            .arg(&out),
+    );
+    let r: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["rows"], 176);
+    assert!(r["masks_equal"].as_u64().unwrap() > 0);
+    assert!(r["max_abs_image_diff"].as_f64().unwrap() < 1e-4, "{r}");
+}
