@@ -14,4 +14,5 @@ data="${DMNET_SHARED_DATA:-$root/../shared/data}/la2018"
 py="${DMNET_PYTHON:-$root/.dmnet/python}"
 [[ -d "$data" ]] || { echo "la2018 not found at $data" >&2; exit 1; }
 cargo build --release --no-default-features --bin dmnet-prep >&2
-"$py" scripts/bench_prep.py bench --bin target/release/dmnet-prep --input "$data" --workers "$workers" --size "$size"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/dmnet-prep"
+"$py" scripts/bench_prep.py bench --bin "$bin" --input "$data" --workers "$workers" --size "$size"

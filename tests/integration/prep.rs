@@ -669,3 +669,29 @@ fn preprocessing_matches_numpy_reference() {
     assert!(r["masks_equal"].as_u64().unwrap() > 0);
     assert!(r["max_abs_image_diff"].as_f64().unwrap() < 1e-4, "{r}");
 }
+
+/// `inspect` exits 1 when an invariant breaks: a copied part file duplicates rows and makes
+/// the counts disagree with manifest.json.
+#[test]
+fn inspect_flags_duplicate_rows() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 2);
+    let out = t.path().join("s");
+    assert!(ingest(&input, &out, &["--protocol", "paper"])
+        .status
+        .success());
+    inspect_ok(&out);
+    std::fs::copy(
+        out.join("part-00000.parquet"),
+        out.join("part-00001.parquet"),
+    )
+    .unwrap();
+    let o = bin("dmnet-prep").arg("inspect").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let s = stdout(&o);
+    assert!(
+        s.contains("duplicate row") && s.contains("differ from the rows"),
+        "{s}"
+    );
+}
