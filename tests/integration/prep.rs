@@ -695,3 +695,99 @@ fn inspect_flags_duplicate_rows() {
         "{s}"
     );
 }
+
+/// A manifest CSV (auto-detected from a .csv input): a row without a label is an unlabeled
+/// training patient.
+#[test]
+fn manifest_csv_layout_with_unlabeled_row() {
+    let la = require_data!("la2018");
+    let t = tmp();
+    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    let csv = t.path().join("cohort.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "patient_id,mri,label\nA,{img0},{lab0}\nB,{img1},\n",
+            img0 = la.join("imagesTr").join(&cases[0]).display(),
+            lab0 = la.join("labelsTr").join(&cases[0]).display(),
+            img1 = la.join("imagesTr").join(&cases[1]).display(),
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("s");
+    let o = bin("dmnet-prep")
+        .args(["ingest", "--size", "32", "--input"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("detected Manifest"), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["counts"]["train"]["labeled"], 1);
+    assert_eq!(m["counts"]["train"]["unlabeled"], 4);
+    inspect_ok(&out);
+}
+
+/// MSD `imagesTs/` cases are unlabeled training studies.
+#[test]
+fn msd_images_ts_are_unlabeled() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, lab) = spleen_pair(t.path());
+    std::fs::remove_file(&lab).unwrap();
+    std::fs::create_dir_all(root.join("imagesTs")).unwrap();
+    std::fs::rename(&img, root.join("imagesTs/unl.nii.gz")).unwrap();
+    let out = t.path().join("s");
+    let o = ingest(&root, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    let st = m["studies"].as_array().unwrap();
+    let unl = st
+        .iter()
+        .find(|s| s["source_path"] == "imagesTs/unl.nii.gz")
+        .unwrap();
+    assert_eq!(unl["split"], "train");
+    assert_eq!(unl["roles"]["unlabeled"], 2);
+    inspect_ok(&out);
+}
+
+/// The lead's synthetic KiTS19 cohort goes through `auto` + `pipelines/kits19.toml` (CT window,
+/// 3 classes); its DICOM-only patient is an unlabeled DICOM study.
+#[test]
+fn synth_kits19_cohort_ingests_with_the_kits19_pipeline() {
+    let t = tmp();
+    run_ok(
+        bin("dmnet-prep")
+            .args([
+                "synth",
+                "--patients",
+                "3",
+                "--dicom-patients",
+                "1",
+                "--size",
+                "32",
+                "--out",
+            ])
+            .arg(t.path().join("syn")),
+    );
+    let out = t.path().join("s");
+    let pipeline = crate::util::root().join("pipelines/kits19.toml");
+    let o = ingest(
+        &t.path().join("syn/kits19"),
+        &out,
+        &["--layout", "auto", "--pipeline", pipeline.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = inspect_ok(&out);
+    assert!(s.contains("kidney"), "{s}");
+    let o = ingest(&t.path().join("syn/dicom"), &t.path().join("d"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&t.path().join("d"));
+    assert_eq!(m["counts"]["train"]["unlabeled"], 2);
+}
