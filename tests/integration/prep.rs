@@ -322,6 +322,35 @@ fn workers_then_merge_equal_one_run() {
     assert_eq!(a["counts"], b["counts"]);
     assert_eq!(a["totals"], b["totals"]);
     inspect_ok(&out);
+    // one folder per worker (docs/scaling.md), merged into a fresh folder
+    let dirs: Vec<PathBuf> = (0..2).map(|w| t.path().join(format!("w{w}"))).collect();
+    for (w, d) in dirs.iter().enumerate() {
+        let o = ingest(
+            &input,
+            d,
+            &[
+                "--protocol",
+                "paper",
+                "--worker-index",
+                &w.to_string(),
+                "--num-workers",
+                "2",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let all = t.path().join("all");
+    run_ok(
+        bin("dmnet-prep")
+            .arg("merge")
+            .arg("--out")
+            .arg(&all)
+            .args(&dirs),
+    );
+    let c = manifest(&all);
+    assert_eq!(a["counts"], c["counts"]);
+    assert!(all.join("part-00000.parquet").exists() && all.join("splits.json").exists());
+    inspect_ok(&all);
 }
 
 #[test]
