@@ -28,7 +28,7 @@ pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nif
 pub struct NiftiGeometry {
     /// `dim[0..8]` of the source header (for DICOM: `[3, n0, n1, n2, 1, 1, 1, 1]`).
     pub dim: [u16; 8],
-    /// `pixdim[0..8]` (pixdim[0] = qfac).
+    /// `pixdim[0..8]` (`pixdim[0]` = qfac).
     pub pixdim: [f32; 8],
     /// `qform_code`.
     pub qform_code: i16,
