@@ -315,7 +315,8 @@ fn run_pipeline(
             path: "<cli>".into(),
             msg: format!("thread pool: {e}"),
         })?;
-    let (tx, rx) = crossbeam_channel::bounded(threads.max(2));
+    // at most `threads` studies being processed + 2 waiting + 1 being written
+    let (tx, rx) = crossbeam_channel::bounded(2);
     let bar = crate::cli::progress(todo.len() as u64, "ingest");
     let start = Instant::now();
     let mut entries = Vec::new();
