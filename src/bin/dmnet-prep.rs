@@ -15,7 +15,8 @@ use dmnet::prep::{IngestOptions, Layout, PrepConfig, Protocol};
   dmnet-prep ingest --input data/kits19 --out shards/kits --pipeline pipelines/kits19.toml --protocol all-slices --labeled-patients 8
   dmnet-prep ingest --input data/brats --out shards/brats --pipeline pipelines/brats18.toml --channels flair,t1ce
   dmnet-prep ingest --input dicom/ --out shards/d --layout dicom --worker-index 0 --num-workers 4   # Slurm array task 0
-  dmnet-prep merge shards/d
+  dmnet-prep merge shards/d                                  # workers shared one folder
+  dmnet-prep merge --out shards/all shards/w0 shards/w1      # one folder per worker
   dmnet-prep inspect shards/la"
 )]
 struct Cli {
@@ -29,7 +30,7 @@ struct Cli {
 enum Cmd {
     /// Read studies, preprocess, write part-*.parquet + manifest.json + splits.json. Exit code 2
     /// when a study failed (listed in manifest.json), 1 on a fatal error.
-    Ingest(IngestArgs),
+    Ingest(Box<IngestArgs>),
     /// Counts per split and role, label statistics, invariant checks (exit 1 when broken).
     Inspect {
         /// Shard folder.
@@ -38,10 +39,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Join the workers' manifest-wI.json into manifest.json.
+    /// Join the workers' manifest-wI.json into manifest.json: `merge DIR` when the workers
+    /// shared one folder, `merge --out ALL W0 W1 …` when each wrote its own (parts are linked
+    /// or copied into ALL and renumbered).
     Merge {
-        /// Shard folder the workers wrote to.
-        dir: PathBuf,
+        /// Merged output folder (default: the single input folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The workers' folder(s).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
     },
     /// Write a small SYNTHETIC phantom cohort (KiTS19 layout + DICOM) for demos.
     Synth {
@@ -227,8 +234,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(if r.problems.is_empty() { 0 } else { 1 }))
         }
-        Cmd::Merge { dir } => {
-            let m = dmnet::prep::merge(&dir)?;
+        Cmd::Merge { out, dirs } => {
+            let out = match (out, dirs.as_slice()) {
+                (Some(o), _) => o,
+                (None, [one]) => one.clone(),
+                (None, _) => {
+                    anyhow::bail!("several worker folders: give --out for the merged folder")
+                }
+            };
+            let m = dmnet::prep::merge(&dirs, &out)?;
             println!(
                 "merged: {} studies ok, {} failed, {} slices; {}",
                 m.totals.ok,

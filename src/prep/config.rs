@@ -121,7 +121,7 @@ impl PrepConfig {
         if let Some(n) = file.name {
             cfg.pipeline = n;
         }
-        cfg.validate().map_err(|m| cfg_err(m))?;
+        cfg.validate().map_err(cfg_err)?;
         Ok(cfg)
     }
 

@@ -125,6 +125,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let mut cfg = cfg.clone();
     cfg.layout = layout;
     check_config(out, &cfg)?;
+    check_salt(out, &opts.salt)?;
     let key = |s: &Study| patient_key(&s.patient, &opts.salt, cfg.keep_patient_ids);
     let splits = plan_splits(&studies, &cfg, opts, &key)?;
     let (w, nw) = opts.worker;
@@ -247,6 +248,20 @@ fn check_config(out: &Path, cfg: &PrepConfig) -> Result<()> {
     write_atomic(&p, json.as_bytes())
 }
 
+/// Refuses to resume or add workers with another salt (the keys would not match).
+fn check_salt(out: &Path, salt: &str) -> Result<()> {
+    let p = out.join(".salt-fingerprint");
+    let fp = salt_fingerprint(salt);
+    match std::fs::read_to_string(&p) {
+        Ok(old) if old.trim() != fp => Err(Error::Config {
+            path: p,
+            msg: "this output folder was written with another --salt / DMNET_SALT; patient keys would not match".into(),
+        }),
+        Ok(_) => Ok(()),
+        Err(_) => write_atomic(&p, fp.as_bytes()),
+    }
+}
+
 fn part_seq(name: &str) -> Option<usize> {
     name.strip_prefix("part-")?
         .strip_suffix(".parquet")?
@@ -300,7 +315,8 @@ fn run_pipeline(
             path: "<cli>".into(),
             msg: format!("thread pool: {e}"),
         })?;
-    let (tx, rx) = crossbeam_channel::bounded(threads.max(2));
+    // at most `threads` studies being processed + 2 waiting + 1 being written
+    let (tx, rx) = crossbeam_channel::bounded(2);
     let bar = crate::cli::progress(todo.len() as u64, "ingest");
     let start = Instant::now();
     let mut entries = Vec::new();
@@ -310,7 +326,13 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    let r = plan(study, splits, cfg, key)
+                    let r = study
+                        .error
+                        .as_ref()
+                        .map_or(Ok(()), |e| {
+                            Err(Error::invalid(&study.source_path, e.clone()))
+                        })
+                        .and_then(|_| plan(study, splits, cfg, key))
                         .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)));
                     let _ = tx.send((*study, r));
                 });
@@ -335,7 +357,10 @@ fn run_pipeline(
                         *entry.roles.entry(r.role.clone()).or_default() += 1;
                     }
                     slices += recs.len() as u64;
-                    writer.add(entry.clone(), recs).map(|_| entry)
+                    writer.add(entry.clone(), recs).map(|part| {
+                        entry.part = Some(part);
+                        entry
+                    })
                 }
                 Err(e) => {
                     tracing::error!("{e}");
@@ -389,42 +414,100 @@ fn plan(
     })
 }
 
-/// `dmnet-prep merge DIR`: joins the workers' `manifest-wI.json` into `manifest.json` (all
-/// workers of one run must be present).
-pub fn merge(out: &Path) -> Result<Manifest> {
-    let mut parts = Vec::new();
-    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
-        let p = e.map_err(|e| Error::io(out, e))?.path();
-        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if n.starts_with("manifest-w") && n.ends_with(".json") {
-            parts.push(Manifest::load(&p)?);
+/// `dmnet-prep merge`: joins the workers' `manifest-wI.json` into one `manifest.json`.
+///
+/// - `dirs == [out]`: the workers wrote into one shared folder; only the manifest is written.
+/// - otherwise each worker wrote its own folder (Slurm array / Indexed Job, `docs/scaling.md`):
+///   their configs, salts and `splits.json` must agree; the part files are hard-linked (or
+///   copied) into `out` as `part-00000…` in worker order, and `manifest.json`, `splits.json`
+///   and `prep-config.json` are written there.
+///
+/// All workers `0..N` of one run must be present.
+pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
+    let mut parts: Vec<(std::path::PathBuf, Manifest)> = Vec::new();
+    for d in dirs {
+        for e in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
+            let p = e.map_err(|e| Error::io(d, e))?.path();
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if n.starts_with("manifest-w") && n.ends_with(".json") {
+                parts.push((d.clone(), Manifest::load(&p)?));
+            }
         }
     }
-    parts.sort_by_key(|m| m.worker[0]);
-    let Some(first) = parts.first().cloned() else {
+    parts.sort_by_key(|(_, m)| m.worker[0]);
+    let Some((first_dir, first)) = parts.first().cloned() else {
         return Err(Error::invalid(out, "no manifest-w*.json to merge"));
     };
     let nw = first.worker[1];
-    let have: Vec<usize> = parts.iter().map(|m| m.worker[0]).collect();
+    let have: Vec<usize> = parts.iter().map(|(_, m)| m.worker[0]).collect();
     if have != (0..nw).collect::<Vec<_>>() {
         return Err(Error::invalid(
             out,
             format!("merge needs the manifests of workers 0..{nw}, found {have:?}"),
         ));
     }
-    for m in &parts {
-        if m.config != first.config || m.salt_fingerprint != first.salt_fingerprint {
+    let splits = std::fs::read_to_string(first_dir.join("splits.json"))
+        .map_err(|e| Error::io(first_dir.join("splits.json"), e))?;
+    for (d, m) in &parts {
+        let s = std::fs::read_to_string(d.join("splits.json"))
+            .map_err(|e| Error::io(d.join("splits.json"), e))?;
+        let same_splits =
+            serde_json::from_str::<Splits>(&s).ok() == serde_json::from_str::<Splits>(&splits).ok();
+        if m.config != first.config || m.salt_fingerprint != first.salt_fingerprint || !same_splits
+        {
             return Err(Error::invalid(
-                out,
-                format!("worker {} used another config or salt", m.worker[0]),
+                d,
+                format!("worker {} used another config, salt or split", m.worker[0]),
             ));
         }
     }
-    let mut merged = first;
+    let same_folder = dirs.len() == 1 && dirs[0] == out;
+    let mut merged = first.clone();
     merged.worker = [0, 1];
-    merged.studies = parts.into_iter().flat_map(|m| m.studies).collect();
+    merged.studies.clear();
+    if !same_folder {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    }
+    let mut renamed: BTreeMap<(usize, String), String> = BTreeMap::new();
+    for (w, (d, m)) in parts.into_iter().enumerate() {
+        for mut s in m.studies {
+            if let (false, Some(p)) = (same_folder, s.part.clone()) {
+                let next = renamed.len();
+                let new = renamed
+                    .entry((w, p.clone()))
+                    .or_insert_with(|| format!("part-{next:05}.parquet"))
+                    .clone();
+                let dest = out.join(&new);
+                if !dest.exists() {
+                    link_or_copy(&d.join(&p), &dest)?;
+                }
+                s.part = Some(new);
+            }
+            merged.studies.push(s);
+        }
+    }
     merged.recount();
+    if !same_folder {
+        write_atomic(&out.join("splits.json"), splits.as_bytes())?;
+        let cfg = serde_json::to_string_pretty(&merged.config).expect("config serialises");
+        write_atomic(&out.join("prep-config.json"), cfg.as_bytes())?;
+    }
     let json = serde_json::to_string_pretty(&merged).expect("manifest serialises");
     write_atomic(&out.join("manifest.json"), json.as_bytes())?;
     Ok(merged)
+}
+
+/// Hard-links `src` to `dest` (same file system), else copies it via a temporary name.
+fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    if std::fs::hard_link(src, dest).is_ok() {
+        return Ok(());
+    }
+    let tmp = dest.with_file_name(format!(
+        ".{}.tmp",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("part")
+    ));
+    std::fs::copy(src, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, dest))
+        .map(|_| ())
+        .map_err(|e| Error::io(dest, e))
 }

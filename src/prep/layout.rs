@@ -165,12 +165,27 @@ fn kits19(input: &Path) -> Result<Vec<Study>> {
             .iter()
             .map(|n| d.join(n))
             .find(|p| p.exists());
-        let Some(img) = img else { continue };
+        let case = d.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(img) = img else {
+            let r = rel(input, &d);
+            out.push(Study {
+                name: r.clone(),
+                patient: case,
+                images: StudyImages::Nifti(Vec::new()),
+                label: LabelSource::None,
+                source_path: r,
+                dataset_labels: Vec::new(),
+                error: Some(format!(
+                    "{}: case folder without imaging.nii.gz",
+                    d.display()
+                )),
+            });
+            continue;
+        };
         let seg = ["segmentation.nii.gz", "segmentation.nii"]
             .iter()
             .map(|n| d.join(n))
             .find(|p| p.exists());
-        let case = d.file_name().unwrap().to_string_lossy().into_owned();
         let mut s = nifti_study(input, case, vec![("ct".into(), img)], seg);
         s.dataset_labels = vec!["background".into(), "kidney".into(), "tumour".into()];
         out.push(s);

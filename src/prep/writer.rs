@@ -132,7 +132,8 @@ impl ShardWriter {
     }
 
     /// Writes one study's rows; the part is completed when it reaches the target size.
-    pub fn add(&mut self, mut entry: StudyEntry, records: Vec<SliceRecord>) -> Result<()> {
+    /// Returns the name of the part holding the rows.
+    pub fn add(&mut self, mut entry: StudyEntry, records: Vec<SliceRecord>) -> Result<String> {
         if self.current.is_none() {
             self.open_part()?;
         }
@@ -143,13 +144,14 @@ impl ShardWriter {
                 .write(&batch)
                 .map_err(|e| Error::invalid(&part.tmp, format!("writing Parquet: {e}")))?;
         }
-        entry.part = Some(part.name.clone());
+        let name = part.name.clone();
+        entry.part = Some(name.clone());
         part.studies.push(entry);
         let size = part.writer.bytes_written() + part.writer.in_progress_size();
         if size as u64 >= self.file_bytes {
             self.finish_part()?;
         }
-        Ok(())
+        Ok(name)
     }
 
     fn open_part(&mut self) -> Result<()> {

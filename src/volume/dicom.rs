@@ -29,6 +29,9 @@ const NATIVE_TS: [&str; 3] = [
     "1.2.840.10008.1.2.1.99",
 ];
 
+/// A file with the DICM marker that could not be parsed, and why.
+pub type UnreadableFile = (PathBuf, String);
+
 /// Header facts of one DICOM file, read without its pixel data.
 #[derive(Debug, Clone)]
 pub struct DicomFile {
@@ -117,64 +120,90 @@ fn has_dicm(path: &Path) -> bool {
 /// Recursively scans `dir` for DICOM Part-10 files (files without the `DICM` marker are
 /// skipped) and groups them by SeriesInstanceUID. Returns the series (sorted by UID) and the
 /// files that carry the marker but could not be parsed, with the reason.
-pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<(PathBuf, String)>)> {
+pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<UnreadableFile>)> {
     let mut paths = Vec::new();
     walk(dir, &mut paths)?;
     paths.sort();
     let mut series: BTreeMap<String, DicomSeries> = BTreeMap::new();
     let mut bad = Vec::new();
-    for p in paths {
-        if !has_dicm(&p) {
-            tracing::debug!("{}: no DICM marker, skipped", p.display());
-            continue;
-        }
-        let obj = match open(&p, false) {
-            Ok(o) => o,
-            Err(e) => {
-                bad.push((p, e.to_string()));
+    // headers are read in parallel (rayon), then grouped in path order
+    use rayon::prelude::*;
+    let headers: Vec<Option<HeaderResult>> = paths.into_par_iter().map(read_header).collect();
+    for h in headers.into_iter().flatten() {
+        let (uid, facts, file) = match h {
+            Ok(v) => v,
+            Err(b) => {
+                bad.push(b);
                 continue;
             }
-        };
-        let uid = s(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
-        let sop_class = s(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
-        let modality = s(&obj, tags::MODALITY).unwrap_or_default();
-        let is_seg = sop_class == SEG_SOP_CLASS || modality == "SEG";
-        let referenced_series = obj
-            .get(tags::REFERENCED_SERIES_SEQUENCE)
-            .and_then(|e| e.items())
-            .and_then(|it| it.first())
-            .and_then(|item| s(item, tags::SERIES_INSTANCE_UID));
-        let patient = s(&obj, tags::PATIENT_ID)
-            .filter(|v| !v.is_empty())
-            .or_else(|| s(&obj, tags::STUDY_INSTANCE_UID))
-            .unwrap_or_default();
-        let file = DicomFile {
-            sop_uid: s(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
-            position: f64s(&obj, tags::IMAGE_POSITION_PATIENT)
-                .filter(|v| v.len() == 3)
-                .map(|v| [v[0], v[1], v[2]]),
-            orientation: f64s(&obj, tags::IMAGE_ORIENTATION_PATIENT)
-                .filter(|v| v.len() == 6)
-                .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
-            instance: s(&obj, tags::INSTANCE_NUMBER)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            path: p,
         };
         series
             .entry(uid.clone())
             .or_insert_with(|| DicomSeries {
                 series_uid: uid,
-                patient,
-                modality,
-                is_seg,
-                referenced_series,
+                patient: facts.patient,
+                modality: facts.modality,
+                is_seg: facts.is_seg,
+                referenced_series: facts.referenced_series,
                 files: Vec::new(),
             })
             .files
             .push(file);
     }
     Ok((series.into_values().collect(), bad))
+}
+
+/// One header read: (series UID, series facts, file facts), or why the file is unreadable.
+type HeaderResult = std::result::Result<(String, SeriesFacts, DicomFile), UnreadableFile>;
+
+/// Series-level facts read from one file.
+struct SeriesFacts {
+    patient: String,
+    modality: String,
+    is_seg: bool,
+    referenced_series: Option<String>,
+}
+
+/// Reads one file's header: `None` without the DICM marker, `Err` when unparsable.
+fn read_header(p: PathBuf) -> Option<HeaderResult> {
+    if !has_dicm(&p) {
+        tracing::debug!("{}: no DICM marker, skipped", p.display());
+        return None;
+    }
+    let obj = match open(&p, false) {
+        Ok(o) => o,
+        Err(e) => return Some(Err((p, e.to_string()))),
+    };
+    let uid = s(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
+    let sop_class = s(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
+    let modality = s(&obj, tags::MODALITY).unwrap_or_default();
+    let facts = SeriesFacts {
+        is_seg: sop_class == SEG_SOP_CLASS || modality == "SEG",
+        modality,
+        referenced_series: obj
+            .get(tags::REFERENCED_SERIES_SEQUENCE)
+            .and_then(|e| e.items())
+            .and_then(|it| it.first())
+            .and_then(|item| s(item, tags::SERIES_INSTANCE_UID)),
+        patient: s(&obj, tags::PATIENT_ID)
+            .filter(|v| !v.is_empty())
+            .or_else(|| s(&obj, tags::STUDY_INSTANCE_UID))
+            .unwrap_or_default(),
+    };
+    let file = DicomFile {
+        sop_uid: s(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        position: f64s(&obj, tags::IMAGE_POSITION_PATIENT)
+            .filter(|v| v.len() == 3)
+            .map(|v| [v[0], v[1], v[2]]),
+        orientation: f64s(&obj, tags::IMAGE_ORIENTATION_PATIENT)
+            .filter(|v| v.len() == 6)
+            .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
+        instance: s(&obj, tags::INSTANCE_NUMBER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        path: p,
+    };
+    Some(Ok((uid, facts, file)))
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -343,9 +372,8 @@ pub fn read_dicom_timepoint(series: &DicomSeries, t: usize) -> Result<Volume> {
         a[i][3] = p0[i];
     }
     a[3][3] = 1.0;
-    for c in 0..4 {
-        a[0][c] = -a[0][c];
-        a[1][c] = -a[1][c];
+    for row in a.iter_mut().take(2) {
+        row.iter_mut().for_each(|v| *v = -*v);
     }
     let dims = [cols, rows, nz];
     let spacing = spacing_of(&a);
@@ -501,8 +529,8 @@ fn pixel_bytes(obj: &InMemDicomObject, path: &Path) -> Result<Vec<u8>> {
     }
 }
 
-/// Reads a DICOM SEG file (binary, BitsAllocated 1, or 8-bit fractional/labels thresholded at
-/// > 0) onto the grid of `image`, the volume read from `series`. Frames are mapped to slices via
+/// Reads a DICOM SEG file (binary, BitsAllocated 1, or 8-bit frames thresholded at
+/// zero) onto the grid of `image`, the volume read from `series`. Frames are mapped to slices via
 /// ReferencedSOPInstanceUID (0008,1155) in DerivationImageSequence/SourceImageSequence, else by
 /// PlanePositionSequence ImagePositionPatient projected on the slice normal. Voxel value =
 /// ReferencedSegmentNumber (0062,000B).

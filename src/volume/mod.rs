@@ -28,7 +28,7 @@ pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nif
 pub struct NiftiGeometry {
     /// `dim[0..8]` of the source header (for DICOM: `[3, n0, n1, n2, 1, 1, 1, 1]`).
     pub dim: [u16; 8],
-    /// `pixdim[0..8]` (pixdim[0] = qfac).
+    /// `pixdim[0..8]` (`pixdim[0]` = qfac).
     pub pixdim: [f32; 8],
     /// `qform_code`.
     pub qform_code: i16,
@@ -171,4 +171,32 @@ pub fn norm(v: [f64; 3]) -> f64 {
 pub(crate) fn spacing_of(affine: &[[f64; 4]; 4]) -> [f64; 3] {
     let col = |c: usize| norm([affine[0][c], affine[1][c], affine[2][c]]);
     [col(0), col(1), col(2)]
+}
+
+/// Reads an image for inference: a NIfTI file, or a folder holding exactly one DICOM image
+/// series (DICOM SEG objects are ignored). A 4-D input is an error.
+pub fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
+    if !path.is_dir() {
+        return read_nifti(path);
+    }
+    let (series, bad) = scan_dicom_dir(path)?;
+    if let Some((p, why)) = bad.first() {
+        return Err(crate::Error::invalid(p, why.clone()));
+    }
+    let images: Vec<&DicomSeries> = series.iter().filter(|s| !s.is_seg).collect();
+    match images.as_slice() {
+        [one] => read_dicom_series(one),
+        [] => Err(crate::Error::invalid(path, "no DICOM image series found")),
+        many => Err(crate::Error::invalid(
+            path,
+            format!(
+                "{} DICOM series found ({}); point at one series folder",
+                many.len(),
+                many.iter()
+                    .map(|s| s.series_uid.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }

@@ -143,7 +143,13 @@ impl RawNifti {
         let (size, conv) = converter(header.datatype).ok_or_else(|| {
             Error::invalid(path, format!("unsupported datatype {}", header.datatype))
         })?;
-        let off = header.vox_offset as usize;
+        // single-file NIfTI: data never starts inside the 348-byte header + 4 extension bytes
+        let single = &bytes[344..347] == b"n+1";
+        let off = if single {
+            (header.vox_offset as usize).max(352)
+        } else {
+            header.vox_offset as usize
+        };
         let need = off + n * size;
         if bytes.len() < need {
             return Err(Error::invalid(

@@ -5,6 +5,7 @@ mod binaries;
 mod export;
 mod infer;
 mod model;
+mod prep;
 mod synth;
 mod toolchain;
 mod train;

@@ -97,7 +97,7 @@ fn ct_seg_matches_nrrd() {
         .filter(|(a, b)| (**a > 0) != (**b > 0.0))
         .count();
     assert_eq!(mismatches, 0);
-    assert!(labels.labels.data.iter().any(|&v| v == 1.0));
+    assert!(labels.labels.data.contains(&1.0));
 }
 
 /// A mask written with the spleen label's header reads back (with our reader and nibabel)

@@ -1,0 +1,823 @@
+//! dmnet-prep on real data (la2018, spleen-ct, spinal-cord-mri, brats-mini, the DICOM folders):
+//! protocols, splits, Arrow clients, resume after kill -9, workers + merge, and one test per
+//! bad-input case, each made by corrupting a copy of a real file.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::require_data;
+use crate::util::{bin, python, run_ok, stderr, stdout, tmp};
+
+fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    bin("dmnet-prep")
+        .args(["ingest", "-q", "--threads", "2", "--size", "32", "--input"])
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn manifest(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+fn inspect_ok(out: &Path) -> String {
+    let o = run_ok(bin("dmnet-prep").arg("inspect").arg(out));
+    let s = stdout(&o);
+    assert!(s.contains("all invariants hold"), "{s}");
+    s
+}
+
+fn gunzip(p: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(p).unwrap())
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+fn gzip_to(p: &Path, bytes: &[u8]) {
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(p).unwrap(),
+        flate2::Compression::fast(),
+    );
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap();
+}
+
+/// An MSD folder with `n` of the la2018 cases (symlinked) and a matching dataset.json.
+fn la_subset(dir: &Path, n: usize) -> PathBuf {
+    let la = crate::util::shared_data("la2018", "la_subset").unwrap();
+    let root = dir.join("la");
+    for sub in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    cases.sort();
+    for c in cases.iter().take(n) {
+        for sub in ["imagesTr", "labelsTr"] {
+            std::os::unix::fs::symlink(la.join(sub).join(c), root.join(sub).join(c)).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("dataset.json"),
+        r#"{"name": "LA subset", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"}}"#,
+    )
+    .unwrap();
+    root
+}
+
+/// An MSD folder with two copies of the spleen CT case: `good` and `bad` (to corrupt).
+fn spleen_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sp = crate::util::shared_data("spleen-ct", "spleen_pair").unwrap();
+    let root = dir.join("msd");
+    for sub in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+        for name in ["good", "bad"] {
+            std::fs::copy(
+                sp.join(sub).join("spleen2.nii.gz"),
+                root.join(sub).join(format!("{name}.nii.gz")),
+            )
+            .unwrap();
+        }
+    }
+    let img = root.join("imagesTr/bad.nii.gz");
+    let lab = root.join("labelsTr/bad.nii.gz");
+    (root, img, lab)
+}
+
+/// Runs ingest on a folder with one corrupted study: exit 2, one error line naming the file
+/// and `what`, that study failed in the manifest with the reason, the other study ok.
+fn assert_one_failed(input: &Path, bad_file: &str, what: &str, extra: &[&str]) -> Value {
+    let t = tmp();
+    let out = t.path().join("out");
+    let o = ingest(input, &out, extra);
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no error line in {err}"));
+    assert!(line.contains(bad_file) && line.contains(what), "{line}");
+    let m = manifest(&out);
+    let studies = m["studies"].as_array().unwrap();
+    let failed: Vec<_> = studies.iter().filter(|s| s["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{m}");
+    assert!(failed[0]["reason"].as_str().unwrap().contains(what));
+    assert!(studies.iter().any(|s| s["status"] == "ok"), "{m}");
+    m
+}
+
+#[test]
+fn la2018_shards_agree_in_pyarrow_duckdb_polars() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 5);
+    let out = t.path().join("shards");
+    let o = ingest(
+        &input,
+        &out,
+        &[
+            "--protocol",
+            "all-slices",
+            "--labeled-patients",
+            "1",
+            "--row-group-slices",
+            "16",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    inspect_ok(&out);
+    let m = manifest(&out);
+    let script = r#"
+import sys, glob, json, hashlib
+import pyarrow.parquet as pq, duckdb, polars as pl
+d = sys.argv[1]; files = sorted(glob.glob(d + '/part-*.parquet'))
+res = {}
+t = pq.read_table(files)
+f = pq.ParquetFile(files[0])
+res['meta'] = {k.decode(): v.decode() for k, v in f.metadata.metadata.items() if k.startswith(b'dmnet')}
+res['row_group_rows'] = f.metadata.row_group(0).num_rows
+res['compression'] = f.metadata.row_group(0).column(0).compression
+def key(split, role): return split + '/' + role
+c = {}
+for s, r in zip(t.column('split').to_pylist(), t.column('role').to_pylist()):
+    c[key(s, r)] = c.get(key(s, r), 0) + 1
+res['pyarrow'] = c
+res['duckdb'] = {key(s, r): n for s, r, n in duckdb.sql(f"select split, role, count(*) from read_parquet('{d}/part-*.parquet') group by all").fetchall()}
+df = pl.read_parquet(d + '/part-*.parquet')
+res['polars'] = {key(s, r): n for s, r, n in df.group_by(['split', 'role']).len().iter_rows()}
+# one mask: the labeled row with the smallest (patient_key, slice_index) that has foreground
+q = f"select patient_key, slice_index, mask from read_parquet('{d}/part-*.parquet') where labeled and list_max(mask) > 0 order by patient_key, slice_index limit 1"
+pk, si, mask = duckdb.sql(q).fetchall()[0]
+res['duckdb_mask'] = hashlib.sha256(bytes(mask)).hexdigest()
+import pyarrow.compute as pc
+sel = pc.and_(pc.and_(pc.equal(t['patient_key'], pk), pc.equal(t['slice_index'], si)), t['labeled'])
+row = t.filter(sel).column('mask').to_pylist()[0]
+res['pyarrow_mask'] = hashlib.sha256(bytes(row)).hexdigest()
+prow = df.filter((pl.col('patient_key') == pk) & (pl.col('slice_index') == si) & pl.col('labeled'))['mask'].to_list()[0]
+res['polars_mask'] = hashlib.sha256(bytes(prow)).hexdigest()
+print(json.dumps(res))
+"#;
+    let o = run_ok(python().args(["-c", script]).arg(&out));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["meta"]["dmnet.schema_version"], "1");
+    let cfg: Value =
+        serde_json::from_str(r["meta"]["dmnet.prep_config"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg["protocol"], "all-slices");
+    assert_eq!(cfg["preprocess"]["size"], 32);
+    assert_eq!(r["row_group_rows"], 16);
+    assert_eq!(r["compression"], "ZSTD");
+    assert_eq!(r["pyarrow"], r["duckdb"]);
+    assert_eq!(r["pyarrow"], r["polars"]);
+    let mut expect = serde_json::Map::new();
+    for (split, roles) in m["counts"].as_object().unwrap() {
+        for (role, n) in roles.as_object().unwrap() {
+            expect.insert(format!("{split}/{role}"), n.clone());
+        }
+    }
+    assert_eq!(r["pyarrow"], Value::Object(expect));
+    assert_eq!(r["pyarrow_mask"], r["duckdb_mask"]);
+    assert_eq!(r["polars_mask"], r["duckdb_mask"]);
+    // all-slices: 5 patients → 4 train (1 labeled), 1 val, 0 test; every slice present
+    assert_eq!(m["totals"]["slices"], 5 * 88);
+    assert_eq!(m["counts"]["train"]["labeled"], 88);
+    assert_eq!(m["counts"]["train"]["unlabeled"], 3 * 88);
+}
+
+#[test]
+fn la2018_paper_protocol_and_reusable_splits() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 10);
+    let out = t.path().join("a");
+    let o = ingest(&input, &out, &["--protocol", "paper", "--seed", "7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    inspect_ok(&out);
+    let m = manifest(&out);
+    // 10 patients → 7 / 1 / 2; one labeled slice each, two unlabeled per training patient
+    assert_eq!(m["counts"]["train"]["labeled"], 7);
+    assert_eq!(m["counts"]["train"]["unlabeled"], 14);
+    assert_eq!(m["counts"]["val"]["labeled"], 1);
+    assert_eq!(m["counts"]["test"]["labeled"], 2);
+    assert!(m["counts"]["test"].get("unlabeled").is_none());
+    let splits: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("splits.json")).unwrap()).unwrap();
+    // same seed → same split; another seed with --splits → the same patients per split
+    let out_b = t.path().join("b");
+    let o = bin("dmnet-prep")
+        .args([
+            "ingest",
+            "-q",
+            "--size",
+            "32",
+            "--protocol",
+            "paper",
+            "--seed",
+            "99",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out_b)
+        .arg("--splits")
+        .arg(out.join("splits.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let splits_b: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_b.join("splits.json")).unwrap()).unwrap();
+    for s in ["train", "val", "test"] {
+        assert_eq!(splits[s], splits_b[s]);
+    }
+    // the patient keys are salted hashes, not the case ids
+    let keys = splits["train"].as_array().unwrap();
+    assert!(keys.iter().all(|k| k.as_str().unwrap().len() == 16));
+    assert!(!std::fs::read_to_string(out.join("splits.json"))
+        .unwrap()
+        .contains("06SR5RBREL16DQ6M8LWS"));
+}
+
+#[test]
+fn resume_after_kill_has_no_duplicates_and_no_partial_parts() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 8);
+    // reference run
+    let full = t.path().join("full");
+    let args = ["--protocol", "all-slices", "--file-mb", "0"];
+    assert!(ingest(&input, &full, &args).status.success());
+    let expect = manifest(&full)["totals"]["slices"].clone();
+    // killed run: wait for the first complete part, then kill -9
+    let out = t.path().join("out");
+    let mut child = bin("dmnet-prep")
+        .args(["ingest", "-q", "--threads", "1", "--size", "32", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.join("part-00000.parquet").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!before
+        .iter()
+        .any(|n| n.starts_with("part-") && n.ends_with(".tmp")));
+    let o = ingest(&input, &out, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["slices"], expect);
+    assert_eq!(m["totals"]["ok"], 8);
+    inspect_ok(&out); // no duplicate rows, counts = manifest
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn workers_then_merge_equal_one_run() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 6);
+    let one = t.path().join("one");
+    assert!(ingest(&input, &one, &["--protocol", "paper"])
+        .status
+        .success());
+    let out = t.path().join("multi");
+    for w in ["0", "1"] {
+        let o = ingest(
+            &input,
+            &out,
+            &[
+                "--protocol",
+                "paper",
+                "--worker-index",
+                w,
+                "--num-workers",
+                "2",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    run_ok(bin("dmnet-prep").arg("merge").arg(&out));
+    let (a, b) = (manifest(&one), manifest(&out));
+    assert_eq!(a["counts"], b["counts"]);
+    assert_eq!(a["totals"], b["totals"]);
+    inspect_ok(&out);
+    // one folder per worker (docs/scaling.md), merged into a fresh folder
+    let dirs: Vec<PathBuf> = (0..2).map(|w| t.path().join(format!("w{w}"))).collect();
+    for (w, d) in dirs.iter().enumerate() {
+        let o = ingest(
+            &input,
+            d,
+            &[
+                "--protocol",
+                "paper",
+                "--worker-index",
+                &w.to_string(),
+                "--num-workers",
+                "2",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let all = t.path().join("all");
+    run_ok(
+        bin("dmnet-prep")
+            .arg("merge")
+            .arg("--out")
+            .arg(&all)
+            .args(&dirs),
+    );
+    let c = manifest(&all);
+    assert_eq!(a["counts"], c["counts"]);
+    assert!(all.join("part-00000.parquet").exists() && all.join("splits.json").exists());
+    inspect_ok(&all);
+}
+
+#[test]
+fn brats_missing_channel_fails_per_case_and_tumour_labels_merge() {
+    let data = require_data!("brats-mini");
+    let t = tmp();
+    let pipeline = crate::util::root().join("pipelines/brats18.toml");
+    let out = t.path().join("a");
+    let o = bin("dmnet-prep")
+        .args(["ingest", "--size", "32", "--input"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--pipeline")
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["failed"], 6);
+    let reason = m["studies"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("missing channel(s) t1, t2"), "{reason}");
+    let out = t.path().join("b");
+    let o = bin("dmnet-prep")
+        .args([
+            "ingest",
+            "-q",
+            "--size",
+            "32",
+            "--channels",
+            "flair,t1ce",
+            "--input",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--pipeline")
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = inspect_ok(&out);
+    assert!(
+        s.contains("[\"flair\", \"t1ce\"]") && s.contains("tumour"),
+        "{s}"
+    );
+}
+
+#[test]
+fn dicom_tree_seg_labels_unlabeled_series_and_4d_failure() {
+    let data = require_data!("dicom");
+    let t = tmp();
+    let out = t.path().join("d");
+    let o = ingest(&data, &out, &["--layout", "dicom"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("ge-epi-4d") && err.contains("10 time points"),
+        "{err}"
+    );
+    let m = manifest(&out);
+    let st = m["studies"].as_array().unwrap();
+    let ct = st
+        .iter()
+        .find(|s| s["source_path"] == "ct-3slice/series")
+        .unwrap();
+    assert_eq!(ct["status"], "ok");
+    assert_eq!(ct["roles"]["labeled"], 1);
+    let adc = st
+        .iter()
+        .find(|s| s["source_path"] == "prostate-adc")
+        .unwrap();
+    assert_eq!(adc["roles"]["unlabeled"], 2);
+    assert!(adc["roles"].get("labeled").is_none());
+    inspect_ok(&out);
+    // no DICOM identity in the shards: patient keys are hashes
+    let script = r#"
+import sys, glob, pyarrow.parquet as pq
+t = pq.read_table(sorted(glob.glob(sys.argv[1] + '/part-*.parquet')))
+names = [n for n, l in zip(t.column('label_names').to_pylist(), t.column('labeled').to_pylist()) if l]
+print(sorted(set(t.column('patient_key').to_pylist())), names[0])
+"#;
+    let o = run_ok(python().args(["-c", script]).arg(&out));
+    let s = stdout(&o);
+    assert!(s.contains("Liver"), "{s}");
+    let obj = dicom_object::open_file(data.join("ct-3slice/series/01.dcm")).unwrap();
+    let pid = obj
+        .element(dicom_dictionary_std::tags::PATIENT_ID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!pid.is_empty() && !s.contains(&pid), "{s} contains {pid}");
+}
+
+#[test]
+fn bad_truncated_gzip() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let b = std::fs::read(&img).unwrap();
+    std::fs::write(&img, &b[..b.len() / 2]).unwrap();
+    assert_one_failed(
+        &root,
+        "imagesTr/bad.nii.gz",
+        "corrupt or truncated gzip",
+        &[],
+    );
+}
+
+#[test]
+fn bad_wrong_magic() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let mut b = gunzip(&img);
+    b[344..348].copy_from_slice(b"xyz\0");
+    gzip_to(&img, &b);
+    assert_one_failed(&root, "imagesTr/bad.nii.gz", "not a NIfTI-1 file", &[]);
+}
+
+#[test]
+fn bad_shape_mismatch() {
+    require_data!("spleen-ct");
+    let cord = require_data!("spinal-cord-mri");
+    let t = tmp();
+    let (root, _, lab) = spleen_pair(t.path());
+    std::fs::copy(cord.join("sub-unf01_T2w_seg-manual.nii.gz"), &lab).unwrap();
+    assert_one_failed(&root, "labelsTr/bad.nii.gz", "shape mismatch", &[]);
+}
+
+#[test]
+fn bad_affine_mismatch() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, _, lab) = spleen_pair(t.path());
+    let mut b = gunzip(&lab);
+    // sform_code is 2 in this file: move srow_x's offset by 5 mm
+    let off = 280 + 12;
+    let v = f32::from_le_bytes(b[off..off + 4].try_into().unwrap()) + 5.0;
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    gzip_to(&lab, &b);
+    assert_one_failed(&root, "labelsTr/bad.nii.gz", "affine differs", &[]);
+}
+
+#[test]
+fn bad_nan_voxel() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let mut b = gunzip(&img); // float32 HU
+    let off = 352 + 4 * 1000;
+    b[off..off + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    gzip_to(&img, &b);
+    assert_one_failed(&root, "imagesTr/bad.nii.gz", "NaN/Inf", &[]);
+}
+
+#[test]
+fn bad_fractional_float_labels() {
+    let cord = require_data!("spinal-cord-mri");
+    let t = tmp();
+    let root = t.path().join("msd");
+    for sub in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    for name in ["good", "bad"] {
+        std::fs::copy(
+            cord.join("sub-unf01_T2w.nii.gz"),
+            root.join(format!("imagesTr/{name}.nii.gz")),
+        )
+        .unwrap();
+        std::fs::copy(
+            cord.join("sub-unf01_T2w_seg-manual.nii.gz"),
+            root.join(format!("labelsTr/{name}.nii.gz")),
+        )
+        .unwrap();
+    }
+    let lab = root.join("labelsTr/bad.nii.gz");
+    let mut b = gunzip(&lab); // float32 0/1 labels: the good copy is accepted
+    let off = 352 + 4 * 5000;
+    b[off..off + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    gzip_to(&lab, &b);
+    assert_one_failed(&root, "labelsTr/bad.nii.gz", "non-whole", &[]);
+}
+
+/// Copies ct-3slice (labeled, ok) and prostate-adc (to corrupt) into a DICOM tree.
+fn dicom_pair(dir: &Path) -> PathBuf {
+    let d = crate::util::shared_data("dicom", "dicom_pair").unwrap();
+    let root = dir.join("dicom");
+    for (src, dst) in [("ct-3slice/series", "ct"), ("prostate-adc", "adc")] {
+        std::fs::create_dir_all(root.join(dst)).unwrap();
+        for e in std::fs::read_dir(d.join(src)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, root.join(dst).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(d.join("ct-3slice/liver_seg.dcm"), root.join("ct/seg.dcm")).unwrap();
+    root
+}
+
+#[test]
+fn bad_dicom_without_position_tags() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let mut files: Vec<_> = std::fs::read_dir(root.join("adc"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut obj = dicom_object::open_file(&files[3]).unwrap();
+    obj.remove_element(dicom_dictionary_std::tags::IMAGE_POSITION_PATIENT);
+    obj.write_to_file(&files[3]).unwrap();
+    let name = files[3].file_name().unwrap().to_string_lossy().into_owned();
+    assert_one_failed(
+        &root,
+        &name,
+        "no ImagePositionPatient",
+        &["--layout", "dicom"],
+    );
+}
+
+#[test]
+fn bad_unreadable_dicom_file() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let bad = root.join("adc/garbage.dcm");
+    let mut b = vec![0u8; 128];
+    b.extend_from_slice(b"DICM");
+    b.extend_from_slice(&[0xffu8; 64]);
+    std::fs::write(&bad, b).unwrap();
+    assert_one_failed(
+        &root,
+        "garbage.dcm",
+        "unreadable DICOM file",
+        &["--layout", "dicom"],
+    );
+}
+
+#[test]
+fn bad_empty_folders() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    // an empty input folder is a fatal error (exit 1) with a clear message
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = ingest(&empty, &t.path().join("o1"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("empty input folder"), "{}", stderr(&o));
+    // an empty case folder in a kits19 tree fails that case only
+    let sp = crate::util::shared_data("spleen-ct", "bad_empty_folders").unwrap();
+    let kits = t.path().join("kits");
+    std::fs::create_dir_all(kits.join("case_00000")).unwrap();
+    std::fs::create_dir_all(kits.join("case_00001")).unwrap();
+    std::fs::copy(
+        sp.join("imagesTr/spleen2.nii.gz"),
+        kits.join("case_00000/imaging.nii.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        sp.join("labelsTr/spleen2.nii.gz"),
+        kits.join("case_00000/segmentation.nii.gz"),
+    )
+    .unwrap();
+    assert_one_failed(
+        &kits,
+        "case_00001",
+        "case folder without imaging.nii.gz",
+        &["--layout", "kits19"],
+    );
+}
+
+#[test]
+fn schema_file_matches_the_writer() {
+    use arrow_schema::DataType;
+    fn name(t: &DataType) -> String {
+        match t {
+            DataType::List(f) => format!("List<{}>", name(f.data_type())),
+            DataType::Utf8 => "Utf8".into(),
+            DataType::Int32 => "Int32".into(),
+            DataType::Float32 => "Float32".into(),
+            DataType::Float64 => "Float64".into(),
+            DataType::Boolean => "Boolean".into(),
+            DataType::UInt8 => "UInt8".into(),
+            other => format!("{other:?}"),
+        }
+    }
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::util::root().join("schemas/shard-v1.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["version"], dmnet::prep::schema::SCHEMA_VERSION);
+    let schema = dmnet::prep::schema::arrow_schema();
+    let cols = doc["columns"].as_array().unwrap();
+    assert_eq!(cols.len(), schema.fields().len());
+    for (c, f) in cols.iter().zip(schema.fields()) {
+        assert_eq!(c["name"], f.name().as_str());
+        assert_eq!(
+            c["arrow_type"],
+            name(f.data_type()).as_str(),
+            "{}",
+            f.name()
+        );
+        assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
+    }
+}
+
+/// dmnet's preprocessing (MRI z-score over non-zero voxels, slicing axis, half-pixel bilinear
+/// image / nearest mask resize) equals the independent NumPy reference in
+/// `scripts/bench_prep.py` (images to 1e-4, masks exactly) on two LA cases.
+#[test]
+fn preprocessing_matches_numpy_reference() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 2);
+    let out = t.path().join("s");
+    let o = bin("dmnet-prep")
+        .args([
+            "ingest",
+            "-q",
+            "--size",
+            "48",
+            "--protocol",
+            "all-slices",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = crate::util::root().join("scripts/bench_prep.py");
+    let o = run_ok(
+        python()
+            .arg(&script)
+            .args(["check", "--input"])
+            .arg(&input)
+            .arg("--shards")
+            .arg(&out),
+    );
+    let r: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["rows"], 176);
+    assert!(r["masks_equal"].as_u64().unwrap() > 0);
+    assert!(r["max_abs_image_diff"].as_f64().unwrap() < 1e-4, "{r}");
+}
+
+/// `inspect` exits 1 when an invariant breaks: a copied part file duplicates rows and makes
+/// the counts disagree with manifest.json.
+#[test]
+fn inspect_flags_duplicate_rows() {
+    require_data!("la2018");
+    let t = tmp();
+    let input = la_subset(t.path(), 2);
+    let out = t.path().join("s");
+    assert!(ingest(&input, &out, &["--protocol", "paper"])
+        .status
+        .success());
+    inspect_ok(&out);
+    std::fs::copy(
+        out.join("part-00000.parquet"),
+        out.join("part-00001.parquet"),
+    )
+    .unwrap();
+    let o = bin("dmnet-prep").arg("inspect").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let s = stdout(&o);
+    assert!(
+        s.contains("duplicate row") && s.contains("differ from the rows"),
+        "{s}"
+    );
+}
+
+/// A manifest CSV (auto-detected from a .csv input): a row without a label is an unlabeled
+/// training patient.
+#[test]
+fn manifest_csv_layout_with_unlabeled_row() {
+    let la = require_data!("la2018");
+    let t = tmp();
+    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    let csv = t.path().join("cohort.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "patient_id,mri,label\nA,{img0},{lab0}\nB,{img1},\n",
+            img0 = la.join("imagesTr").join(&cases[0]).display(),
+            lab0 = la.join("labelsTr").join(&cases[0]).display(),
+            img1 = la.join("imagesTr").join(&cases[1]).display(),
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("s");
+    let o = bin("dmnet-prep")
+        .args(["ingest", "--size", "32", "--input"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("detected Manifest"), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["counts"]["train"]["labeled"], 1);
+    assert_eq!(m["counts"]["train"]["unlabeled"], 4);
+    inspect_ok(&out);
+}
+
+/// MSD `imagesTs/` cases are unlabeled training studies.
+#[test]
+fn msd_images_ts_are_unlabeled() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, lab) = spleen_pair(t.path());
+    std::fs::remove_file(&lab).unwrap();
+    std::fs::create_dir_all(root.join("imagesTs")).unwrap();
+    std::fs::rename(&img, root.join("imagesTs/unl.nii.gz")).unwrap();
+    let out = t.path().join("s");
+    let o = ingest(&root, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    let st = m["studies"].as_array().unwrap();
+    let unl = st
+        .iter()
+        .find(|s| s["source_path"] == "imagesTs/unl.nii.gz")
+        .unwrap();
+    assert_eq!(unl["split"], "train");
+    assert_eq!(unl["roles"]["unlabeled"], 2);
+    inspect_ok(&out);
+}
+
+/// The lead's synthetic KiTS19 cohort goes through `auto` + `pipelines/kits19.toml` (CT window,
+/// 3 classes); its DICOM-only patient is an unlabeled DICOM study.
+#[test]
+fn synth_kits19_cohort_ingests_with_the_kits19_pipeline() {
+    let t = tmp();
+    run_ok(
+        bin("dmnet-prep")
+            .args([
+                "synth",
+                "--patients",
+                "3",
+                "--dicom-patients",
+                "1",
+                "--size",
+                "32",
+                "--out",
+            ])
+            .arg(t.path().join("syn")),
+    );
+    let out = t.path().join("s");
+    let pipeline = crate::util::root().join("pipelines/kits19.toml");
+    let o = ingest(
+        &t.path().join("syn/kits19"),
+        &out,
+        &["--layout", "auto", "--pipeline", pipeline.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = inspect_ok(&out);
+    assert!(s.contains("kidney"), "{s}");
+    let o = ingest(&t.path().join("syn/dicom"), &t.path().join("d"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&t.path().join("d"));
+    assert_eq!(m["counts"]["train"]["unlabeled"], 2);
+}
