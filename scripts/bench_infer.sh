@@ -2,13 +2,15 @@
 # bench infer (not a timed test): slices/s of the exported model under ONNX Runtime (CPU)
 # against the tch forward of the same checkpoint on the same input batch, with the ratio, and
 # the end-to-end throughput of `dmnet-infer` on a real NIfTI volume (reading, preprocessing,
-# inference, resize back, writing the mask). PyTorch eager is measured by
-# scripts/bench_infer_torch.py when a Python with a working `import torch` is given as
-# TORCH_PYTHON (the project venv's torch is a libtorch carrier without its CUDA deps).
+# inference, resize back, writing the mask). PyTorch eager (an independent torch.nn.functional
+# implementation, scripts/bench_infer_torch.py) is timed too, and its probabilities are compared
+# with ONNX Runtime's on the same input, when a Python with a working `import torch` exists:
+# TORCH_PYTHON, else $DMNET_BENCH_PYTHON, else ~/.cache/dmnet-bench/venv/bin/python (the venv
+# scripts/bench_train.sh --install-torch makes; the project venv's torch lacks its CUDA deps).
 #
 # Usage: scripts/bench_infer.sh [WORKDIR]
 #   env: PROFILE=release|dev (release), SIZE=224, ENCODER=resnet18, WIDTH=1.0, BATCH=8,
-#        ITERS=5, THREADS=<all cores>, CASES=10, DATA=../shared/data/la2018, TORCH_PYTHON=
+#        ITERS=5, THREADS=<all cores>, CASES=10, DATA=../shared/data/la2018, TORCH_PYTHON
 # Output: WORKDIR/bench-infer.json and a table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,10 +58,22 @@ VOL=$(ls "$WORK"/la/imagesTr/*.nii.gz | head -1)
   --out "$WORK/masks" > "$WORK/infer.json"
 
 # PyTorch eager (optional).
-if [ -n "${TORCH_PYTHON:-}" ] && "$TORCH_PYTHON" -c "import torch" 2>/dev/null; then
-  "$TORCH_PYTHON" scripts/bench_infer_torch.py "$WORK/model/model.json" "$BATCH" "$ITERS" "$THREADS" > "$WORK/torch.json"
+TORCH_PYTHON=${TORCH_PYTHON:-${DMNET_BENCH_PYTHON:-$HOME/.cache/dmnet-bench/venv/bin/python}}
+if "$TORCH_PYTHON" -c "import torch" 2>/dev/null; then
+  "$TORCH_PYTHON" scripts/bench_infer_torch.py "$WORK/model/model.json" "$BATCH" "$ITERS" "$THREADS" \
+    "$WORK/pytorch" > "$WORK/torch.json"
+  "$PY" - "$WORK" <<'PY'
+import json, os, sys
+import numpy as np, onnxruntime as ort
+w = sys.argv[1]
+ld = lambda n: np.fromfile(f"{w}/pytorch-{n}.f32", "<f4").reshape(json.load(open(f"{w}/pytorch-{n}.json")))
+s = ort.InferenceSession(f"{w}/model/model.onnx", providers=["CPUExecutionProvider"])
+d = float(np.abs(s.run(["probabilities"], {"image": ld("input")})[0] - ld("probabilities")).max())
+t = json.load(open(f"{w}/torch.json")); t["max_abs_diff_vs_onnxruntime"] = d
+json.dump(t, open(f"{w}/torch.json", "w"))
+PY
 else
-  echo '{"skipped": "no TORCH_PYTHON with a working import torch"}' > "$WORK/torch.json"
+  echo '{"skipped": "no Python with a working import torch (set TORCH_PYTHON)"}' > "$WORK/torch.json"
 fi
 
 "$PY" - "$WORK" <<'PY'
@@ -82,4 +96,6 @@ for name, v in rows:
     print(f"{name:<34}{v:>10.1f}{v / tch:>8.2f}")
 if "skipped" in t:
     print("PyTorch eager: skipped (" + t["skipped"] + ")")
+else:
+    print(f"PyTorch eager vs ONNX Runtime, same input: max |Δ probabilities| = {t['max_abs_diff_vs_onnxruntime']:.2e}")
 PY

@@ -2,12 +2,13 @@
 architecture v1") written independently with torch.nn.functional, weights read from the run's
 safetensors checkpoint named in the model sidecar, timed on a random batch on CPU.
 
-Usage: python bench_infer_torch.py MODEL.json [BATCH] [ITERS] [THREADS]  -> one JSON line.
+Usage: python bench_infer_torch.py MODEL.json [BATCH] [ITERS] [THREADS] [DUMP]  -> one JSON line;
+with DUMP, also DUMP-{input,probabilities}.f32 (raw little-endian) + .json (shape), for the
+parity check in bench_infer.sh. Needs only torch (no numpy).
 Needs a Python whose `import torch` works (not the project venv's libtorch carrier).
 """
 import json, struct, sys, time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +23,8 @@ def load_safetensors(path):
         if name == "__metadata__" or info["dtype"] != "F32":
             continue
         a, b = info["data_offsets"]
-        arr = np.frombuffer(raw[base + a:base + b], dtype="<f4").reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
+        t = torch.frombuffer(bytearray(raw[base + a:base + b]), dtype=torch.float32)
+        out[name] = t.reshape(info["shape"])
     return out
 
 
@@ -116,9 +117,15 @@ def main():
         torch.set_num_threads(int(sys.argv[4]))
     cfg = side["model"]
     net = DMNet(cfg, load_safetensors(side["source"]["checkpoint_file"]))
+    torch.manual_seed(0)
     x = torch.randn(batch, cfg["in_channels"], cfg["input_size"], cfg["input_size"])
     with torch.inference_mode():
-        net(x)
+        p = net(x)
+        if len(sys.argv) > 5:  # DUMP prefix: input and probabilities as .npy (parity checks)
+            for name, t in (("input", x), ("probabilities", p)):
+                with open(f"{sys.argv[5]}-{name}.f32", "wb") as f:
+                    f.write(struct.pack(f"<{t.numel()}f", *t.flatten().tolist()))
+                json.dump(list(t.shape), open(f"{sys.argv[5]}-{name}.json", "w"))
         t = time.perf_counter()
         for _ in range(iters):
             net(x).sum().item()
