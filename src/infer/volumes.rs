@@ -5,9 +5,7 @@
 //! affine, qform/sform codes and pixdim (DICOM: the affine derived from the series).
 use super::session::OnnxModel;
 use crate::export::sidecar::ModelSidecar;
-use crate::prep::preprocess::{
-    extract_slice, insert_slice, prepare_volume, resize_bilinear, PreparedVolume,
-};
+use crate::prep::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
 use crate::volume::{NiftiGeometry, Volume};
 use crate::{Error, Result};
 use std::io::Write;
@@ -96,8 +94,6 @@ pub fn segment_volume(
         on_slices(m);
         start += m;
     }
-    // Sanity: the written mask round-trips through the slice convention.
-    debug_assert_eq!(extract_slice(&mask, dims, prepared.axis, 0).len(), h * w);
     Ok(Segmentation {
         mask,
         probabilities: probs,

@@ -717,3 +717,34 @@ assert b.shape == a.shape and np.allclose(b.affine, a.affine, atol=1e-4), (a.sha
             .arg(out.join("brats_2013_pat0001_1.nii.gz")),
     );
 }
+
+/// `--verify` fails (and says so) when ONNX Runtime and tch disagree: the ONNX model of one
+/// checkpoint checked against another checkpoint.
+#[test]
+fn verify_flags_a_model_that_does_not_match_the_checkpoint() {
+    let Some((img, lab)) = la_case() else { return };
+    let dir = tmp();
+    let cfg = model_config(1);
+    let run = make_run(dir.path(), &cfg);
+    let shards = make_shards(dir.path(), &img, &lab, 4);
+    let onnx = dir.path().join("m.onnx");
+    assert!(export(&run, &onnx, &[]).status.success());
+    let other = tmp();
+    tch::manual_seed(99);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = DmNet::new(&vs.root(), &cfg).unwrap();
+    let ckpt = other.path().join("other.safetensors");
+    vs.save(&ckpt).unwrap();
+    let r = dmnet::export::verify::verify(&onnx, &cfg, &ckpt, &shards, 4).unwrap();
+    assert_eq!(r.slices, 4);
+    assert!(!r.ok && r.max_abs_diff > 1e-3, "{r:?}");
+    let same = dmnet::export::verify::verify(
+        &onnx,
+        &cfg,
+        &run.join("checkpoints/best.safetensors"),
+        &shards,
+        4,
+    )
+    .unwrap();
+    assert!(same.ok && same.max_abs_diff <= 1e-5, "{same:?}");
+}
