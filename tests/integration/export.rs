@@ -254,3 +254,40 @@ fn dmnet_graph_matches_tch_forward_for_basic_and_bottleneck_encoders() {
         assert!(d <= 1e-5, "{encoder:?} S={size} {variant:?}: max |Δ| {d}");
     }
 }
+
+#[test]
+fn a_model_whose_input_is_not_float32_nchw_is_refused_naming_the_file() {
+    use dmnet::export::onnx::type_proto;
+    let mut g = GraphBuilder::new("bad", 18).unwrap();
+    let inp = g.input_nchw("x", 1, 4, 4);
+    let out = g.resize_to(&inp, 8, 8);
+    g.output(
+        &out.name,
+        DataType::Uint8,
+        &[
+            Dim::Param("N".into()),
+            Dim::Fixed(1),
+            Dim::Fixed(8),
+            Dim::Fixed(8),
+        ],
+    );
+    let mut model = g.finish(&[], "uint8 input");
+    for v in model.graph.as_mut().unwrap().input.iter_mut() {
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = Some(DataType::Uint8 as i32);
+        }
+    }
+    let dir = tmp();
+    let path = dir.path().join("uint8.onnx");
+    std::fs::write(&path, encode(&model)).unwrap();
+    let err = OnnxModel::open(&path, DeviceChoice::Cpu, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("uint8.onnx") && err.contains("float32"),
+        "{err}"
+    );
+}
