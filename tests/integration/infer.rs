@@ -1,6 +1,6 @@
 //! dmnet-export + dmnet-infer on real data (a left-atrium MRI from `../shared/data/la2018`): a
 //! run directory with a DMNet checkpoint, export (ONNX checker, sidecar, metadata_props,
-//! `--verify`), inference on the original NIfTI (mask reopened with nibabel: the input's shape
+//! `--verify`, sidecar checked against `schemas/model-sidecar-v1.json`), inference on the original NIfTI (mask reopened with nibabel: the input's shape
 //! and affine) and on shards made from the same volume (predictions agree with the tch forward
 //! on ≥ 99.9 % of pixels), and the clear errors the issue asks for.
 use crate::export::{check_model, py};
@@ -225,13 +225,32 @@ ck = json.loads(hdr[8:8 + n])
 model_names = sorted(k for k in ck if k != "__metadata__")
 assert names == model_names, (set(names) ^ set(model_names))
 assert [o.name for o in m.graph.output] == ["probabilities", "labels"]
+schema = json.load(open(sys.argv[4]))
+def check(value, sch, where):
+    if "$ref" in sch:
+        sch = schema["$defs"][sch["$ref"].split("/")[-1]]
+    if "const" in sch:
+        assert value == sch["const"], where
+    if "enum" in sch:
+        assert value in sch["enum"], (where, value)
+    if isinstance(value, dict):
+        for k in sch.get("required", []):
+            assert k in value, (where, k)
+        for k, sub in sch.get("properties", {}).items():
+            if k in value:
+                check(value[k], sub, where + "." + k)
+    if isinstance(value, list) and "items" in sch:
+        for i, v in enumerate(value):
+            check(v, sch["items"], f"{where}[{i}]")
+check(side, schema, "sidecar")
 print(len(names))
 "#;
     let o = run_ok(
         py().args(["-c", check])
             .arg(&onnx)
             .arg(dir.path().join("models/la.json"))
-            .arg(run.join("checkpoints/best.safetensors")),
+            .arg(run.join("checkpoints/best.safetensors"))
+            .arg(crate::util::root().join("schemas/model-sidecar-v1.json")),
     );
     assert!(stdout(&o).trim().parse::<usize>().unwrap() > 100);
 
