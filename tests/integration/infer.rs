@@ -1,8 +1,10 @@
 //! dmnet-export + dmnet-infer on real data (a left-atrium MRI from `../shared/data/la2018`): a
-//! run directory with a DMNet checkpoint, export (ONNX checker, sidecar, metadata_props,
-//! `--verify`, sidecar checked against `schemas/model-sidecar-v1.json`), inference on the original NIfTI (mask reopened with nibabel: the input's shape
-//! and affine) and on shards made from the same volume (predictions agree with the tch forward
-//! on ≥ 99.9 % of pixels), and the clear errors the issue asks for.
+//! run directory with a DMNet checkpoint, export (ONNX checker, `--verify`, sidecar checked
+//! against `schemas/model-sidecar-v1.json` and equal to `metadata_props`), inference on the
+//! original NIfTI (mask reopened with nibabel: the input's shape and affine) and on shards
+//! (predictions agree with the tch forward on ≥ 99.9 % of pixels; metrics equal
+//! `dmnet-train eval`'s in the full prep → train → export → infer pipeline), DICOM, NIfTI
+//! folders, multi-channel cases, and the clear errors the issue asks for.
 use crate::export::{check_model, py};
 use crate::util::{bin, run_ok, stderr, stdout, tmp};
 use dmnet::model::{DmNet, Encoder, ModelConfig, Variant};
