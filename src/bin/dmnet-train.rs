@@ -53,7 +53,7 @@ struct TrainArgs {
     /// Width multiplier of all layers (1 = the paper's network).
     #[arg(long)]
     width: Option<f64>,
-    /// Input size S (a multiple of 16; slices of another size are resized).
+    /// Input size S (a multiple of 16; default: the shards' slice size, others are resized).
     #[arg(long)]
     size: Option<usize>,
     /// Labeled slices per step.
@@ -128,9 +128,12 @@ fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
     macro_rules! set {
         ($($field:ident => $($path:ident).+),*) => { $(if let Some(v) = a.$field { t.$($path).+ = v; })* };
     }
-    set!(epochs => epochs, width => model.width, size => model.input_size,
+    set!(epochs => epochs, width => model.width, 
          labeled_batch => labeled_batch, unlabeled_batch => unlabeled_batch, seed => seed,
          device => device);
+    if a.size.is_some() {
+        t.size = a.size;
+    }
     if a.max_steps_per_epoch.is_some() {
         t.max_steps_per_epoch = a.max_steps_per_epoch;
     }

@@ -386,6 +386,15 @@ fn dicom(input: &Path) -> Result<Vec<Study>> {
     if out.is_empty() {
         return Err(Error::invalid(input, "no DICOM files found"));
     }
+    // one class list for the whole tree (labeled and unlabeled series alike): the first SEG's
+    let names = series
+        .iter()
+        .find(|s| s.is_seg)
+        .and_then(|s| crate::volume::read_seg_names(&s.files[0].path).ok())
+        .unwrap_or_default();
+    for s in &mut out {
+        s.dataset_labels = names.clone();
+    }
     Ok(out)
 }
 

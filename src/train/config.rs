@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The network and loss weights (`[train.model]`).
+    /// The network and loss weights (`[train.model]`). Its `in_channels`, `num_classes` and
+    /// `input_size` are filled in from the shards (and `size`) when a run starts.
     pub model: ModelConfig,
+    /// Input size S; `None`: the shards' slice size. Slices of another size are resized
+    /// (bilinear images, nearest masks) on the fly.
+    pub size: Option<usize>,
     /// Epochs; one epoch is one pass over the (fraction-selected) labeled training slices.
     pub epochs: usize,
     /// Labeled slices per step.
@@ -51,6 +55,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: ModelConfig::default(),
+            size: None,
             epochs: 150,
             labeled_batch: 8,
             unlabeled_batch: 8,

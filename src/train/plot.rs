@@ -67,7 +67,7 @@ fn panel(
     if text {
         mesh.x_desc("epoch");
     } else {
-        mesh.disable_x_mesh().disable_y_mesh();
+        mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(|e| err(&e))?;
     for (name, color, data) in series {
@@ -93,7 +93,10 @@ fn panel(
 
 /// Draws the curves of `records` into `path` (PNG, 1000×450).
 pub fn draw_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
-    let text = font_available();
+    draw(records, path, font_available())
+}
+
+fn draw(records: &[EpochRecord], path: &Path, text: bool) -> Result<()> {
     let root = BitMapBackend::new(path, (1000, 450)).into_drawing_area();
     root.fill(&WHITE)
         .map_err(|e| Error::Torch(format!("plotting: {e}")))?;
@@ -116,4 +119,42 @@ pub fn draw_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
     panel(&right, "validation mIoU", &val, text)?;
     root.present()
         .map_err(|e| Error::Torch(format!("plotting {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            lr: 1e-4,
+            lr_discriminator: 1e-5,
+            loss_seg: 1.0 / epoch as f64,
+            loss_dice: 0.9 / epoch as f64,
+            loss_semi: 0.3,
+            loss_adv: 1.4,
+            loss_dis: 1.2,
+            val: None,
+            steps: 3,
+            slices_per_s: 10.0,
+            train_seconds: 1.0,
+            seconds: 1.5,
+        }
+    }
+
+    #[test]
+    fn curves_are_drawn_with_and_without_a_font() {
+        let dir = std::env::temp_dir().join(format!("dmnet-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recs: Vec<EpochRecord> = (1..=3).map(record).collect();
+        for (text, name) in [(false, "plain.png"), (font_available(), "text.png")] {
+            let p = dir.join(name);
+            draw(&recs, &p, text).unwrap();
+            assert!(std::fs::metadata(&p).unwrap().len() > 1000);
+        }
+        // A single epoch (flat ranges) must not fail either.
+        draw(&recs[..1], &dir.join("one.png"), false).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

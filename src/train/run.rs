@@ -462,6 +462,13 @@ fn prepare_new(spec: &RunSpec) -> Result<RunConfig> {
     let (channels, labels, shard_size, prep) = probe_shards(&spec.shards)?;
     train.model.in_channels = channels.len();
     train.model.num_classes = labels.len();
+    train.model.input_size = train.size.unwrap_or(shard_size);
+    if train.model.input_size != shard_size {
+        tracing::info!(
+            "slices are {shard_size}×{shard_size}; resizing them to {0}×{0}",
+            train.model.input_size
+        );
+    }
     train.validate()?;
     let out = &spec.out;
     if out.join("config.json").exists() {

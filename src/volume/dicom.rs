@@ -556,19 +556,7 @@ pub fn read_dicom_seg(seg: &Path, series: &DicomSeries, image: &Volume) -> Resul
         .get(tags::BITS_ALLOCATED)
         .and_then(|e| e.to_int::<i64>().ok())
         .unwrap_or(1) as usize;
-    let mut names = vec!["background".to_string()];
-    if let Some(items) = obj.get(tags::SEGMENT_SEQUENCE).and_then(|e| e.items()) {
-        for it in items {
-            let num = it
-                .get(tags::SEGMENT_NUMBER)
-                .and_then(|e| e.to_int::<i64>().ok())
-                .unwrap_or(names.len() as i64) as usize;
-            if names.len() <= num {
-                names.resize(num + 1, String::new());
-            }
-            names[num] = s(it, tags::SEGMENT_LABEL).unwrap_or_else(|| format!("segment {num}"));
-        }
-    }
+    let names = segment_names(&obj);
     let frames = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
         .and_then(|e| e.items())
@@ -642,6 +630,31 @@ pub fn read_dicom_seg(seg: &Path, series: &DicomSeries, image: &Volume) -> Resul
     vol.data = labels;
     vol.source = seg.to_path_buf();
     Ok(SegLabels { labels: vol, names })
+}
+
+/// Class names of a SEG object from its SegmentSequence (0062,0002): index = SegmentNumber,
+/// index 0 = "background".
+fn segment_names(obj: &InMemDicomObject) -> Vec<String> {
+    let mut names = vec!["background".to_string()];
+    if let Some(items) = obj.get(tags::SEGMENT_SEQUENCE).and_then(|e| e.items()) {
+        for it in items {
+            let num = it
+                .get(tags::SEGMENT_NUMBER)
+                .and_then(|e| e.to_int::<i64>().ok())
+                .unwrap_or(names.len() as i64) as usize;
+            if names.len() <= num {
+                names.resize(num + 1, String::new());
+            }
+            names[num] = s(it, tags::SEGMENT_LABEL).unwrap_or_else(|| format!("segment {num}"));
+        }
+    }
+    names
+}
+
+/// The class names of a DICOM SEG file (header only), see [`read_dicom_seg`].
+pub fn read_seg_names(seg: &Path) -> Result<Vec<String>> {
+    let obj = open(seg, false)?;
+    Ok(segment_names(&obj))
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {

@@ -17,8 +17,8 @@ mod dicom;
 mod nifti_io;
 
 pub use dicom::{
-    read_dicom_seg, read_dicom_series, read_dicom_timepoint, scan_dicom_dir, series_timepoints,
-    DicomFile, DicomSeries, SegLabels,
+    read_dicom_seg, read_dicom_series, read_dicom_timepoint, read_seg_names, scan_dicom_dir,
+    series_timepoints, DicomFile, DicomSeries, SegLabels,
 };
 pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nifti_mask};
 

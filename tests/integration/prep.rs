@@ -271,6 +271,10 @@ fn resume_after_kill_has_no_duplicates_and_no_partial_parts() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    assert!(
+        !out.join("manifest.json").exists(),
+        "the run finished before the kill; the test proves nothing"
+    );
     let before: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -762,6 +766,18 @@ fn manifest_csv_layout_with_unlabeled_row() {
     assert_eq!(m["counts"]["train"]["labeled"], 1);
     assert_eq!(m["counts"]["train"]["unlabeled"], 4);
     inspect_ok(&out);
+    assert_ne!(m["studies"][0]["patient_key"], "A");
+    // --keep-patient-ids opts out of the pseudonyms
+    let out = t.path().join("ids");
+    let o = ingest(&csv, &out, &["--keep-patient-ids"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let keys: Vec<_> = manifest(&out)["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["patient_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["A", "B"]);
 }
 
 /// MSD `imagesTs/` cases are unlabeled training studies.

@@ -461,7 +461,7 @@ fn loader_and_every_variant_on_la2018_shards() {
         let mut t = dmnet::train::TrainConfig::default();
         t.model.variant = variant;
         t.model.width = 0.125;
-        t.model.input_size = 64;
+        t.size = Some(64);
         t.epochs = 1;
         t.max_steps_per_epoch = Some(2);
         t.labeled_batch = 2;
