@@ -1,7 +1,7 @@
 //! dmnet-export: op-level parity of the ONNX graph builder against tch (same weights, ONNX
 //! Runtime vs libtorch), the ONNX checker (`onnx.checker.check_model(full_check=True)` in the
 //! venv's Python), and the exported DMNet model.
-use crate::util::{root, run_ok, tmp};
+use crate::util::{run_ok, tmp};
 use dmnet::cli::DeviceChoice;
 use dmnet::export::graph::{encode, ConvOpts, Dim, GraphBuilder, T};
 use dmnet::export::onnx::tensor_proto::DataType;
@@ -10,15 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};
 
-/// The venv's Python with `onnx` (the `.venv` interpreter; `.dmnet/python` is a bare symlink
-/// that Python does not recognise as the venv's).
+/// The venv's Python (onnx, onnxruntime, nibabel, numpy).
 pub fn py() -> Command {
-    let venv = root().join(".venv/bin/python");
-    if venv.exists() {
-        Command::new(venv)
-    } else {
-        crate::util::python()
-    }
+    crate::util::python()
 }
 
 /// Runs the ONNX full checker on a model file.
