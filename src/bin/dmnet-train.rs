@@ -2,6 +2,7 @@
 use clap::{Args, Parser, Subcommand};
 use dmnet::cli::{DeviceChoice, LogArgs};
 use dmnet::model::{Encoder, Variant};
+use dmnet::train::grid_run::GridSpec;
 use dmnet::train::{CheckpointKind, RunSpec, TrainConfig};
 use std::path::PathBuf;
 
@@ -100,12 +101,53 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+    /// Run variants × labeled fractions × seeds, evaluate each on the test split (best and last
+    /// checkpoints) and write OUT/grid.md (mean ± sd tables, the paper's layout) + OUT/grid.json.
+    Grid(Box<GridArgs>),
     /// Report which torch device `--device` resolves to (and why); exit 1 if unusable.
     CheckDevice {
         /// auto | cpu | cuda
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+}
+
+#[derive(Args)]
+struct GridArgs {
+    /// Variants (rows), comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "dmnet,supervised"
+    )]
+    variants: Vec<Variant>,
+    /// Labeled fractions (columns), comma-separated: 0.1 or 10 (percent).
+    #[arg(long, value_delimiter = ',', default_value = "10,30")]
+    fractions: Vec<f64>,
+    /// Seeds, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+fn grid_spec(a: GridArgs) -> anyhow::Result<GridSpec> {
+    let base = train_spec(a.train)?;
+    Ok(GridSpec {
+        shards: base.shards,
+        out: base.out,
+        pipeline: base.pipeline,
+        base: base.train,
+        variants: a.variants,
+        fractions: a
+            .fractions
+            .iter()
+            .map(|&f| if f > 1.0 { f / 100.0 } else { f })
+            .collect(),
+        seeds: a.seeds,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
 }
 
 fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
@@ -128,7 +170,7 @@ fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
     macro_rules! set {
         ($($field:ident => $($path:ident).+),*) => { $(if let Some(v) = a.$field { t.$($path).+ = v; })* };
     }
-    set!(epochs => epochs, width => model.width, 
+    set!(epochs => epochs, width => model.width,
          labeled_batch => labeled_batch, unlabeled_batch => unlabeled_batch, seed => seed,
          device => device);
     if a.size.is_some() {
@@ -168,6 +210,16 @@ fn main() -> std::process::ExitCode {
                 )
             })
             .map_err(Into::into),
+        Some(Cmd::Grid(args)) => grid_spec(*args).and_then(|spec| {
+            let results = dmnet::train::grid_run::run_grid(&spec)?;
+            println!("{}", std::fs::read_to_string(spec.out.join("grid.md"))?);
+            eprintln!(
+                "{} evaluations; every run: {}",
+                results.len(),
+                spec.out.join("grid.json").display()
+            );
+            Ok(())
+        }),
         None => train_spec(cli.train).and_then(|spec| {
             let s = dmnet::train::run(&spec)?;
             println!(

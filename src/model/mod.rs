@@ -8,8 +8,8 @@ mod net;
 
 pub use config::{validate_input_size, Encoder, ModelConfig, Variant, SIZE_MULTIPLE};
 pub use names::{
-    aspp_channels, decoder1_channels, discriminator_specs, encoder_channels, weight_names,
-    weight_specs, WeightSpec, DISCRIMINATOR_CHANNELS, LOW_LEVEL_CHANNELS,
+    aspp_channels, decoder1_channels, discriminator_channels, discriminator_specs,
+    encoder_channels, weight_names, weight_specs, WeightSpec, LOW_LEVEL_CHANNELS,
 };
 #[cfg(feature = "torch")]
 pub use net::{

@@ -128,8 +128,12 @@ fn decoder2(s: &mut Specs, cfg: &ModelConfig) {
     s.conv("decoder2.head", a, cfg.num_classes, 1, true);
 }
 
-/// Channels of the discriminator's three stride-2 convolutions (fixed, not width-scaled).
-pub const DISCRIMINATOR_CHANNELS: [usize; 3] = [64, 128, 256];
+/// Channels of the discriminator's three stride-2 convolutions: 64, 128, 256 scaled by the
+/// width multiplier like every other layer (the paper's network at width 1). Unscaled, the
+/// discriminator dominated the step time of the small CPU configurations.
+pub fn discriminator_channels(cfg: &ModelConfig) -> [usize; 3] {
+    [cfg.c(64), cfg.c(128), cfg.c(256)]
+}
 
 /// The segmentation network's tensors (what the exporter exports), in module order:
 /// `encoder`, `decoder1`, `decoder2`, and `encoder2` for `separate-encoders`.
@@ -151,7 +155,7 @@ pub fn discriminator_specs(cfg: &ModelConfig) -> Vec<WeightSpec> {
     if !cfg.variant.uses_adversarial() {
         return s.0;
     }
-    let [c1, c2, c3] = DISCRIMINATOR_CHANNELS;
+    let [c1, c2, c3] = discriminator_channels(cfg);
     s.conv("discriminator.conv1", cfg.num_classes, c1, 4, false);
     s.conv("discriminator.conv2", c1, c2, 4, false);
     s.conv("discriminator.conv3", c2, c3, 4, false);

@@ -3,7 +3,7 @@
 //! discriminator (§3.4). The layout and weight names are fixed by the architecture contract in
 //! `docs/contracts.md`; [`super::weight_specs`] lists them without libtorch.
 use super::names::{
-    aspp_channels, decoder1_channels, encoder_channels, DISCRIMINATOR_CHANNELS, LOW_LEVEL_CHANNELS,
+    aspp_channels, decoder1_channels, discriminator_channels, encoder_channels, LOW_LEVEL_CHANNELS,
 };
 use super::ModelConfig;
 use crate::Result;
@@ -316,9 +316,9 @@ pub struct Discriminator {
 
 impl Discriminator {
     /// Builds the discriminator under `p` (`discriminator`).
-    pub fn new(p: &nn::Path, num_classes: usize) -> Self {
-        let [c1, c2, c3] = DISCRIMINATOR_CHANNELS;
-        let chans = [num_classes, c1, c2, c3];
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Self {
+        let [c1, c2, c3] = discriminator_channels(cfg);
+        let chans = [cfg.num_classes, c1, c2, c3];
         let convs = (0..3)
             .map(|i| {
                 conv(

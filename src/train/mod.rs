@@ -15,6 +15,8 @@ pub use record::{read_metrics, write_metrics, EpochRecord, RunSummary, TrainStat
 #[cfg(feature = "torch")]
 pub mod batch;
 #[cfg(feature = "torch")]
+pub mod grid_run;
+#[cfg(feature = "torch")]
 pub mod losses;
 #[cfg(feature = "torch")]
 pub mod optim;

@@ -117,7 +117,7 @@ impl Model {
         let disc = cfg
             .variant
             .uses_adversarial()
-            .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg.num_classes));
+            .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg));
         let seg_opt = Adam::new(
             &vs,
             &["encoder", "decoder1", "decoder2"],

@@ -48,7 +48,7 @@ fn separate_encoders_and_discriminator_shapes() {
     let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
     let out = net.forward_t(&x, true);
     assert_eq!(out.logits2.size(), [2, 3, 64, 64]);
-    let d = Discriminator::new(&(vs.root() / "discriminator"), 3);
+    let d = Discriminator::new(&(vs.root() / "discriminator"), &cfg);
     assert_eq!(d.forward(&out.probabilities()).size(), [2, 1, 64, 64]);
 }
 
@@ -96,7 +96,7 @@ fn weight_specs_match_the_tch_modules() {
             let vs = nn::VarStore::new(Device::Cpu);
             DmNet::new(&vs.root(), &cfg).unwrap();
             if variant.uses_adversarial() {
-                Discriminator::new(&(vs.root() / "discriminator"), cfg.num_classes);
+                Discriminator::new(&(vs.root() / "discriminator"), &cfg);
             }
             let mut expected = spec_map(weight_specs(&cfg));
             expected.extend(spec_map(discriminator_specs(&cfg)));
@@ -129,7 +129,7 @@ fn weight_names_resnet18_in1_k2_are_fixed() {
     // And the tch modules create exactly these tensors.
     let vs = nn::VarStore::new(Device::Cpu);
     DmNet::new(&vs.root(), &cfg).unwrap();
-    Discriminator::new(&(vs.root() / "discriminator"), 2);
+    Discriminator::new(&(vs.root() / "discriminator"), &cfg);
     let got = store_specs(&vs);
     assert_eq!(got.len(), golden.len());
     for line in golden {
