@@ -199,15 +199,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 worker: (a.worker_index, a.num_workers),
                 max_studies: a.max_studies,
             };
-            let m = dmnet::prep::ingest(&cfg, &opts)?;
-            println!(
-                "{} studies ok, {} failed, {} slices; per split/role: {}",
-                m.totals.ok,
-                m.totals.failed,
-                m.totals.slices,
-                serde_json::to_string(&m.counts)?
-            );
-            Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
+            report("", &dmnet::prep::ingest(&cfg, &opts)?)
         }
         Cmd::Inspect { dir, json } => {
             let r = dmnet::prep::inspect(&dir)?;
@@ -242,15 +234,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     anyhow::bail!("several worker folders: give --out for the merged folder")
                 }
             };
-            let m = dmnet::prep::merge(&dirs, &out)?;
-            println!(
-                "merged: {} studies ok, {} failed, {} slices; {}",
-                m.totals.ok,
-                m.totals.failed,
-                m.totals.slices,
-                serde_json::to_string(&m.counts)?
-            );
-            Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
+            report("merged: ", &dmnet::prep::merge(&dirs, &out)?)
         }
         Cmd::Synth {
             out,
@@ -276,4 +260,16 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints a manifest's one-line summary; exit code 2 when any study failed.
+fn report(prefix: &str, m: &dmnet::prep::Manifest) -> anyhow::Result<ExitCode> {
+    println!(
+        "{prefix}{} studies ok, {} failed, {} slices; per split/role: {}",
+        m.totals.ok,
+        m.totals.failed,
+        m.totals.slices,
+        serde_json::to_string(&m.counts)?
+    );
+    Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
 }

@@ -69,58 +69,32 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     let mut outputs = Vec::new();
     let (cases, slices) = match kind {
         InputKind::Nifti(cases) => {
-            let bar = crate::cli::progress(cases.len() as u64, "infer");
-            let mut slices = 0;
-            for case in &cases {
-                bar.set_message(case.name.clone());
-                let vols = case
-                    .files
-                    .iter()
-                    .map(|f| crate::volume::read_nifti(f))
-                    .collect::<Result<Vec<_>>>()?;
-                slices += run_volume(
-                    &mut model,
-                    &sidecar,
-                    vols,
-                    &case.name,
-                    opts,
-                    batch,
-                    &mut outputs,
-                )?;
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            (cases.len(), slices)
+            let loaders = cases.iter().map(|case| {
+                let load = || {
+                    case.files
+                        .iter()
+                        .map(|f| crate::volume::read_nifti(f))
+                        .collect()
+                };
+                (case.name.clone(), Box::new(load) as VolumeLoader)
+            });
+            let cases = loaders.collect();
+            run_cases(&mut model, &sidecar, cases, opts, batch, &mut outputs)?
         }
         InputKind::Dicom(series) => {
-            let bar = crate::cli::progress(series.len() as u64, "infer");
-            let mut slices = 0;
-            for (i, se) in series.iter().enumerate() {
+            let n = series.len();
+            let loaders = series.iter().enumerate().map(|(i, se)| {
                 let name = se
                     .folder()
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "series".into());
-                let name = if series.len() > 1 {
-                    format!("{name}-{i}")
-                } else {
-                    name
-                };
-                bar.set_message(name.clone());
-                let vol = crate::volume::read_dicom_series(se)?;
-                slices += run_volume(
-                    &mut model,
-                    &sidecar,
-                    vec![vol],
-                    &name,
-                    opts,
-                    batch,
-                    &mut outputs,
-                )?;
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            (series.len(), slices)
+                let name = if n > 1 { format!("{name}-{i}") } else { name };
+                let load = move || crate::volume::read_dicom_series(se).map(|v| vec![v]);
+                (name, Box::new(load) as VolumeLoader)
+            });
+            let cases = loaders.collect();
+            run_cases(&mut model, &sidecar, cases, opts, batch, &mut outputs)?
         }
         InputKind::Shards(dir) => {
             run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?
@@ -143,6 +117,29 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     )
     .map_err(|e| Error::io(&path, e))?;
     Ok(summary)
+}
+
+/// Reads one case's channel volumes, in model channel order.
+type VolumeLoader<'a> = Box<dyn FnOnce() -> Result<Vec<crate::volume::Volume>> + 'a>;
+
+/// Runs every volume case with one progress bar; returns (cases, slices).
+fn run_cases(
+    model: &mut OnnxModel,
+    sidecar: &ModelSidecar,
+    cases: Vec<(String, VolumeLoader)>,
+    opts: &InferOptions,
+    batch: usize,
+    outputs: &mut Vec<PathBuf>,
+) -> Result<(usize, usize)> {
+    let bar = crate::cli::progress(cases.len() as u64, "infer");
+    let (n, mut slices) = (cases.len(), 0);
+    for (name, load) in cases {
+        bar.set_message(name.clone());
+        slices += run_volume(model, sidecar, load()?, &name, opts, batch, outputs)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((n, slices))
 }
 
 fn run_volume(

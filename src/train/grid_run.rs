@@ -3,7 +3,7 @@
 //! and its last checkpoint, and rewrites `OUT/grid.json` and `OUT/grid.md` after each run, so a
 //! partial grid is readable and a rerun skips finished runs.
 use super::grid::{markdown_table, GridResult};
-use super::{evaluate, run, CheckpointKind, RunSpec, TrainConfig};
+use super::{evaluate, read_state, run, CheckpointKind, RunSpec, TrainConfig};
 use crate::cli::DeviceChoice;
 use crate::model::Variant;
 use crate::{Error, Result};
@@ -30,30 +30,17 @@ pub struct GridSpec {
     pub command: String,
 }
 
-/// A variant's name as used on the command line (`dmnet`, `supervised`, …).
-pub fn variant_name(v: Variant) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|j| j.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn cell_dir(out: &Path, v: Variant, fraction: f64, seed: u64) -> PathBuf {
     out.join(format!(
         "{}-{:.0}pct-seed{seed}",
-        variant_name(v),
+        v.name(),
         fraction * 100.0
     ))
 }
 
 /// Whether a run dir holds a finished run of `epochs` epochs.
 fn finished(run_dir: &Path, epochs: usize) -> bool {
-    let last = run_dir.join("checkpoints/last.json");
-    std::fs::read_to_string(last)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|j| j["epoch"].as_u64())
-        .is_some_and(|e| e as usize >= epochs)
+    read_state(run_dir, CheckpointKind::Last).is_ok_and(|s| s.epoch >= epochs)
 }
 
 /// Runs (or resumes) the whole grid and returns every evaluated result.
@@ -69,7 +56,7 @@ pub fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
                 let dir = cell_dir(&spec.out, v, fraction, seed);
                 tracing::info!(
                     "grid {k}/{total}: {} {:.0}% seed {seed} → {}",
-                    variant_name(v),
+                    v.name(),
                     fraction * 100.0,
                     dir.display()
                 );
@@ -90,7 +77,7 @@ pub fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
                 for kind in [CheckpointKind::Best, CheckpointKind::Last] {
                     let r = evaluate(&dir, &spec.shards, "test", kind, spec.base.device)?;
                     results.push(GridResult {
-                        variant: variant_name(v),
+                        variant: v.name().into(),
                         fraction,
                         seed,
                         checkpoint: kind.name().into(),
@@ -128,7 +115,7 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         serde_json::to_string_pretty(results).expect("serialisable") + "\n",
     )
     .map_err(|e| Error::io(&json, e))?;
-    let names: Vec<String> = spec.variants.iter().map(|v| variant_name(*v)).collect();
+    let names: Vec<String> = spec.variants.iter().map(|v| v.name().to_string()).collect();
     let protocol = std::fs::read_to_string(spec.shards.join("prep-config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

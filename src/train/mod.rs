@@ -23,4 +23,4 @@ pub mod optim;
 #[cfg(feature = "torch")]
 mod run;
 #[cfg(feature = "torch")]
-pub use run::{evaluate, evaluate_net, run, CheckpointKind, EvalReport, RunSpec};
+pub use run::{evaluate, evaluate_net, read_state, run, CheckpointKind, EvalReport, RunSpec};

@@ -140,6 +140,13 @@ fn ckpt_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
+/// The resume state saved beside a run's checkpoint (`RUN/checkpoints/<kind>.json`).
+pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
+    let json = ckpt_dir(run_dir).join(format!("{}.json", kind.name()));
+    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid(&json, e.to_string()))
+}
+
 fn save_checkpoint(run: &Path, kind: CheckpointKind, m: &Model, state: &TrainState) -> Result<()> {
     let dir = ckpt_dir(run);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -673,10 +680,7 @@ pub fn evaluate(
     let mut vs = nn::VarStore::new(device);
     let net = DmNet::new(&vs.root(), &rc.train.model)?;
     load_weights(&mut vs, run_dir, kind)?;
-    let json = ckpt_dir(run_dir).join(format!("{}.json", kind.name()));
-    let state: TrainState =
-        serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?)
-            .map_err(|e| Error::invalid(&json, e.to_string()))?;
+    let state = read_state(run_dir, kind)?;
     let (files, refs) = data::split_refs(shards, split)?;
     let metrics = evaluate_net(&net, files, &refs, rc.train.eval_batch, device)?;
     let report = EvalReport {
