@@ -3,9 +3,9 @@
 //! slices/s and the ratio. Used by `scripts/bench_infer.sh`.
 //!
 //! `cargo run --example bench_infer -- MODEL.onnx RUN_DIR [BATCH] [ITERS] [THREADS]`
+use dmnet::artifact::sidecar::ModelSidecar;
 use dmnet::cli::DeviceChoice;
-use dmnet::export::sidecar::ModelSidecar;
-use dmnet::infer::session::OnnxModel;
+use dmnet::onnxrt::session::OnnxModel;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {

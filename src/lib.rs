@@ -1,19 +1,30 @@
 //! dmnet: semi-supervised medical image segmentation with DMNet (Fang & Li, MICCAI 2020).
 //!
-//! One module per stage: [`volume`] reads NIfTI/DICOM studies, [`prep`] turns them into Parquet
-//! slice shards, [`model`] and [`train`] build and train the two-decoder network with tch
-//! (feature `torch`), [`export`] writes the averaged model to ONNX, and [`infer`] runs it with
-//! ONNX Runtime. [`cli`] holds what the four binaries share (logging, device flags).
+//! One module per stage: [`prep`] turns NIfTI/DICOM studies into Parquet slice shards,
+//! [`train`] trains the two-decoder network with tch (feature `torch`), [`export`] writes the
+//! averaged model to ONNX, and [`infer`] runs it with ONNX Runtime. The stages never import
+//! each other: what they share sits below them, in the contract modules ([`shard`],
+//! [`preprocess`], [`metrics`], [`artifact`], [`onnxrt`], [`model`]) and the floor ([`volume`]
+//! for NIfTI/DICOM I/O, [`cli`] for logging and device flags, [`error`]). See
+//! `docs/architecture.md`.
 #![deny(missing_docs)]
 
+// Floor: errors, CLI plumbing, volume I/O.
 pub mod cli;
 pub mod error;
+pub mod volume;
+// Contracts between the stages.
+pub mod artifact;
+pub mod metrics;
+pub mod model;
+pub mod onnxrt;
+pub mod preprocess;
+pub mod shard;
+// Stages: they import the layers above, never each other (tests/integration/layers.rs).
 pub mod export;
 pub mod infer;
-pub mod model;
 pub mod prep;
 pub mod train;
-pub mod volume;
 
 #[cfg(feature = "torch")]
 pub mod device;

@@ -67,7 +67,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cli.log.init();
     let result = match cli.cmd {
-        Some(Cmd::Runtime) => dmnet::infer::runtime::load(cli.ort_lib.as_deref()).map(|info| {
+        Some(Cmd::Runtime) => dmnet::onnxrt::runtime::load(cli.ort_lib.as_deref()).map(|info| {
             println!(
                 "{}",
                 serde_json::to_string_pretty(info).expect("serialisable")

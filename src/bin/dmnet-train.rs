@@ -1,9 +1,10 @@
 //! dmnet-train: train DMNet with tch on CUDA or CPU, evaluate a run's checkpoints.
 use clap::{Args, Parser, Subcommand};
+use dmnet::artifact::{CheckpointKind, TrainConfig};
 use dmnet::cli::{DeviceChoice, LogArgs};
 use dmnet::model::{Encoder, Variant};
 use dmnet::train::grid_run::GridSpec;
-use dmnet::train::{CheckpointKind, RunSpec, TrainConfig};
+use dmnet::train::RunSpec;
 use std::path::PathBuf;
 
 /// Train DMNet (shared encoder, U-Net + DeepLab v3+ decoders, FCN discriminator) with libtorch.

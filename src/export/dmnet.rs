@@ -7,15 +7,10 @@
 use super::graph::{ConvOpts, Dim, GraphBuilder, T};
 use super::onnx::{tensor_proto::DataType, ModelProto};
 use super::weights::Weights;
+pub use crate::artifact::sidecar::{INPUT, LABELS, PROBABILITIES};
 use crate::model::{weight_specs, ModelConfig, LOW_LEVEL_CHANNELS};
 use crate::Result;
 
-/// Name of the graph input.
-pub const INPUT: &str = "image";
-/// Name of the averaged probability output.
-pub const PROBABILITIES: &str = "probabilities";
-/// Name of the argmax output.
-pub const LABELS: &str = "labels";
 const BN_EPS: f32 = 1e-5;
 
 struct Ctx<'a> {

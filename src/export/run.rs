@@ -1,10 +1,10 @@
 //! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}.safetensors`,
 //! `eval-val.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
 //! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
-use super::sidecar::{describe_steps, ModelSidecar, Preprocessing, Source, TensorSpec};
 use super::{dmnet, graph};
+use crate::artifact::sidecar::{describe_steps, ModelSidecar, Preprocessing, Source, TensorSpec};
 use crate::model::ModelConfig;
-use crate::prep::preprocess::PreprocessConfig;
+use crate::preprocess::PreprocessConfig;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -73,7 +73,7 @@ pub fn read_run_config(
 ) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
     let path = run.join("config.json");
     let cfg = read_json(&path)?;
-    let rc = crate::train::RunConfig::load(run).ok();
+    let rc = crate::artifact::RunConfig::load(run).ok();
     let model: ModelConfig = match &rc {
         Some(rc) => rc.train.model.clone(),
         None => find(&cfg, "model", &|x| {
@@ -178,8 +178,8 @@ pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
     let mut prep = prep;
     prep.size = s;
     Ok(ModelSidecar {
-        schema: super::sidecar::SCHEMA.into(),
-        schema_version: super::sidecar::SCHEMA_VERSION,
+        schema: crate::artifact::sidecar::SCHEMA.into(),
+        schema_version: crate::artifact::sidecar::SCHEMA_VERSION,
         dmnet_version: crate::VERSION.into(),
         model_file: opts
             .out

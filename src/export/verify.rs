@@ -2,8 +2,8 @@
 //! checkpoint with the tch DMNet on the same shard slices and report the largest absolute
 //! difference of the probabilities (the command fails above [`TOLERANCE`]).
 use crate::cli::DeviceChoice;
-use crate::infer::session::OnnxModel;
 use crate::model::{DmNet, ModelConfig};
+use crate::onnxrt::session::OnnxModel;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -48,7 +48,7 @@ pub fn verify(
     let (c, s) = (cfg.in_channels, cfg.input_size);
     let mut slices = 0;
     let mut max = 0f32;
-    'outer: for group in crate::prep::schema::read_shards(shards)? {
+    'outer: for group in crate::shard::schema::read_shards(shards)? {
         for chunk in group?.chunks(4) {
             let n = chunk.len().min(max_slices - slices);
             let mut x = Vec::with_capacity(n * c * s * s);

@@ -115,7 +115,7 @@ pub fn detect_input(input: &Path, channels: &[String]) -> Result<InputKind> {
     if !input.is_dir() {
         return Err(Error::invalid(input, "input not found"));
     }
-    if crate::prep::schema::shard_files(input).is_ok() {
+    if crate::shard::schema::shard_files(input).is_ok() {
         return Ok(InputKind::Shards(input.to_path_buf()));
     }
     let mut files = nifti_files(input)?;

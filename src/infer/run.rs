@@ -3,11 +3,11 @@
 //! the model with its sidecar, runs every case and writes masks (volumes) or predictions +
 //! metrics (shards), with a progress bar and a summary (cases, slices/s).
 use super::input::{detect_input, InputKind};
-use super::session::OnnxModel;
 use super::{shards, volumes};
+use crate::artifact::sidecar::ModelSidecar;
 use crate::cli::DeviceChoice;
-use crate::export::sidecar::ModelSidecar;
-use crate::train::metrics::MetricsAccumulator;
+use crate::metrics::MetricsAccumulator;
+use crate::onnxrt::session::OnnxModel;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -183,7 +183,7 @@ fn run_shards(
     let mut preds = Vec::new();
     let mut labeled = 0usize;
     let mut patients = std::collections::BTreeSet::new();
-    for group in crate::prep::schema::read_shards(dir)? {
+    for group in crate::shard::schema::read_shards(dir)? {
         let rows: Vec<_> = group?
             .into_iter()
             .filter(|r| opts.split.as_ref().is_none_or(|s| &r.split == s))

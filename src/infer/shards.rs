@@ -3,11 +3,11 @@
 //! (patient_key, source_path, split, slice_index, height, width, mask) and, where the shards
 //! carry masks, `metrics.json` holds the metrics `train::metrics` computes (IoU/mIoU, Dice,
 //! HD95) as `dmnet-train eval` reports them.
-use super::session::OnnxModel;
-use crate::export::sidecar::ModelSidecar;
-use crate::prep::preprocess::resize_bilinear;
-use crate::prep::schema::SliceRecord;
-use crate::train::metrics::{MetricsAccumulator, SegMetrics};
+use crate::artifact::sidecar::ModelSidecar;
+use crate::metrics::{MetricsAccumulator, SegMetrics};
+use crate::onnxrt::session::OnnxModel;
+use crate::preprocess::resize_bilinear;
+use crate::shard::schema::SliceRecord;
 use crate::{Error, Result};
 use arrow_array::builder::{ListBuilder, UInt8Builder};
 use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
@@ -118,7 +118,7 @@ pub fn predict_rows(
     let (_, p) = model.run_f32(
         x,
         [rows.len(), c, s, s],
-        crate::export::dmnet::PROBABILITIES,
+        crate::artifact::sidecar::PROBABILITIES,
     )?;
     Ok(rows
         .iter()

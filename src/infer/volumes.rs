@@ -3,9 +3,9 @@
 //! along the same axis, run in batches, the S×S probabilities resized bilinearly back to the
 //! source in-plane size, argmax, and written as a uint8 NIfTI mask with the input's dims,
 //! affine, qform/sform codes and pixdim (DICOM: the affine derived from the series).
-use super::session::OnnxModel;
-use crate::export::sidecar::ModelSidecar;
-use crate::prep::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
+use crate::artifact::sidecar::ModelSidecar;
+use crate::onnxrt::session::OnnxModel;
+use crate::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
 use crate::volume::{NiftiGeometry, Volume};
 use crate::{Error, Result};
 use std::io::Write;
@@ -67,7 +67,7 @@ pub fn segment_volume(
             x.extend(prepared.slice_image(kk, s));
         }
         model.check_input(&[m, c, s, s], &source)?;
-        let (_, p) = model.run_f32(x, [m, c, s, s], crate::export::dmnet::PROBABILITIES)?;
+        let (_, p) = model.run_f32(x, [m, c, s, s], crate::artifact::sidecar::PROBABILITIES)?;
         for i in 0..m {
             let slab = &p[i * k * s * s..(i + 1) * k * s * s];
             let planes: Vec<Vec<f32>> = (0..k)

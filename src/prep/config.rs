@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::preprocess::PreprocessConfig;
+use crate::preprocess::PreprocessConfig;
 use crate::{Error, Result};
 
 /// Input layout.

@@ -174,7 +174,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let mut manifest = Manifest {
         tool: "dmnet-prep".into(),
         version: crate::VERSION.into(),
-        schema_version: super::schema::SCHEMA_VERSION.into(),
+        schema_version: crate::shard::schema::SCHEMA_VERSION.into(),
         layout,
         seed: cfg.seed,
         salt_fingerprint: salt_fingerprint(&opts.salt),

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::ingest::Manifest;
-use super::schema::read_shards;
+use crate::shard::schema::read_shards;
 use crate::Result;
 
 /// What `inspect` found.

@@ -1,24 +1,23 @@
 //! Prep: studies → preprocessed slices → versioned Parquet shards (`dmnet-prep`).
 //!
 //! [`layout`] lists studies, [`split`] assigns patients, [`study`] reads and slices one study
-//! with [`preprocess`] (shared with inference), [`writer`] streams rows into part files,
+//! with [`crate::preprocess`] (shared with inference), [`writer`] streams rows into part files
+//! of the [`crate::shard`] format,
 //! [`ingest`](mod@ingest) runs it all in parallel, [`inspect`](mod@inspect) checks a shard folder.
 //!
 //! # Reuse by inference (torch-free)
 //! 1. [`crate::volume::read_volume`] (NIfTI file or one-series DICOM folder) or
 //!    [`crate::volume::read_nifti`] per channel;
-//! 2. [`preprocess::prepare_volume`] with the [`preprocess::PreprocessConfig`] saved in the
+//! 2. [`crate::preprocess::prepare_volume`] with the [`crate::preprocess::PreprocessConfig`] saved in the
 //!    shards / model sidecar (`prep_config.preprocess`): grid checks, normalisation, slicing axis;
-//! 3. per slice `k`: [`preprocess::PreparedVolume::slice_image`] (C×S×S input);
-//! 4. per prediction: [`preprocess::probabilities_to_mask`] (bilinear back to the original
-//!    in-plane size, argmax) and [`preprocess::insert_slice`] into a `dims`-sized `u8` mask;
+//! 3. per slice `k`: [`crate::preprocess::PreparedVolume::slice_image`] (C×S×S input);
+//! 4. per prediction: [`crate::preprocess::probabilities_to_mask`] (bilinear back to the original
+//!    in-plane size, argmax) and [`crate::preprocess::insert_slice`] into a `dims`-sized `u8` mask;
 //! 5. [`crate::volume::write_nifti_mask`] with the input volume as reference.
 pub mod config;
 pub mod ingest;
 pub mod inspect;
 pub mod layout;
-pub mod preprocess;
-pub mod schema;
 pub mod split;
 pub mod study;
 pub mod synth;

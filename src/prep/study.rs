@@ -4,9 +4,9 @@ use rand::seq::IndexedRandom;
 
 use super::config::{PrepConfig, Protocol};
 use super::layout::{LabelSource, Study, StudyImages};
-use super::preprocess::{map_labels, prepare_volume, PreparedVolume};
-use super::schema::SliceRecord;
 use super::split::{draw_paper, study_rng};
+use crate::preprocess::{map_labels, prepare_volume, PreparedVolume};
+use crate::shard::schema::SliceRecord;
 use crate::volume::{read_dicom_seg, read_dicom_series, read_nifti, read_nifti_label, Volume};
 use crate::{Error, Result};
 
@@ -199,7 +199,7 @@ pub fn process_study(
 
 /// Whether slice `k` of the full-resolution mask has a non-zero voxel.
 fn has_foreground(vol: &PreparedVolume, mask: &[u8], k: usize) -> bool {
-    super::preprocess::extract_slice(mask, vol.geometry.dims, vol.axis, k)
+    crate::preprocess::extract_slice(mask, vol.geometry.dims, vol.axis, k)
         .iter()
         .any(|&v| v > 0)
 }

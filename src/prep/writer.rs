@@ -17,7 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::config::PrepConfig;
-use super::schema::{
+use crate::shard::schema::{
     arrow_schema, records_to_batch, SliceRecord, META_PREP_CONFIG, META_SCHEMA_VERSION,
     SCHEMA_VERSION,
 };

@@ -2,7 +2,7 @@
 //! per slice; resizing when the model's input size differs from the shards' slice size
 //! (bilinear for images, nearest for masks, spacing rescaled), and the random horizontal flip
 //! (paper §4.2, p = 0.5).
-use crate::prep::schema::SliceRecord;
+use crate::shard::schema::SliceRecord;
 use crate::{Error, Result};
 use rand::Rng;
 use tch::{Device, Kind, Tensor};

@@ -3,7 +3,7 @@
 //! training labeled slices, seeded), and batch streams that read one Parquet row group at a
 //! time on a separate thread into a bounded prefetch queue, shuffled per epoch with a seed
 //! (row-group order permuted, then a shuffle buffer). Torch-free: batches are plain vectors.
-use crate::prep::schema::{batch_to_records, shard_files, SliceRecord};
+use crate::shard::schema::{batch_to_records, shard_files, SliceRecord};
 use crate::{Error, Result};
 use arrow_array::{Array, BooleanArray, Int32Array, StringArray};
 use crossbeam_channel::{bounded, Receiver};

@@ -3,7 +3,8 @@
 //! and its last checkpoint, and rewrites `OUT/grid.json` and `OUT/grid.md` after each run, so a
 //! partial grid is readable and a rerun skips finished runs.
 use super::grid::{markdown_table, GridResult};
-use super::{evaluate, read_state, run, CheckpointKind, RunSpec, TrainConfig};
+use super::{evaluate, run, RunSpec};
+use crate::artifact::{read_state, CheckpointKind, TrainConfig};
 use crate::cli::DeviceChoice;
 use crate::model::Variant;
 use crate::{Error, Result};

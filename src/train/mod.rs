@@ -1,16 +1,12 @@
 //! Training (paper §3, §4.2): losses, the data loader over shards, the loop and evaluation.
-//! `metrics`, `grid`, `data`, the config and record types and the curves plot are torch-free
-//! (dmnet-infer reports the same metrics); everything that touches tensors needs `torch`.
+//! `grid`, `data` and the curves plot are torch-free; everything that touches tensors needs
+//! `torch`. The run config and records a run writes live in [`crate::artifact`], the metrics in
+//! [`crate::metrics`] (dmnet-infer reports the same ones).
 pub mod data;
 pub mod grid;
-pub mod metrics;
 
-mod config;
 mod plot;
-mod record;
-pub use config::{DataSummary, RunConfig, TrainConfig};
 pub use plot::draw_curves;
-pub use record::{read_metrics, write_metrics, EpochRecord, RunSummary, TrainState};
 
 #[cfg(feature = "torch")]
 pub mod batch;
@@ -23,4 +19,4 @@ pub mod optim;
 #[cfg(feature = "torch")]
 mod run;
 #[cfg(feature = "torch")]
-pub use run::{evaluate, evaluate_net, read_state, run, CheckpointKind, EvalReport, RunSpec};
+pub use run::{evaluate, evaluate_net, run, EvalReport, RunSpec};

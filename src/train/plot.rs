@@ -1,7 +1,7 @@
 //! `RUN/curves.png`: training losses and validation mIoU per epoch, drawn with plotters.
 //! Text needs a TrueType font: the first of a few common system fonts is registered; without
 //! one the chart is drawn without text (never a panic).
-use super::EpochRecord;
+use crate::artifact::EpochRecord;
 use crate::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;

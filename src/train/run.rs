@@ -4,15 +4,16 @@
 //! discriminator on BCE(D(ŷ1),0) + BCE(D(ŷ2),0) + BCE(D(y),1), each with its own Adam.
 use super::batch::{random_flip, to_tensors, TensorBatch};
 use super::data::{self, DataPlan, SliceRef, StreamSpec};
+use super::draw_curves;
 use super::losses;
-use super::metrics::{MetricsAccumulator, SegMetrics};
 use super::optim::{poly_lr, Adam, LossScaler};
-use super::{
-    draw_curves, read_metrics, write_metrics, DataSummary, EpochRecord, RunConfig, RunSummary,
-    TrainConfig, TrainState,
+use crate::artifact::{
+    read_metrics, read_state, write_metrics, CheckpointKind, DataSummary, EpochRecord, RunConfig,
+    RunSummary, TrainConfig, TrainState,
 };
+use crate::metrics::{MetricsAccumulator, SegMetrics};
 use crate::model::{Discriminator, DmNet, ModelConfig};
-use crate::prep::schema::{file_metadata, shard_files, META_PREP_CONFIG};
+use crate::shard::schema::{file_metadata, shard_files, META_PREP_CONFIG};
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -36,28 +37,6 @@ pub struct RunSpec {
     pub resume: bool,
 }
 
-/// Which checkpoint to read.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckpointKind {
-    /// Best validation mIoU.
-    Best,
-    /// End of the last completed epoch.
-    Last,
-}
-
-impl CheckpointKind {
-    /// `best` or `last`.
-    pub fn name(self) -> &'static str {
-        match self {
-            CheckpointKind::Best => "best",
-            CheckpointKind::Last => "last",
-        }
-    }
-}
-
 /// Derives an independent seed for (seed, epoch, purpose).
 fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
     let mut z = seed
@@ -78,7 +57,7 @@ fn probe_shards(dir: &Path) -> Result<ShardProbe> {
     let prep = meta
         .get(META_PREP_CONFIG)
         .and_then(|s| serde_json::from_str(s).ok());
-    let mut reader = crate::prep::schema::read_shards(dir)?;
+    let mut reader = crate::shard::schema::read_shards(dir)?;
     let first = reader
         .next()
         .transpose()?
@@ -138,13 +117,6 @@ impl Model {
 
 fn ckpt_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
-}
-
-/// The resume state saved beside a run's checkpoint (`RUN/checkpoints/<kind>.json`).
-pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
-    let json = ckpt_dir(run_dir).join(format!("{}.json", kind.name()));
-    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid(&json, e.to_string()))
 }
 
 fn save_checkpoint(run: &Path, kind: CheckpointKind, m: &Model, state: &TrainState) -> Result<()> {

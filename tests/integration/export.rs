@@ -5,7 +5,7 @@ use crate::util::{run_ok, tmp};
 use dmnet::cli::DeviceChoice;
 use dmnet::export::graph::{encode, ConvOpts, Dim, GraphBuilder, T};
 use dmnet::export::onnx::tensor_proto::DataType;
-use dmnet::infer::session::OnnxModel;
+use dmnet::onnxrt::session::OnnxModel;
 use std::path::Path;
 use std::process::Command;
 use tch::{Kind, Tensor};

@@ -8,8 +8,8 @@
 use crate::export::{check_model, py};
 use crate::util::{bin, run_ok, stderr, stdout, tmp};
 use dmnet::model::{DmNet, Encoder, ModelConfig, Variant};
-use dmnet::prep::preprocess::{prepare_volume, Normalization, PreprocessConfig};
-use dmnet::prep::schema::{records_to_batch, SliceRecord};
+use dmnet::preprocess::{prepare_volume, Normalization, PreprocessConfig};
+use dmnet::shard::schema::{records_to_batch, SliceRecord};
 use std::path::{Path, PathBuf};
 
 const S: usize = 64;
@@ -116,9 +116,9 @@ fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
     let kv = |k: &str, v: String| parquet::file::metadata::KeyValue::new(k.into(), v);
     let props = parquet::file::properties::WriterProperties::builder()
         .set_key_value_metadata(Some(vec![
-            kv(dmnet::prep::schema::META_SCHEMA_VERSION, "1".into()),
+            kv(dmnet::shard::schema::META_SCHEMA_VERSION, "1".into()),
             kv(
-                dmnet::prep::schema::META_PREP_CONFIG,
+                dmnet::shard::schema::META_PREP_CONFIG,
                 serde_json::json!({ "preprocess": pre }).to_string(),
             ),
         ]))
@@ -319,12 +319,12 @@ print(int(m.sum()), m.size)
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
     vs.load(run.join("checkpoints/best.safetensors")).unwrap();
-    let rows: Vec<SliceRecord> = dmnet::prep::schema::read_shards(&shards)
+    let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
         .collect();
     let (mut same, mut total) = (0usize, 0usize);
-    let mut acc = dmnet::train::metrics::MetricsAccumulator::new(2);
+    let mut acc = dmnet::metrics::MetricsAccumulator::new(2);
     for (r, (idx, mask)) in rows.iter().zip(&preds) {
         assert_eq!(r.slice_index, *idx);
         let x = tch::Tensor::from_slice(&r.image).view([1, 1, S as i64, S as i64]);
@@ -406,7 +406,7 @@ fn infer_errors_name_the_file() {
     assert!(!o.status.success() && e.contains("broken.nii.gz"), "{e}");
 
     // --device cuda with a CPU-only ONNX Runtime is an error, not a silent CPU run.
-    let info = dmnet::infer::runtime::load(None).unwrap();
+    let info = dmnet::onnxrt::runtime::load(None).unwrap();
     if !info.providers.iter().any(|p| p == "CUDAExecutionProvider") {
         let o = infer(&one, &img, &["--device", "cuda"]);
         let e = stderr(&o);
@@ -548,7 +548,7 @@ fn prep_train_export_infer_pipeline_agrees_with_train_eval() {
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
     vs.load_partial(run.join("checkpoints/best.safetensors"))
         .unwrap();
-    let rows: Vec<SliceRecord> = dmnet::prep::schema::read_shards(&shards)
+    let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
         .filter(|r| r.split == "val")
@@ -704,7 +704,7 @@ fn multi_channel_cases_are_grouped_by_channel_suffix() {
     let run = make_run_with(dir.path(), &model_config(2), &pre);
     let onnx = dir.path().join("brats.onnx");
     assert!(export(&run, &onnx, &[]).status.success());
-    let side = dmnet::export::sidecar::ModelSidecar::read_for(&onnx).unwrap();
+    let side = dmnet::artifact::sidecar::ModelSidecar::read_for(&onnx).unwrap();
     assert_eq!(side.channel_names, ["flair", "t1ce"]);
     match dmnet::infer::input::detect_input(&brats, &side.channel_names).unwrap() {
         dmnet::infer::input::InputKind::Nifti(cases) => {

@@ -4,6 +4,7 @@ mod util;
 mod binaries;
 mod export;
 mod infer;
+mod layers;
 mod model;
 mod prep;
 mod synth;

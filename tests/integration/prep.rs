@@ -648,8 +648,8 @@ fn schema_file_matches_the_writer() {
         &std::fs::read_to_string(crate::util::root().join("schemas/shard-v1.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(doc["version"], dmnet::prep::schema::SCHEMA_VERSION);
-    let schema = dmnet::prep::schema::arrow_schema();
+    assert_eq!(doc["version"], dmnet::shard::schema::SCHEMA_VERSION);
+    let schema = dmnet::shard::schema::arrow_schema();
     let cols = doc["columns"].as_array().unwrap();
     assert_eq!(cols.len(), schema.fields().len());
     for (c, f) in cols.iter().zip(schema.fields()) {

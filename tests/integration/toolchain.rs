@@ -68,7 +68,7 @@ fn tch_conv_bn_relu_adam_step_and_safetensors_round_trip() {
 
 #[test]
 fn ort_loads_from_the_venv_and_reports_its_version() {
-    let info = dmnet::infer::runtime::load(None).expect("ONNX Runtime from scripts/setup.sh");
+    let info = dmnet::onnxrt::runtime::load(None).expect("ONNX Runtime from scripts/setup.sh");
     assert!(info.version.starts_with("1."), "{info:?}");
     assert!(
         info.library.to_string_lossy().contains("onnxruntime"),

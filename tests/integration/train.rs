@@ -1,7 +1,7 @@
 //! Training: losses and metrics against NumPy references (`tests/golden/*.py` beside their
 //! JSON), the shard data loader, and a small end-to-end run on real LA2018 shards.
+use dmnet::metrics::MetricsAccumulator;
 use dmnet::train::losses;
-use dmnet::train::metrics::MetricsAccumulator;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -177,7 +177,7 @@ fn metrics_match_numpy() {
 
 #[test]
 fn hd95_of_identical_masks_is_zero_and_of_a_shift_is_the_shift() {
-    use dmnet::train::metrics::hd95;
+    use dmnet::metrics::hd95;
     let (h, w) = (20, 20);
     let mut a = vec![false; h * w];
     for r in 5..10 {
@@ -231,7 +231,7 @@ fn read_jsonl(p: &std::path::Path) -> Vec<Value> {
 /// mIoU of predicting background everywhere on the val split: IoU_bg = background share, IoU_fg = 0.
 fn all_background_miou(shards: &std::path::Path) -> f64 {
     let (mut bg, mut all) = (0u64, 0u64);
-    for group in dmnet::prep::schema::read_shards(shards).unwrap() {
+    for group in dmnet::shard::schema::read_shards(shards).unwrap() {
         for r in group.unwrap().into_iter().filter(|r| r.split == "val") {
             let m = r.mask.unwrap();
             bg += m.iter().filter(|&&v| v == 0).count() as u64;
@@ -458,7 +458,7 @@ fn loader_and_every_variant_on_la2018_shards() {
     );
 
     for variant in Variant::ALL {
-        let mut t = dmnet::train::TrainConfig::default();
+        let mut t = dmnet::artifact::TrainConfig::default();
         t.model.variant = variant;
         t.model.width = 0.125;
         t.size = Some(64);

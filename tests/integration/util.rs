@@ -10,21 +10,31 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/data/<rel>` if present; `None` (and a SKIP line on stderr) otherwise.
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or `false`): missing data is
+/// then a failure, never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// `../shared/data/<rel>` if present. Missing: under `CI=1` the test fails; locally it returns
+/// `None` after a SKIP line written straight to the terminal (libtest's capture hides
+/// `eprintln!`, so a skipped test would otherwise look like a pass).
 pub fn shared_data(rel: &str, test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("DMNET_SHARED_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("../shared/data"));
     let p = dir.join(rel);
     if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIP {test}: {} not found (real data lives in ../shared/data)",
-            p.display()
-        );
-        None
+        return Some(p);
     }
+    let msg = format!(
+        "{test}: {} not found (real data lives in ../shared/data)",
+        p.display()
+    );
+    assert!(!in_ci(), "CI=1 and the test data is missing: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {msg}");
+    None
 }
 
 /// Returns early from a test when the shared data is missing.

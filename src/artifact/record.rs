@@ -1,7 +1,7 @@
 //! What a run writes besides its config: one [`EpochRecord`] per line of `RUN/metrics.jsonl`,
 //! the resume state beside each checkpoint ([`TrainState`]) and the run's [`RunSummary`].
 //! Torch-free.
-use super::metrics::SegMetrics;
+use crate::metrics::SegMetrics;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -93,4 +93,35 @@ pub fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<()> {
         text.push('\n');
     }
     std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+}
+
+/// Which checkpoint to read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointKind {
+    /// Best validation mIoU.
+    Best,
+    /// End of the last completed epoch.
+    Last,
+}
+
+impl CheckpointKind {
+    /// `best` or `last`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointKind::Best => "best",
+            CheckpointKind::Last => "last",
+        }
+    }
+}
+
+/// The resume state saved beside a run's checkpoint (`RUN/checkpoints/<kind>.json`).
+pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
+    let json = run_dir
+        .join("checkpoints")
+        .join(format!("{}.json", kind.name()));
+    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid(&json, e.to_string()))
 }

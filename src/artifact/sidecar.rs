@@ -4,10 +4,17 @@
 //! checkpoint, validation metrics, opset, dmnet version). The same facts go into the ONNX
 //! `metadata_props` as `dmnet.<field>` = JSON.
 use crate::model::ModelConfig;
-use crate::prep::preprocess::PreprocessConfig;
+use crate::preprocess::PreprocessConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Name of the graph input.
+pub const INPUT: &str = "image";
+/// Name of the averaged probability output.
+pub const PROBABILITIES: &str = "probabilities";
+/// Name of the argmax output.
+pub const LABELS: &str = "labels";
 
 /// The `schema` field of every sidecar.
 pub const SCHEMA: &str = "dmnet.model-sidecar";
@@ -138,7 +145,7 @@ impl ModelSidecar {
 
 /// The preprocessing steps in words, for the sidecar.
 pub fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
-    use crate::prep::preprocess::Normalization as N;
+    use crate::preprocess::Normalization as N;
     let norm = match p.normalization {
         N::Ct => format!(
             "normalise each channel: clip to the HU window [{}, {}], then z-score over the volume",

@@ -1,0 +1,11 @@
+//! What one stage writes and a later stage reads, torch-free: the run config
+//! ([`run_config`], `RUN/config.json`), the run's records and checkpoint states ([`record`]),
+//! and the model sidecar with the ONNX graph's I/O names ([`sidecar`]).
+pub mod record;
+pub mod run_config;
+pub mod sidecar;
+
+pub use record::{
+    read_metrics, read_state, write_metrics, CheckpointKind, EpochRecord, RunSummary, TrainState,
+};
+pub use run_config::{DataSummary, RunConfig, TrainConfig};
