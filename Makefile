@@ -10,7 +10,8 @@ test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
 	cargo clippy --no-default-features --lib --bins --locked -- -D warnings
-	cargo test --locked
+	cargo build --locked --no-default-features --bin dmnet-infer --bin dmnet-prep --target-dir target/no-torch
+	DMNET_NO_TORCH_BIN=$(CURDIR)/target/no-torch/debug cargo test --locked
 demo: setup
 	@bash scripts/demo.sh
 # dmnet-prep + dmnet-infer without libtorch (inference hosts: glibc, libstdc++, ONNX Runtime).

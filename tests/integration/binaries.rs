@@ -32,31 +32,33 @@ fn needed_libraries(exe: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// Builds `dmnet-prep` and `dmnet-infer` without the `torch` feature (as `make build-infer`
-/// does for inference hosts) in `target/no-torch`, returning the folder of the binaries.
-fn build_without_torch() -> std::path::PathBuf {
-    let target = crate::util::root().join("target/no-torch");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_ok(
-        Command::new(cargo)
-            .current_dir(crate::util::root())
-            .args([
-                "build",
-                "--no-default-features",
-                "--bin",
-                "dmnet-infer",
-                "--bin",
-                "dmnet-prep",
-            ])
-            .arg("--target-dir")
-            .arg(&target),
-    );
-    target.join("debug")
+/// The folder of `dmnet-prep` and `dmnet-infer` built without the `torch` feature (as `make
+/// build-infer` does for inference hosts). `make test` builds them in `target/no-torch` before
+/// the tests and passes the folder in `DMNET_NO_TORCH_BIN` (a second dependency build inside
+/// `cargo test` would double its time). Missing: a failure under `CI=1`, a loud skip otherwise.
+fn no_torch_bin_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("DMNET_NO_TORCH_BIN") {
+        Some(d) => Some(d.into()),
+        None => {
+            assert!(
+                !crate::util::in_ci(),
+                "CI=1 but DMNET_NO_TORCH_BIN is unset: run the tests through `make test`"
+            );
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP binaries: DMNET_NO_TORCH_BIN unset (`make test` builds the no-torch binaries)"
+            );
+            None
+        }
+    }
 }
 
 #[test]
 fn infer_and_prep_built_without_torch_run_with_no_libtorch() {
-    let dir = build_without_torch();
+    let Some(dir) = no_torch_bin_dir() else {
+        return;
+    };
     for name in ["dmnet-prep", "dmnet-infer"] {
         let exe = dir.join(name);
         let needed = needed_libraries(&exe);
