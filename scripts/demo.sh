@@ -38,7 +38,7 @@ fi
 
 step "train DMNet and the supervised variant on the same split ($epochs epochs each), evaluate on test"
 "$bin/dmnet-train" grid --shards "$out/shards" --out "$out/runs" --pipeline pipelines/demo.toml \
-  --variants dmnet,supervised --fractions 100 --seeds 0 --epochs "$epochs" | tee "$out/results.md"
+  --variants dmnet,supervised --fractions 100% --seeds 0 --epochs "$epochs" | tee "$out/results.md"
 
 step "export DMNet to ONNX and verify it against the tch checkpoint"
 run="$out/runs/dmnet-100pct-seed0"

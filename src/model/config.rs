@@ -1,6 +1,6 @@
 //! The model configuration (torch-free: the exporter and dmnet-infer read it): encoder depth and
-//! width, classes, input size, the ablation variant (paper §4.3, Table 1) and the loss weights
-//! λ1, λ2 and sharpening temperature T (paper §3.2–3.4).
+//! width, classes, input size and the ablation variant (paper §4.3, Table 1). The loss weights
+//! live in the training config (`artifact::LossConfig`).
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -117,7 +117,7 @@ impl Variant {
     }
 }
 
-/// The network and its loss weights. Saved in every run's `config.json` and model sidecar.
+/// The network. Saved in every run's `config.json` and model sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -133,15 +133,6 @@ pub struct ModelConfig {
     pub input_size: usize,
     /// Training variant (ablation).
     pub variant: Variant,
-    /// λ1: weight of the adversarial loss.
-    pub lambda_adv: f64,
-    /// λ2: weight of L_semi.
-    pub lambda_semi: f64,
-    /// Sharpening temperature T.
-    pub temperature: f64,
-    /// Detach each sharpened mask when it serves as the other decoder's target in L_semi
-    /// (the paper back-propagates through both; default off).
-    pub semi_stop_gradient: bool,
 }
 
 impl Default for ModelConfig {
@@ -153,10 +144,6 @@ impl Default for ModelConfig {
             width: 1.0,
             input_size: 224,
             variant: Variant::Dmnet,
-            lambda_adv: 0.01,
-            lambda_semi: 0.1,
-            temperature: 0.5,
-            semi_stop_gradient: false,
         }
     }
 }
@@ -203,15 +190,6 @@ impl ModelConfig {
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
             return Err(bad(format!("width must be > 0, got {}", self.width)));
-        }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            return Err(bad(format!(
-                "temperature must be > 0, got {}",
-                self.temperature
-            )));
-        }
-        if self.lambda_adv < 0.0 || self.lambda_semi < 0.0 {
-            return Err(bad("lambda_adv and lambda_semi must be ≥ 0".into()));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod binaries;
 mod export;
 mod infer;
 mod layers;
+mod metrics;
 mod model;
 mod prep;
 mod synth;
