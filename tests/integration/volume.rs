@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use dmnet::volume::{
+    read_dicom_pixels,
     read_dicom_seg, read_dicom_series, read_dicom_timepoint, read_nifti, read_nifti_label,
     read_nifti_timepoint, scan_dicom_dir, write_nifti_mask,
 };
@@ -167,4 +168,95 @@ fn nifti_scl_slope_is_applied() {
     let mean = v.data.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     assert!((min - nums[0]).abs() < 1e-4 && (max - nums[1]).abs() < 1e-4);
     assert!((mean - nums[2]).abs() < 1e-4, "{mean} vs {}", nums[2]);
+}
+
+/// One row of the pixel-decoding comparison: file, transfer syntax family, the largest
+/// |dmnet − pydicom| allowed (0 = lossless and native; lossy codecs may differ by the IDCT /
+/// wavelet rounding of two decoder implementations).
+const PYDICOM_FILES: &[(&str, &str, i64)] = &[
+    ("MR_small.dcm", "explicit LE", 0),
+    ("MR_small_implicit.dcm", "implicit LE", 0),
+    ("MR_small_bigendian.dcm", "explicit BE", 0),
+    ("MR_small_RLE.dcm", "RLE", 0),
+    ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS lossless", 0),
+    ("MR_small_jp2klossless.dcm", "JPEG 2000 lossless", 0),
+    ("CT_small.dcm", "explicit LE", 0),
+    ("examples_overlay.dcm", "explicit LE, BitsStored 12", 0),
+    ("image_dfl.dcm", "deflated", 0),
+    ("J2K_pixelrep_mismatch.dcm", "JPEG 2000 lossless, BitsStored 13 signed", 0),
+    ("JPEGLSNearLossless_08.dcm", "JPEG-LS near-lossless 8-bit", 0),
+    ("JPEGLSNearLossless_16.dcm", "JPEG-LS near-lossless 16-bit", 0),
+    ("SC_rgb_jpeg_gdcm.dcm", "JPEG lossless SV1, RGB", 0),
+    ("SC_rgb_rle.dcm", "RLE, RGB", 0),
+    ("SC_rgb_jpeg_dcmtk.dcm", "JPEG baseline, YBR", 1),
+    ("JPEG2000.dcm", "JPEG 2000", 0),
+    ("693_J2KI.dcm", "JPEG 2000, BitsStored 14 signed", 0),
+];
+
+/// dmnet's pixel decoding (native, deflated, big endian, RLE, JPEG baseline / extended /
+/// lossless, JPEG-LS, JPEG 2000; BitsStored masking and sign extension) equals pydicom's
+/// `pixel_array` (scripts/pydicom_pixels.py, pylibjpeg plugins) on the files of the pydicom
+/// wheel, value for value.
+#[test]
+fn pixel_decoding_matches_pydicom() {
+    let dir = util::pydicom_test_files();
+    let t = util::tmp();
+    let mut cmd = util::python();
+    cmd.arg(util::root().join("scripts/pydicom_pixels.py")).arg(t.path());
+    for (f, _, _) in PYDICOM_FILES {
+        cmd.arg(dir.join(f));
+    }
+    let o = util::run_ok(&mut cmd);
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (line, (file, what, tol)) in util::stdout(&o).lines().zip(PYDICOM_FILES) {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["name"], *file);
+        if r.get("error").is_some() {
+            failures.push(format!("pydicom cannot decode {file}: {r}"));
+            continue;
+        }
+        let bytes = std::fs::read(t.path().join(format!("{file}.i64"))).unwrap();
+        let reference: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let ours = match read_dicom_pixels(&dir.join(file)) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{file} ({what}): {e}"));
+                continue;
+            }
+        };
+        assert_eq!(ours.values.len(), reference.len(), "{file}: {r}");
+        let max = ours
+            .values
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .max()
+            .unwrap_or(0);
+        let differ = ours.values.iter().zip(&reference).filter(|(a, b)| a != b).count();
+        report.push(format!("{file} ({what}): max |Δ| {max}, {differ} of {} differ", reference.len()));
+        if max > *tol {
+            failures.push(report.last().unwrap().clone());
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What the codecs cannot decode is refused naming the file, the transfer syntax and the
+/// reason (pydicom reads both): 12-bit JPEG Extended (jpeg-decoder has no 12-bit support) and
+/// 32-bit RLE (dicom-rs's RLE decoder takes 8 and 16 bits).
+#[test]
+fn unsupported_compressed_pixel_data_is_refused_by_name() {
+    let dir = util::pydicom_test_files();
+    for (file, ts, why) in [
+        ("JPGExtended.dcm", "JPEG Extended", "SamplePrecision(12)"),
+        ("rtdose_rle.dcm", "RLE Lossless", "BitsAllocated other than 8 or 16"),
+    ] {
+        let e = read_dicom_pixels(&dir.join(file)).unwrap_err().to_string();
+        assert!(e.contains(file) && e.contains(ts) && e.contains(why), "{e}");
+    }
 }
