@@ -201,6 +201,7 @@ fn orientation(affine: &[f64; 16], axis: i32) -> String {
 }
 
 /// Several orientations or channel sets in one folder are a broken invariant unless allowed.
+/// Reported first (a folder-level fact, never crowded out by per-row problems).
 fn check_mixture(rep: &mut InspectReport, allowed: &[Mixture]) {
     let list = |m: &BTreeMap<String, u64>| {
         m.iter()
@@ -213,14 +214,14 @@ fn check_mixture(rep: &mut InspectReport, allowed: &[Mixture]) {
             "slices of several orientations: {}; one slice axis per dataset (slice_axis in [prep.preprocess], or allow_mixed = [\"orientation\"])",
             list(&rep.orientations)
         );
-        problem(rep, msg);
+        rep.problems.insert(0, msg);
     }
     if rep.modalities.len() > 1 && !allowed.contains(&Mixture::Modality) {
         let msg = format!(
             "several channel sets (modalities): {}; keep one with channels in [prep.preprocess], or allow_mixed = [\"modality\"]",
             list(&rep.modalities)
         );
-        problem(rep, msg);
+        rep.problems.insert(0, msg);
     }
 }
 
