@@ -444,3 +444,38 @@ fn stray_high_bits_are_masked_like_pydicom() {
         .collect();
     assert_eq!(px.values, reference);
 }
+
+/// dcm2niix conformance on every image series of `../shared/data/dicom` (the check
+/// `scripts/dcm2niix_conformance.sh` prints line by line): GE CT, GE MR ADC and the 10 time
+/// points of the GE EPI series are identical to Debian's dcm2niix: voxels exactly, spacing and
+/// world coordinates within 0.01 mm.
+#[test]
+fn dcm2niix_conformance_on_shared_dicom() {
+    let root = require_data!("dicom");
+    let Some(dcm2niix) = util::dcm2niix("dcm2niix_conformance_on_shared_dicom") else {
+        return;
+    };
+    let t = util::tmp();
+    let (series, bad) = scan_dicom_dir(&root).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let mut checked = Vec::new();
+    for (i, s) in series.iter().filter(|s| !s.is_seg).enumerate() {
+        let input = t.path().join(format!("in{i}"));
+        std::fs::create_dir_all(&input).unwrap();
+        for (k, f) in s.files.iter().enumerate() {
+            std::fs::copy(&f.path, input.join(format!("{k:05}.dcm"))).unwrap();
+        }
+        let refs = run_dcm2niix(&dcm2niix, &input, &t.path().join(format!("out{i}"))).unwrap();
+        let reference = &refs[&s.series_uid][0];
+        let nt = series_timepoints(s).unwrap();
+        for tp in 0..nt {
+            let ours = read_dicom_timepoint(s, tp).unwrap();
+            let r = read_nifti_timepoint(reference, tp).unwrap();
+            let c = compare_volumes(&ours, &r, 0.0).unwrap();
+            assert!(c.identical(0.01), "{} t={tp}: {c:?}", s.folder().display());
+        }
+        checked.push((s.modality.clone(), nt));
+    }
+    checked.sort();
+    assert_eq!(checked, [("CT".to_string(), 1), ("MR".into(), 1), ("MR".into(), 10)]);
+}
