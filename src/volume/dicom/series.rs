@@ -101,13 +101,12 @@ pub(super) fn sort_series(series: &DicomSeries) -> Result<Sorted<'_>> {
     let mut keyed: Vec<(f64, Slot)> = Vec::new();
     let mut common: Option<([f64; 6], [f64; 2])> = None;
     for file in &series.files {
-        if let [r, c] = file.frame_size {
-            if r == 0 || c == 0 {
-                return Err(Error::invalid(
-                    &file.path,
-                    format!("Rows (0028,0010) = {r}, Columns (0028,0011) = {c}: an image needs at least one pixel"),
-                ));
-            }
+        let [r, c] = file.frame_size;
+        if r == 0 || c == 0 {
+            return Err(Error::invalid(
+                &file.path,
+                format!("Rows (0028,0010) = {r}, Columns (0028,0011) = {c}: an image needs at least one pixel"),
+            ));
         }
         if file.frame_size != first.frame_size {
             return Err(Error::Shape {
