@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use dmnet::volume::compare::{compare_volumes, run_dcm2niix};
-use dmnet::volume::{read_dicom_timepoint, read_nifti_timepoint, scan_dicom_dir, series_timepoints};
+use dmnet::volume::{
+    read_dicom_timepoint, read_nifti_timepoint, scan_dicom_dir, series_timepoints,
+};
 
 fn main() -> anyhow::Result<()> {
     let root = std::env::args_os()
@@ -23,7 +25,12 @@ fn main() -> anyhow::Result<()> {
     }
     let mut different = 0;
     for (i, s) in series.iter().filter(|s| !s.is_seg).enumerate() {
-        let name = format!("{} ({}, {})", s.folder().display(), s.modality, s.series_uid);
+        let name = format!(
+            "{} ({}, {})",
+            s.folder().display(),
+            s.modality,
+            s.series_uid
+        );
         let nt = match series_timepoints(s) {
             Ok(n) => n,
             Err(e) => {
@@ -39,7 +46,10 @@ fn main() -> anyhow::Result<()> {
         }
         let refs = run_dcm2niix(&dcm2niix, &input, &tmp.path().join(format!("out{i}")))?;
         let Some(reference) = refs.get(&s.series_uid).and_then(|v| v.first()) else {
-            println!("NO-REFERENCE {name}: dcm2niix wrote {:?}", refs.keys().collect::<Vec<_>>());
+            println!(
+                "NO-REFERENCE {name}: dcm2niix wrote {:?}",
+                refs.keys().collect::<Vec<_>>()
+            );
             continue;
         };
         let mut worst = (0f64, 0f64, 0f64, 0usize);

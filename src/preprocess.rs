@@ -195,7 +195,9 @@ impl SliceAxis {
             named => {
                 let w = named.world_axis().unwrap_or(2);
                 let cos = |a: usize| vol.axis_direction(a)[w].abs();
-                let best = (0..3).max_by(|&a, &b| cos(a).total_cmp(&cos(b))).unwrap_or(2);
+                let best = (0..3)
+                    .max_by(|&a, &b| cos(a).total_cmp(&cos(b)))
+                    .unwrap_or(2);
                 if cos(best) >= 0.75 {
                     Ok(best)
                 } else {
@@ -560,6 +562,24 @@ mod tests {
         }
         // axis 2, k = 1: pixel (r, c) = voxel (r, c, 1) = r + 2c + 6
         assert_eq!(extract_slice(&vol, dims, 2, 1), vec![6, 8, 10, 7, 9, 11]);
+    }
+
+    #[test]
+    fn slice_axis_reads_names_numbers_and_null() {
+        let read = |j: &str| serde_json::from_str::<SliceAxis>(j);
+        assert_eq!(read("\"axial\"").unwrap(), SliceAxis::Axial);
+        assert_eq!(read("\"Sagittal\"").unwrap(), SliceAxis::Sagittal);
+        assert_eq!(read("null").unwrap(), SliceAxis::Auto);
+        assert_eq!(read("2").unwrap(), SliceAxis::Voxel(2));
+        assert!(read("3").unwrap_err().to_string().contains("not 0, 1 or 2"));
+        assert!(read("\"oblique\"")
+            .unwrap_err()
+            .to_string()
+            .contains("axial"));
+        for a in [SliceAxis::Auto, SliceAxis::Coronal, SliceAxis::Voxel(1)] {
+            let j = serde_json::to_string(&a).unwrap();
+            assert_eq!(read(&j).unwrap(), a, "{j}");
+        }
     }
 
     #[test]

@@ -149,9 +149,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             *rep.orientations
                 .entry(orientation(&r.affine, r.slice_axis))
                 .or_default() += 1;
-            *rep.modalities
-                .entry(r.channel_names.join("+"))
-                .or_default() += 1;
+            *rep.modalities.entry(r.channel_names.join("+")).or_default() += 1;
             *rep.source_sizes
                 .entry(format!("{}x{}", r.orig_height, r.orig_width))
                 .or_default() += 1;

@@ -374,9 +374,16 @@ fn detect_naming(v2: bool, images: &[&(String, PathBuf)], labels: &[(String, Pat
         .iter()
         .filter(|(s, _)| split_channel(s).is_some_and(|(c, _)| label.contains(c)))
         .count();
-    let full = images.iter().filter(|(s, _)| label.contains(s.as_str())).count();
+    let full = images
+        .iter()
+        .filter(|(s, _)| label.contains(s.as_str()))
+        .count();
     if !label.is_empty() {
-        return if stripped > full { Naming::NnUnet } else { Naming::Msd };
+        return if stripped > full {
+            Naming::NnUnet
+        } else {
+            Naming::Msd
+        };
     }
     let stems: std::collections::BTreeSet<&str> = images.iter().map(|(s, _)| s.as_str()).collect();
     let all_have_0000 = images.iter().all(|(s, _)| {
@@ -511,13 +518,20 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     let label_dir = input.join("labelsTr");
     let label_files = nifti_stems(&label_dir, &mut others)?;
     for p in &others {
-        warnings.push(format!("{}: not a NIfTI file (.nii.gz, .nii); skipped", p.display()));
+        warnings.push(format!(
+            "{}: not a NIfTI file (.nii.gz, .nii); skipped",
+            p.display()
+        ));
     }
     let all: Vec<&(String, PathBuf)> = tr.iter().chain(&ts).collect();
     let naming = detect_naming(v2, &all, &label_files);
     tracing::info!(
         "msd layout: {} naming{}",
-        if naming == Naming::NnUnet { "nnU-Net raw (<case>_<XXXX> channels)" } else { "MSD (<case>.nii.gz)" },
+        if naming == Naming::NnUnet {
+            "nnU-Net raw (<case>_<XXXX> channels)"
+        } else {
+            "MSD (<case>.nii.gz)"
+        },
         if v2 { " (dataset.json v2)" } else { "" }
     );
     if !tr.is_empty() && !label_dir.is_dir() {
@@ -540,9 +554,15 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
                 match label_of.get(case.as_str()).map(Vec::as_slice) {
                     Some([one]) => Some((*one).clone()),
                     Some(many) => {
-                        let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+                        let names: Vec<String> =
+                            many.iter().map(|p| p.display().to_string()).collect();
                         let e = format!("duplicate label for case {case}: {}", names.join(" and "));
-                        out.push(failed_study(case_name(input, &first, &case), case.clone(), rel_or(input, &first, &case), e));
+                        out.push(failed_study(
+                            case_name(input, &first, &case),
+                            case.clone(),
+                            rel_or(input, &first, &case),
+                            e,
+                        ));
                         used_labels.insert(case.clone());
                         continue;
                     }
@@ -577,7 +597,10 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     }
     for (s, p) in &label_files {
         if !used_labels.contains(s) {
-            warnings.push(format!("{}: label without an image in imagesTr/; ignored", p.display()));
+            warnings.push(format!(
+                "{}: label without an image in imagesTr/; ignored",
+                p.display()
+            ));
         }
     }
     fail_duplicate_cases(&mut out);
@@ -604,7 +627,10 @@ fn fail_duplicate_cases(studies: &mut [Study]) {
         by_case.entry(s.patient.clone()).or_default().push(i);
     }
     for (case, idx) in by_case.into_iter().filter(|(_, v)| v.len() > 1) {
-        let files: Vec<String> = idx.iter().map(|&i| studies[i].source_path.clone()).collect();
+        let files: Vec<String> = idx
+            .iter()
+            .map(|&i| studies[i].source_path.clone())
+            .collect();
         for &i in &idx {
             if studies[i].error.is_none() {
                 studies[i].error = Some(format!(
@@ -631,7 +657,11 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     for seg in series.iter().filter(|s| s.is_seg) {
         let refs = seg.referenced_series.as_deref();
         if !images.iter().any(|s| Some(s.series_uid.as_str()) == refs) {
-            let file = seg.files.first().map(|f| rel(input, &f.path)).unwrap_or_default();
+            let file = seg
+                .files
+                .first()
+                .map(|f| rel(input, &f.path))
+                .unwrap_or_default();
             warnings.push(format!(
                 "DICOM SEG {file} references series {}, which is not in the input; ignored",
                 refs.unwrap_or("(none: no ReferencedSeriesSequence)")
@@ -643,13 +673,19 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
             .iter()
             .filter(|g| g.is_seg && g.referenced_series.as_deref() == Some(s.series_uid.as_str()))
             .collect();
-        let seg_file = segs.first().and_then(|g| g.files.first()).map(|f| f.path.clone());
+        let seg_file = segs
+            .first()
+            .and_then(|g| g.files.first())
+            .map(|f| f.path.clone());
         if segs.len() > 1 {
             warnings.push(format!(
                 "series {} is referenced by {} DICOM SEGs; using {}",
                 s.series_uid,
                 segs.len(),
-                seg_file.as_deref().map(|p| rel(input, p)).unwrap_or_default()
+                seg_file
+                    .as_deref()
+                    .map(|p| rel(input, p))
+                    .unwrap_or_default()
             ));
         }
         let folder = rel(input, &s.folder());
@@ -671,7 +707,10 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
         *modalities.entry(s.modality.as_str()).or_default() += 1;
     }
     if modalities.len() > 1 {
-        let list: Vec<String> = modalities.iter().map(|(m, n)| format!("{m} ({n} series)")).collect();
+        let list: Vec<String> = modalities
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} series)"))
+            .collect();
         warnings.push(format!(
             "{}: the DICOM tree mixes modalities {}; set channels = [\"<modality>\"] in [prep.preprocess] to keep one (the others then fail by name)",
             input.display(),
@@ -721,7 +760,10 @@ fn manifest(input: &Path) -> Result<Vec<Study>> {
             format!("header {headers:?}: expected patient_id,<image columns…>,label"),
         ));
     }
-    let csv_name = csv_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let csv_name = csv_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut out: Vec<Study> = Vec::new();
     let mut first_row: std::collections::BTreeMap<PathBuf, (usize, usize)> = Default::default();
     for (i, row) in rdr.records().enumerate() {
@@ -738,7 +780,10 @@ fn manifest(input: &Path) -> Result<Vec<Study>> {
         if get(0).is_empty() {
             s.error = Some(format!("{csv_name} row {line}: empty patient_id"));
         } else if let Some(j) = (1..headers.len() - 1).find(|&j| get(j).is_empty()) {
-            s.error = Some(format!("{csv_name} row {line}: empty image column {:?}", headers[j]));
+            s.error = Some(format!(
+                "{csv_name} row {line}: empty image column {:?}",
+                headers[j]
+            ));
         }
         let image = base.join(get(1));
         let key = std::fs::canonicalize(&image).unwrap_or(image.clone());

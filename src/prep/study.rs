@@ -6,8 +6,8 @@ use super::config::{PrepConfig, Protocol};
 use super::layout::{LabelSource, Study, StudyImages};
 use super::split::{draw_paper, study_rng};
 use crate::preprocess::{map_labels, prepare_volume, PreparedVolume};
-use crate::shard::schema::SliceRecord;
 use crate::preprocess::{through_plane_axis, SliceAxis};
+use crate::shard::schema::SliceRecord;
 use crate::volume::{
     dicom_series_geometry, read_dicom_at, read_dicom_seg, read_nifti_at, read_nifti_geometry,
     read_nifti_label, Volume,

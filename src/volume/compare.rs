@@ -51,8 +51,8 @@ fn invert(a: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
             *v = (m(r1, c1) * m(r2, c2) - m(r1, c2) * m(r2, c1)) / det;
         }
     }
-    for r in 0..3 {
-        inv[r][3] = -(0..3).map(|c| inv[r][c] * a[c][3]).sum::<f64>();
+    for row in inv.iter_mut().take(3) {
+        row[3] = -(0..3).map(|c| row[c] * a[c][3]).sum::<f64>();
     }
     inv[3][3] = 1.0;
     Some(inv)
@@ -101,8 +101,13 @@ pub fn compare_volumes(ours: &Volume, reference: &Volume, tol: f64) -> Result<Co
     };
     let mut world_mm = 0f64;
     for corner in 0..8 {
-        let i: [usize; 3] =
-            std::array::from_fn(|a| if corner >> a & 1 == 1 { ours.dims[a] - 1 } else { 0 });
+        let i: [usize; 3] = std::array::from_fn(|a| {
+            if corner >> a & 1 == 1 {
+                ours.dims[a] - 1
+            } else {
+                0
+            }
+        });
         let j = map(i);
         let w0 = apply(&ours.affine, i.map(|v| v as f64));
         let w1 = apply(&reference.affine, j.map(|v| v as f64));

@@ -258,7 +258,13 @@ fn check_geometry(path: &Path, h: &nifti::NiftiHeader) -> Result<()> {
     if !det.is_finite() || det.abs() < 1e-12 || a.iter().flatten().any(|v| !v.is_finite()) {
         return bad(format!(
             "the voxel-to-world affine ({}) is singular or not finite: {a:?}",
-            if h.sform_code > 0 { "sform" } else if h.qform_code > 0 { "qform" } else { "pixdim" }
+            if h.sform_code > 0 {
+                "sform"
+            } else if h.qform_code > 0 {
+                "qform"
+            } else {
+                "pixdim"
+            }
         ));
     }
     Ok(())

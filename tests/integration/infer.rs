@@ -813,8 +813,18 @@ fn timepoint_selects_one_volume_of_a_4d_input() {
         } else {
             dmnet::volume::read_nifti_timepoint(&reference, 2).unwrap()
         };
-        for (a, b) in mask.affine.iter().flatten().zip(src.affine.iter().flatten()) {
-            assert!((a - b).abs() < 1e-3, "{:?} vs {:?}", mask.affine, src.affine);
+        for (a, b) in mask
+            .affine
+            .iter()
+            .flatten()
+            .zip(src.affine.iter().flatten())
+        {
+            assert!(
+                (a - b).abs() < 1e-3,
+                "{:?} vs {:?}",
+                mask.affine,
+                src.affine
+            );
         }
     }
 }

@@ -125,15 +125,25 @@ pub fn dcm2niix(test: &str) -> Option<PathBuf> {
     if Command::new(&p).arg("-v").output().is_ok() {
         return Some(p);
     }
-    assert!(!in_ci(), "CI=1 and dcm2niix is missing: run scripts/setup.sh");
+    assert!(
+        !in_ci(),
+        "CI=1 and dcm2niix is missing: run scripts/setup.sh"
+    );
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP {test}: dcm2niix not found (scripts/setup.sh installs it)");
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: dcm2niix not found (scripts/setup.sh installs it)"
+    );
     None
 }
 
 /// The folder of DICOM test files shipped in the pydicom wheel (`pydicom/data/test_files`).
 pub fn pydicom_test_files() -> PathBuf {
-    let o = run_ok(python().arg(root().join("scripts/pydicom_pixels.py")).arg("--test-files"));
+    let o = run_ok(
+        python()
+            .arg(root().join("scripts/pydicom_pixels.py"))
+            .arg("--test-files"),
+    );
     PathBuf::from(stdout(&o).trim())
 }
 

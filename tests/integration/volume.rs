@@ -5,9 +5,9 @@ use std::path::Path;
 
 use dmnet::volume::compare::{compare_volumes, run_dcm2niix};
 use dmnet::volume::{
-    read_dicom_pixels, series_timepoints, FileKind,
-    read_dicom_seg, read_dicom_series, read_dicom_timepoint, read_nifti, read_nifti_label,
-    read_nifti_timepoint, scan_dicom_dir, write_nifti_mask,
+    read_dicom_pixels, read_dicom_seg, read_dicom_series, read_dicom_timepoint, read_nifti,
+    read_nifti_label, read_nifti_timepoint, scan_dicom_dir, series_timepoints, write_nifti_mask,
+    FileKind,
 };
 
 use crate::require_data;
@@ -185,9 +185,21 @@ const PYDICOM_FILES: &[(&str, &str, i64)] = &[
     ("CT_small.dcm", "explicit LE", 0),
     ("examples_overlay.dcm", "explicit LE, BitsStored 12", 0),
     ("image_dfl.dcm", "deflated", 0),
-    ("J2K_pixelrep_mismatch.dcm", "JPEG 2000 lossless, BitsStored 13 signed", 0),
-    ("JPEGLSNearLossless_08.dcm", "JPEG-LS near-lossless 8-bit", 0),
-    ("JPEGLSNearLossless_16.dcm", "JPEG-LS near-lossless 16-bit", 0),
+    (
+        "J2K_pixelrep_mismatch.dcm",
+        "JPEG 2000 lossless, BitsStored 13 signed",
+        0,
+    ),
+    (
+        "JPEGLSNearLossless_08.dcm",
+        "JPEG-LS near-lossless 8-bit",
+        0,
+    ),
+    (
+        "JPEGLSNearLossless_16.dcm",
+        "JPEG-LS near-lossless 16-bit",
+        0,
+    ),
     ("SC_rgb_jpeg_gdcm.dcm", "JPEG lossless SV1, RGB", 0),
     ("SC_rgb_rle.dcm", "RLE, RGB", 0),
     ("SC_rgb_jpeg_dcmtk.dcm", "JPEG baseline, YBR", 1),
@@ -204,7 +216,8 @@ fn pixel_decoding_matches_pydicom() {
     let dir = util::pydicom_test_files();
     let t = util::tmp();
     let mut cmd = util::python();
-    cmd.arg(util::root().join("scripts/pydicom_pixels.py")).arg(t.path());
+    cmd.arg(util::root().join("scripts/pydicom_pixels.py"))
+        .arg(t.path());
     for (f, _, _) in PYDICOM_FILES {
         cmd.arg(dir.join(f));
     }
@@ -238,8 +251,16 @@ fn pixel_decoding_matches_pydicom() {
             .map(|(a, b)| (a - b).abs())
             .max()
             .unwrap_or(0);
-        let differ = ours.values.iter().zip(&reference).filter(|(a, b)| a != b).count();
-        report.push(format!("{file} ({what}): max |Δ| {max}, {differ} of {} differ", reference.len()));
+        let differ = ours
+            .values
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a != b)
+            .count();
+        report.push(format!(
+            "{file} ({what}): max |Δ| {max}, {differ} of {} differ",
+            reference.len()
+        ));
         if max > *tol {
             failures.push(report.last().unwrap().clone());
         }
@@ -256,7 +277,11 @@ fn unsupported_compressed_pixel_data_is_refused_by_name() {
     let dir = util::pydicom_test_files();
     for (file, ts, why) in [
         ("JPGExtended.dcm", "JPEG Extended", "SamplePrecision(12)"),
-        ("rtdose_rle.dcm", "RLE Lossless", "BitsAllocated other than 8 or 16"),
+        (
+            "rtdose_rle.dcm",
+            "RLE Lossless",
+            "BitsAllocated other than 8 or 16",
+        ),
     ] {
         let e = read_dicom_pixels(&dir.join(file)).unwrap_err().to_string();
         assert!(e.contains(file) && e.contains(ts) && e.contains(why), "{e}");
@@ -280,7 +305,10 @@ fn fill_pixels(path: &Path, n: usize, seed: u64) {
 /// 896×896 = 7×7 tiles of 128×128, 48 slices, 12-bit) into `dir`, pixels filled.
 fn siemens_dwi(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    for (seed, f) in ["siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz"].iter().enumerate() {
+    for (seed, f) in ["siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz"]
+        .iter()
+        .enumerate()
+    {
         let p = util::nibabel_dicom(f, dir);
         fill_pixels(&p, 896 * 896 * 2, seed as u64);
     }
@@ -314,7 +342,10 @@ fn siemens_mosaic_matches_dcm2niix() {
         assert!(c.identical(0.01), "t={tp}: {c:?}");
         assert!(ours.data.iter().filter(|&&v| v > 0.0).count() > ours.len() / 2);
     }
-    assert!(read_dicom_series(s).unwrap_err().to_string().contains("2 time points"));
+    assert!(read_dicom_series(s)
+        .unwrap_err()
+        .to_string()
+        .contains("2 time points"));
 }
 
 /// A mosaic whose tile count comes from the CSA image header only (no (0019,100A)) gets the
@@ -343,13 +374,22 @@ print(json.dumps({{"ipp": [float(v) for v in w.image_position], "normal": [float
     let p1 = file.frames[1].position.unwrap();
     for i in 0..3 {
         // nibabel's image_position is LPS, like ImagePositionPatient
-        assert!((p0[i] - r["ipp"][i].as_f64().unwrap()).abs() < 1e-4, "{p0:?} vs {r}");
+        assert!(
+            (p0[i] - r["ipp"][i].as_f64().unwrap()).abs() < 1e-4,
+            "{p0:?} vs {r}"
+        );
         let step = (p1[i] - p0[i]) / r["dz"].as_f64().unwrap();
-        assert!((step - r["normal"][i].as_f64().unwrap()).abs() < 1e-4, "{step} vs {r}");
+        assert!(
+            (step - r["normal"][i].as_f64().unwrap()).abs() < 1e-4,
+            "{step} vs {r}"
+        );
     }
     // the header-only file has no pixels: reading it is an error naming the file
     let e = read_dicom_series(&series[0]).unwrap_err().to_string();
-    assert!(e.contains("csa_slice_norm.dcm") && e.contains("PixelData"), "{e}");
+    assert!(
+        e.contains("csa_slice_norm.dcm") && e.contains("PixelData"),
+        "{e}"
+    );
 }
 
 /// A mosaic whose size is not a whole grid of tiles (nibabel's cut-down 0.dcm: 256×256 for 48
@@ -360,7 +400,10 @@ fn mosaic_that_cannot_be_untiled_is_refused() {
     util::nibabel_dicom("0.dcm", t.path());
     let (series, _) = scan_dicom_dir(t.path()).unwrap();
     let e = read_dicom_series(&series[0]).unwrap_err().to_string();
-    assert!(e.contains("0.dcm") && e.contains("Siemens mosaic") && e.contains("cannot un-tile"), "{e}");
+    assert!(
+        e.contains("0.dcm") && e.contains("Siemens mosaic") && e.contains("cannot un-tile"),
+        "{e}"
+    );
 }
 
 /// A Philips enhanced multi-frame MR (nibabel's philips_mprage: one file, 176 sagittal frames
@@ -387,7 +430,10 @@ fn enhanced_multiframe_matches_dcm2niix() {
     let max = ours.data.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     assert!(max > 1000.0);
     let c = compare_volumes(&ours, &r, 2e-4 * max).unwrap();
-    assert!(c.differing == 0 && c.world_mm < 0.01 && c.spacing_mm < 0.01, "{c:?}");
+    assert!(
+        c.differing == 0 && c.world_mm < 0.01 && c.spacing_mm < 0.01,
+        "{c:?}"
+    );
 }
 
 /// A multi-frame file without per-frame functional groups (pydicom's rtdose: 15 frames,
@@ -396,10 +442,17 @@ fn enhanced_multiframe_matches_dcm2niix() {
 #[test]
 fn legacy_multiframe_without_functional_groups_is_refused() {
     let t = util::tmp();
-    std::fs::copy(util::pydicom_test_files().join("rtdose.dcm"), t.path().join("rtdose.dcm")).unwrap();
+    std::fs::copy(
+        util::pydicom_test_files().join("rtdose.dcm"),
+        t.path().join("rtdose.dcm"),
+    )
+    .unwrap();
     let (series, _) = scan_dicom_dir(t.path()).unwrap();
     let e = read_dicom_series(&series[0]).unwrap_err().to_string();
-    assert!(e.contains("rtdose.dcm") && e.contains("multi-frame") && e.contains("NumberOfFrames = 15"), "{e}");
+    assert!(
+        e.contains("rtdose.dcm") && e.contains("multi-frame") && e.contains("NumberOfFrames = 15"),
+        "{e}"
+    );
 }
 
 /// Stray bits above BitsStored (a 12-bit Siemens mosaic with bits 12-15 set in every pixel, as
@@ -477,5 +530,8 @@ fn dcm2niix_conformance_on_shared_dicom() {
         checked.push((s.modality.clone(), nt));
     }
     checked.sort();
-    assert_eq!(checked, [("CT".to_string(), 1), ("MR".into(), 1), ("MR".into(), 10)]);
+    assert_eq!(
+        checked,
+        [("CT".to_string(), 1), ("MR".into(), 1), ("MR".into(), 10)]
+    );
 }

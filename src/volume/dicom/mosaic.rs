@@ -48,7 +48,8 @@ fn private_bytes(obj: &InMemDicomObject, tag: Tag, creator: &str) -> Option<Vec<
     if !owner.to_ascii_uppercase().starts_with(creator) {
         return None;
     }
-    obj.get(tag).map(|e| e.value().to_bytes().ok().map(|b| b.into_owned()))?
+    obj.get(tag)
+        .map(|e| e.value().to_bytes().ok().map(|b| b.into_owned()))?
 }
 
 /// The tile count from (0019,100A) (US, or raw bytes when read as UN), else the CSA header.
@@ -56,7 +57,8 @@ fn tile_count(obj: &InMemDicomObject, csa: &BTreeMap<String, Vec<String>>) -> Op
     let private = obj
         .get(N_IMAGES_IN_MOSAIC)
         .filter(|_| {
-            s(obj, Tag(0x0019, 0x0010)).is_some_and(|c| c.to_ascii_uppercase().starts_with("SIEMENS"))
+            s(obj, Tag(0x0019, 0x0010))
+                .is_some_and(|c| c.to_ascii_uppercase().starts_with("SIEMENS"))
         })
         .and_then(|e| {
             e.to_int::<i64>().ok().or_else(|| {
@@ -179,9 +181,11 @@ pub(super) fn parse_csa(b: &[u8]) -> BTreeMap<String, Vec<String>> {
     let mut p = 16usize;
     for _ in 0..n_tags {
         let Some(name) = b.get(p..p + 64) else { break };
-        let name = String::from_utf8_lossy(name.split(|&x| x == 0).next().unwrap_or(&[]))
-            .into_owned();
-        let Some(n_items) = i32_at(b, p + 76) else { break };
+        let name =
+            String::from_utf8_lossy(name.split(|&x| x == 0).next().unwrap_or(&[])).into_owned();
+        let Some(n_items) = i32_at(b, p + 76) else {
+            break;
+        };
         p += 84;
         let mut items = Vec::new();
         for _ in 0..n_items.clamp(0, 10_000) {

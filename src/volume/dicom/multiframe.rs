@@ -36,13 +36,15 @@ pub(super) fn frames(obj: &InMemDicomObject, n: i64) -> Result<Vec<Frame>, Strin
         .enumerate()
         .map(|(i, item)| {
             // a macro present in the frame's item wins over the shared one
-            let group = |seq| first_item(item, seq).or_else(|| shared.and_then(|s| first_item(s, seq)));
-            let rescale = group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).map_or(top_rescale, |g| {
-                [
-                    f64_1(g, tags::RESCALE_SLOPE).unwrap_or(1.0),
-                    f64_1(g, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
-                ]
-            });
+            let group =
+                |seq| first_item(item, seq).or_else(|| shared.and_then(|s| first_item(s, seq)));
+            let rescale =
+                group(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE).map_or(top_rescale, |g| {
+                    [
+                        f64_1(g, tags::RESCALE_SLOPE).unwrap_or(1.0),
+                        f64_1(g, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+                    ]
+                });
             Frame {
                 position: group(tags::PLANE_POSITION_SEQUENCE)
                     .and_then(|g| f64s(g, tags::IMAGE_POSITION_PATIENT))

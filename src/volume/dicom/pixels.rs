@@ -110,7 +110,9 @@ impl PixelFormat {
         if ![8, 16, 32].contains(&bits_allocated) {
             return Err(Error::invalid(
                 path,
-                format!("BitsAllocated (0028,0100) = {bits_allocated} is not supported (8, 16 or 32)"),
+                format!(
+                    "BitsAllocated (0028,0100) = {bits_allocated} is not supported (8, 16 or 32)"
+                ),
             ));
         }
         let bits_stored = int(obj, tags::BITS_STORED).unwrap_or(bits_allocated);

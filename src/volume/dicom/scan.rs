@@ -171,13 +171,13 @@ fn file_facts(obj: &InMemDicomObject, path: PathBuf, is_seg: bool) -> DicomFile 
     let mut problem = None;
     let (kind, frame_size, frames) = if is_seg {
         (FileKind::Single, [rows, cols], Vec::new())
-    } else if n_frames > 1 || obj.get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).is_some() {
+    } else if n_frames > 1
+        || obj
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .is_some()
+    {
         match multiframe::frames(obj, n_frames) {
-            Ok(fr) => (
-                FileKind::MultiFrame { frames: fr.len() },
-                [rows, cols],
-                fr,
-            ),
+            Ok(fr) => (FileKind::MultiFrame { frames: fr.len() }, [rows, cols], fr),
             Err(why) => {
                 problem = Some(why);
                 (

@@ -74,9 +74,10 @@ fn frame_geometry(slot: &Slot) -> Result<([f64; 3], [f64; 6], [f64; 2])> {
             format!("ImageOrientationPatient (0020,0037){at} = {o:?} is not two orthogonal unit vectors"),
         ));
     }
-    let sp = slot.frame.spacing.ok_or_else(|| {
-        Error::invalid(path, format!("missing PixelSpacing (0028,0030){at}"))
-    })?;
+    let sp = slot
+        .frame
+        .spacing
+        .ok_or_else(|| Error::invalid(path, format!("missing PixelSpacing (0028,0030){at}")))?;
     if sp.iter().any(|v| !v.is_finite() || *v <= 0.0) {
         return Err(Error::invalid(
             path,
@@ -123,21 +124,29 @@ pub(super) fn sort_series(series: &DicomSeries) -> Result<Sorted<'_>> {
             if o.iter().zip(o0.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
                 return Err(Error::invalid(
                     &file.path,
-                    format!("series {}: ImageOrientationPatient differs between files{}", series.series_uid, frame_name(&slot)),
+                    format!(
+                        "series {}: ImageOrientationPatient differs between files{}",
+                        series.series_uid,
+                        frame_name(&slot)
+                    ),
                 ));
             }
             if sp.iter().zip(sp0.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
                 return Err(Error::invalid(
                     &file.path,
-                    format!("series {}: PixelSpacing {sp:?} differs from {sp0:?}{}", series.series_uid, frame_name(&slot)),
+                    format!(
+                        "series {}: PixelSpacing {sp:?} differs from {sp0:?}{}",
+                        series.series_uid,
+                        frame_name(&slot)
+                    ),
                 ));
             }
             let (r, c) = row_col(o);
             keyed.push((dot(pos, cross(r, c)), slot));
         }
     }
-    let (orientation, spacing) = common
-        .ok_or_else(|| Error::invalid(&first.path, "no image frames in the series"))?;
+    let (orientation, spacing) =
+        common.ok_or_else(|| Error::invalid(&first.path, "no image frames in the series"))?;
     keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut slices: Vec<Vec<Slot>> = Vec::new();
     let mut last = f64::NAN;
@@ -239,10 +248,17 @@ pub fn dicom_series_geometry(series: &DicomSeries) -> Result<Volume> {
 
 /// Dims, affine and header of time point `t` of a sorted series (data left empty).
 fn geometry(series: &DicomSeries, sorted: &Sorted, t: usize) -> Result<Volume> {
-    let slots: Vec<Slot> = sorted.slices.iter().filter_map(|s| s.get(t).copied()).collect();
+    let slots: Vec<Slot> = sorted
+        .slices
+        .iter()
+        .filter_map(|s| s.get(t).copied())
+        .collect();
     let pos = |s: &Slot| s.frame.position.unwrap_or_default();
     let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
-        return Err(Error::invalid(series.folder(), "no image frames in the series"));
+        return Err(Error::invalid(
+            series.folder(),
+            "no image frames in the series",
+        ));
     };
     let (rc, cc) = row_col(sorted.orientation);
     let px = sorted.spacing;
@@ -361,7 +377,10 @@ fn check_grayscale(px: &PixelReader, file: &DicomFile, series: &DicomSeries) -> 
     if f.frames < need {
         return Err(Error::invalid(
             &file.path,
-            format!("NumberOfFrames = {} but {need} frames are described", f.frames),
+            format!(
+                "NumberOfFrames = {} but {need} frames are described",
+                f.frames
+            ),
         ));
     }
     Ok(())
