@@ -12,7 +12,7 @@ use crate::artifact::{
     RunSummary, TrainConfig, TrainState,
 };
 use crate::metrics::{MetricsAccumulator, SegMetrics};
-use crate::model::{Discriminator, DmNet, ModelConfig};
+use crate::model::{param_groups, Discriminator, DmNet, ModelConfig};
 use crate::shard::schema::{file_metadata, shard_files, META_PREP_CONFIG};
 use crate::{Error, Result};
 use rand::SeedableRng;
@@ -97,14 +97,12 @@ impl Model {
             .variant
             .uses_adversarial()
             .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg));
-        let seg_opt = Adam::new(
-            &vs,
-            &["encoder", "decoder1", "decoder2"],
-            train.weight_decay,
-        );
+        let groups = param_groups(cfg);
+        let seg_opt = Adam::new(&vs, &groups.segmenter, train.weight_decay)?;
         let dis_opt = disc
             .as_ref()
-            .map(|_| Adam::new(&vs, &["discriminator"], train.weight_decay));
+            .map(|_| Adam::new(&vs, &groups.discriminator, train.weight_decay))
+            .transpose()?;
         Ok(Model {
             vs,
             net,
