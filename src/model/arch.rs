@@ -8,20 +8,22 @@
 use super::ModelConfig;
 
 /// BatchNorm ε (PyTorch default; the ONNX graph uses the same).
-pub const BN_EPS: f64 = 1e-5;
-/// BatchNorm momentum of the running statistics (PyTorch default).
-pub const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
+/// BatchNorm momentum of the running statistics (PyTorch default; training only, so only the
+/// tch modules read it).
+#[cfg_attr(not(feature = "torch"), allow(dead_code))]
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 /// Channels of the projected stride-4 feature in DeepLab v3+ (fixed, as in the paper).
 const LOW_LEVEL_CHANNELS: usize = 48;
 
 /// A value of a module: one of its inputs (`0..inputs.len()`) or the output of a node
 /// (`inputs.len() + node index`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Value(pub usize);
+pub(crate) struct Value(pub(crate) usize);
 
 /// A square convolution (or transposed convolution) with weights under `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConvSpec {
+pub(crate) struct ConvSpec {
     /// Dotted name inside the module (`layer2.0.conv1`); `<name>.weight`, `<name>.bias`.
     pub name: String,
     /// Input channels.
@@ -43,7 +45,7 @@ pub struct ConvSpec {
 /// One operation. Spatial sizes are not stored: every resize names the value whose size it
 /// takes, so the tch model follows its input and the ONNX builder tracks constants.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Convolution, weight `[cout, cin, k, k]`.
     Conv(ConvSpec),
     /// Transposed convolution, weight `[cin, cout, k, k]` (discriminator only).
@@ -78,7 +80,7 @@ pub enum Op {
 
 /// One operation with its inputs and its output's channel count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub(crate) struct Node {
     /// The operation.
     pub op: Op,
     /// Its inputs.
@@ -90,7 +92,7 @@ pub struct Node {
 /// One part of the network: the module field name, its inputs' channels, its nodes in
 /// evaluation order and its outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
+pub(crate) struct Module {
     /// Field name and weight-name prefix (`encoder`, `decoder1`, …).
     pub name: String,
     /// Channels of each input.
@@ -103,7 +105,7 @@ pub struct Module {
 
 impl Module {
     /// Channels of a value.
-    pub fn channels(&self, v: Value) -> usize {
+    pub(crate) fn channels(&self, v: Value) -> usize {
         match v.0.checked_sub(self.inputs.len()) {
             None => self.inputs[v.0],
             Some(i) => self.nodes[i].channels,
@@ -111,14 +113,14 @@ impl Module {
     }
 
     /// Channels of each output.
-    pub fn output_channels(&self) -> Vec<usize> {
+    pub(crate) fn output_channels(&self) -> Vec<usize> {
         self.outputs.iter().map(|&v| self.channels(v)).collect()
     }
 
     /// Evaluates the module: `f(node, its input values)` gives each node's value, in order.
     /// A node value is dropped after its last use (so a tch forward holds no more tensors than
     /// a hand-written one). Returns the outputs.
-    pub fn eval<V>(&self, inputs: &[&V], mut f: impl FnMut(&Node, &[&V]) -> V) -> Vec<V> {
+    pub(crate) fn eval<V>(&self, inputs: &[&V], mut f: impl FnMut(&Node, &[&V]) -> V) -> Vec<V> {
         let n_in = self.inputs.len();
         assert_eq!(inputs.len(), n_in, "module {} inputs", self.name);
         let mut last_use = vec![0; self.nodes.len()];
@@ -286,7 +288,7 @@ impl Builder {
 /// returns its K logits at the image size. Decoder 1 reads `encoder`, decoder 2 reads
 /// `encoder2` when present, else `encoder`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segmenter {
+pub(crate) struct Segmenter {
     /// The shared encoder.
     pub encoder: Module,
     /// Decoder 2's own encoder (`separate-encoders` only).
@@ -299,7 +301,7 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// The network of `cfg` (not validated here: the consumers validate the config).
-    pub fn new(cfg: &ModelConfig) -> Self {
+    pub(crate) fn new(cfg: &ModelConfig) -> Self {
         let encoder = encoder(cfg, "encoder");
         let feats = encoder.output_channels();
         Segmenter {
@@ -314,7 +316,7 @@ impl Segmenter {
     }
 
     /// The modules in weight-list order: `encoder`, `decoder1`, `decoder2`, `encoder2`.
-    pub fn modules(&self) -> impl Iterator<Item = &Module> {
+    pub(crate) fn modules(&self) -> impl Iterator<Item = &Module> {
         [&self.encoder, &self.decoder1, &self.decoder2]
             .into_iter()
             .chain(self.encoder2.as_ref())
@@ -452,7 +454,7 @@ fn deeplab_decoder(cfg: &ModelConfig, feats: &[usize]) -> Module {
 /// every layer; unscaled it dominated the step time of the small CPU configurations) each +
 /// ReLU; `up1..3` ConvTranspose 4×4 stride 2 padding 1 (c(128), c(64), 1; ReLU after up1 and
 /// up2; up3 is the per-pixel logit head, with bias); resized to the input size.
-pub fn discriminator(cfg: &ModelConfig) -> Module {
+pub(crate) fn discriminator(cfg: &ModelConfig) -> Module {
     let (mut b, ins) = Builder::new("discriminator", vec![cfg.num_classes]);
     let chans = [cfg.c(64), cfg.c(128), cfg.c(256)];
     let mut y = ins[0];

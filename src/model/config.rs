@@ -168,7 +168,7 @@ impl Default for ModelConfig {
 
 /// DeepLab v3+'s ASPP rates at output stride 16 (Chen et al. 2018), tuned for ~512² inputs,
 /// i.e. a 32×32 stride-16 feature map; architecture v1 used them at every size.
-pub const DEEPLAB_ASPP_RATES: [usize; 3] = [6, 12, 18];
+pub(crate) const DEEPLAB_ASPP_RATES: [usize; 3] = [6, 12, 18];
 
 /// The stride-16 feature size DeepLab v3+'s rates were chosen for (512 / 16).
 const DEEPLAB_FEATURE_SIZE: usize = 32;

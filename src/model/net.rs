@@ -79,20 +79,20 @@ impl Layer {
 
 /// One part of the network (encoder, decoder, discriminator) as tch layers.
 #[derive(Debug)]
-pub struct Stage {
+pub(crate) struct Stage {
     module: Module,
     layers: Vec<Layer>,
 }
 
 impl Stage {
     /// Creates the variables of `module` under `p` (the module's own path, e.g. `root / "decoder1"`).
-    pub fn new(p: &nn::Path, module: Module) -> Self {
+    pub(crate) fn new(p: &nn::Path, module: Module) -> Self {
         let layers = module.nodes.iter().map(|n| Layer::new(p, &n.op)).collect();
         Stage { module, layers }
     }
 
     /// The module's outputs for its inputs (see [`Segmenter`] for what each part takes).
-    pub fn forward_t(&self, inputs: &[&Tensor], train: bool) -> Vec<Tensor> {
+    pub(crate) fn forward_t(&self, inputs: &[&Tensor], train: bool) -> Vec<Tensor> {
         let mut layers = self.layers.iter();
         self.module.eval(inputs, |node, x| {
             let layer = layers.next().expect("one layer per node");
