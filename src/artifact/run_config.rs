@@ -142,11 +142,11 @@ impl Default for LossConfig {
         LossConfig {
             lambda_adv: 0.01,
             lambda_adv_unlabeled: None,
-            lambda_semi: 0.1,
+            lambda_semi: 1.0,
             temperature: 0.5,
             semi_loss: SemiLoss::default(),
             semi_stop_gradient: false,
-            ramp_up: 0.0,
+            ramp_up: 0.4,
             unlabeled_pass: UnlabeledPass::default(),
         }
     }

@@ -1,7 +1,10 @@
 //! One DMNet training step (paper §3.1–3.5). The labeled and the unlabeled slices go through
 //! the network in two forward passes (§3.1, "using labeled and unlabeled data in turn"; the
 //! 0.1.0 joint pass is kept as the `joint` ablation), so every BatchNorm normalises the labeled
-//! slices with labeled statistics. The segmenter is updated once on
+//! slices with labeled statistics. BatchNorm running statistics are updated by both passes
+//! (momentum 0.1 each), so at evaluation they describe labeled and unlabeled slices alike, as
+//! the test data will look; with λ1 = λ2 = 0 the trainable weights equal the supervised
+//! variant's exactly (tested) and only the running statistics differ. The segmenter is updated once on
 //! `L_S = L_dice + λ1·L_adv(labeled) + r(t)·(λ2·L_semi + λ1u·L_adv(unlabeled))`, r(t) the
 //! ramp-up; then the discriminator on `BCE(D(ŷ1),0) + BCE(D(ŷ2),0) + BCE(D(y),1)` over both
 //! batches' predictions and the labeled batch's one-hot labels, each with its own Adam.

@@ -3,7 +3,7 @@
 //! atomically by [`RunDir::commit_checkpoint`]).
 use super::optim::Adam;
 use crate::artifact::{CheckpointKind, RunDir, TrainConfig, TrainState};
-use crate::model::{Discriminator, DmNet};
+use crate::model::{param_groups, Discriminator, DmNet};
 use crate::{Error, Result};
 use tch::{nn, Device, Tensor};
 
@@ -33,14 +33,12 @@ impl Trainer {
             .variant
             .uses_adversarial()
             .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg));
-        let seg_opt = Adam::new(
-            &vs,
-            &["encoder.", "encoder2.", "decoder1.", "decoder2."],
-            train.weight_decay,
-        );
+        let groups = param_groups(cfg);
+        let seg_opt = Adam::new(&vs, &groups.segmenter, train.weight_decay)?;
         let dis_opt = disc
             .as_ref()
-            .map(|_| Adam::new(&vs, &["discriminator."], train.weight_decay));
+            .map(|_| Adam::new(&vs, &groups.discriminator, train.weight_decay))
+            .transpose()?;
         Ok(Trainer {
             vs,
             net,

@@ -528,6 +528,18 @@ fn trained_weights(
     out: &std::path::Path,
     t: dmnet::artifact::TrainConfig,
 ) -> std::collections::BTreeMap<String, tch::Tensor> {
+    trained_tensors(shards, out, t, |n| {
+        !n.contains("running_") && !n.contains("num_batches")
+    })
+}
+
+/// The segmenter's tensors of the last checkpoint of a short run, those `keep` accepts.
+fn trained_tensors(
+    shards: &std::path::Path,
+    out: &std::path::Path,
+    t: dmnet::artifact::TrainConfig,
+    keep: fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, tch::Tensor> {
     dmnet::train::run(&dmnet::train::RunSpec {
         shards: shards.into(),
         out: out.into(),
@@ -540,11 +552,7 @@ fn trained_weights(
     tch::Tensor::read_safetensors(out.join("checkpoints/last/model.safetensors"))
         .unwrap()
         .into_iter()
-        .filter(|(n, _)| {
-            !n.starts_with("discriminator.")
-                && !n.contains("running_")
-                && !n.contains("num_batches")
-        })
+        .filter(|(n, _)| !n.starts_with("discriminator.") && keep(n))
         .collect()
 }
 
@@ -616,6 +624,26 @@ fn dmnet_with_zero_weights_trains_exactly_like_supervised_only_with_separate_pas
     assert!(
         d > 1e-6,
         "the joint pass should change the labeled gradients (max |Δ| {d})"
+    );
+    // The BatchNorm policy: both passes update the running statistics (momentum 0.1 per pass),
+    // so the eval-time statistics describe labeled and unlabeled slices alike.
+    let running = |n: &str| n.contains("running_mean");
+    let sup_stats = trained_tensors(
+        &shards,
+        &tmp.path().join("sup-stats"),
+        small_config(Variant::Supervised),
+        running,
+    );
+    let sep_stats = trained_tensors(
+        &shards,
+        &tmp.path().join("sep-stats"),
+        zero(UnlabeledPass::Separate),
+        running,
+    );
+    let d = max_diff(&sup_stats, &sep_stats);
+    assert!(
+        d > 1e-6,
+        "the unlabeled pass must update the BatchNorm running statistics (max |Δ| {d})"
     );
 }
 
