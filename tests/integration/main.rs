@@ -3,6 +3,7 @@ mod util;
 
 mod binaries;
 mod export;
+mod fuzz_regressions;
 mod infer;
 mod layers;
 mod model;

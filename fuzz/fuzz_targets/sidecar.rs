@@ -1,0 +1,8 @@
+//! cargo fuzz target `sidecar`: see `dmnet::fuzzing::sidecar`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let scratch = dmnet::fuzzing::process_scratch("sidecar");
+    let _ = dmnet::fuzzing::sidecar(scratch, data);
+});
