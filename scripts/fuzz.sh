@@ -43,13 +43,27 @@ fi
 for t in "${targets[@]}"; do
   mkdir -p "$dir/corpus/$t" "$dir/artifacts/$t"
   log="$dir/$t.log"
+  dict=()
+  case "$t" in
+    nifti) dict=(-dict=nifti.dict) ;;
+    dicom_*) dict=(-dict=dicom.dict) ;;
+  esac
   echo "== $t: ${secs}s, corpus $dir/corpus/$t, log $log"
   (cd fuzz && env -u CARGO_TARGET_DIR nice -n 19 "${fuzz[@]}" run "${flags[@]}" "$t" \
     "$dir/corpus/$t" "$dir/seeds/$t" -- \
     -max_total_time="$secs" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
-    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$dir/artifacts/$t/" >"$log" 2>&1) || true
+    -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$dir/artifacts/$t/" "${dict[@]}" >"$log" 2>&1) || true
   execs="$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#')"
   crashes="$(find "$dir/artifacts/$t" -type f | wc -l)"
   echo "$t: ${execs:-0} executions, corpus $(find "$dir/corpus/$t" -type f | wc -l) inputs, $crashes artifacts (crash/timeout/oom) in $dir/artifacts/$t"
+  # distinct failures: replay every artifact once (20 s each at most), group by site
+  bin="fuzz/target/x86_64-unknown-linux-gnu/release/$t"
+  for a in "$dir/artifacts/$t"/*; do
+    [[ -f "$a" ]] || continue
+    out="$(RUST_BACKTRACE=0 timeout 20 "$bin" "$a" 2>&1 || true)"
+    site="$(grep -m1 -A1 'panicked at' <<<"$out" | sed -E 's/.*panicked at //' | tr '\n' ' ' | cut -c1-140)"
+    [[ -n "$site" ]] || site="$(grep -m1 -oE 'memory allocation of [0-9]+ bytes failed|out-of-memory|timeout' <<<"$out" || true)"
+    echo "  ${site:-no failure on replay}"
+  done | sed -E "s/[0-9]{4,}/N/g" | sort | uniq -c | sort -rn
 done
 rm -rf /dev/shm/dmnet-fuzz-* "${TMPDIR:-/tmp}"/dmnet-fuzz-* 2>/dev/null || true
