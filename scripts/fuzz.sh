@@ -56,13 +56,13 @@ for t in "${targets[@]}"; do
   execs="$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#')"
   crashes="$(find "$dir/artifacts/$t" -type f | wc -l)"
   echo "$t: ${execs:-0} executions, corpus $(find "$dir/corpus/$t" -type f | wc -l) inputs, $crashes artifacts (crash/timeout/oom) in $dir/artifacts/$t"
-  # distinct failures: replay every artifact once (20 s each at most), group by site
+  # distinct failures: replay every artifact once (10 s each at most), group by site
   bin="fuzz/target/x86_64-unknown-linux-gnu/release/$t"
   for a in "$dir/artifacts/$t"/*; do
     [[ -f "$a" ]] || continue
-    out="$(RUST_BACKTRACE=0 timeout 20 "$bin" "$a" 2>&1 || true)"
-    site="$(grep -m1 -A1 'panicked at' <<<"$out" | sed -E 's/.*panicked at //' | tr '\n' ' ' | cut -c1-140)"
-    [[ -n "$site" ]] || site="$(grep -m1 -oE 'memory allocation of [0-9]+ bytes failed|out-of-memory|timeout' <<<"$out" || true)"
+    out="$(RUST_BACKTRACE=0 timeout 60 "$bin" -timeout=10 -rss_limit_mb=2048 "$a" 2>&1 || true)"
+    site="$(grep -m1 -A1 'panicked at' <<<"$out" | sed -E 's/.*panicked at //' | tr '\n' ' ' | cut -c1-140 || true)"
+    [[ -n "$site" ]] || site="$(grep -m1 -oE 'memory allocation of [0-9]+ bytes failed|libFuzzer: [a-z-]+' <<<"$out" || true)"
     echo "  ${site:-no failure on replay}"
   done | sed -E "s/[0-9]{4,}/N/g" | sort | uniq -c | sort -rn
 done
