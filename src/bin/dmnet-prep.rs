@@ -134,6 +134,10 @@ struct IngestArgs {
     /// Only the first N studies (sorted by name).
     #[arg(long)]
     max_studies: Option<usize>,
+    /// 4-D inputs (4-D NIfTI, DICOM series with repeated positions): ingest this time point
+    /// (0-based); 3-D volumes are read as they are. Without it a 4-D study fails by name.
+    #[arg(long)]
+    timepoint: Option<usize>,
 }
 
 impl IngestArgs {
@@ -169,6 +173,9 @@ impl IngestArgs {
         }
         if let Some(v) = self.file_mb {
             c.file_bytes = v << 20;
+        }
+        if self.timepoint.is_some() {
+            c.timepoint = self.timepoint;
         }
         c.validate().map_err(|m| anyhow::anyhow!("config: {m}"))?;
         Ok(c)
@@ -225,6 +232,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     println!("  {split:<5} patients {p:>4}  {roles:?}");
                 }
                 println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
+                println!(
+                    "slice orientations: {:?}  modalities: {:?}  source slice sizes: {:?}",
+                    r.orientations, r.modalities, r.source_sizes
+                );
                 println!("mask pixels per class: {:?}", r.class_pixels);
                 println!(
                     "labeled slices with foreground: {}",
