@@ -18,6 +18,8 @@ step "build (dev profile, shared with make test)"
 cargo build --locked --bins
 bin=target/debug
 rm -rf "$out" && mkdir -p "$out"
+# patient keys: a private salt for this demo run (README "Patient keys"; kept to resume)
+export DMNET_SALT="${DMNET_SALT:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 
 if [[ -n "${DATA:-}" ]]; then
   input="$DATA"

@@ -358,7 +358,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", dmnet::error::report_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -336,14 +336,19 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    let r = study
-                        .error
-                        .as_ref()
-                        .map_or(Ok(()), |e| {
-                            Err(Error::invalid(&study.source_path, e.clone()))
-                        })
-                        .and_then(|_| plan(study, splits, cfg, key))
-                        .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)));
+                    // a panic (a bug) fails this study only; the others go on (issue 12)
+                    let what = format!("case {}", study.name);
+                    let r = crate::error::catch_panic(&study.source_path, &what, || {
+                        crate::error::debug_injected_panic(&study.name);
+                        study
+                            .error
+                            .as_ref()
+                            .map_or(Ok(()), |e| {
+                                Err(Error::invalid(&study.source_path, e.clone()))
+                            })
+                            .and_then(|_| plan(study, splits, cfg, key))
+                            .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)))
+                    });
                     let _ = tx.send((*study, r));
                 });
             })

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::require_data;
 use crate::util::{bin, python, run_ok, stderr, stdout, tmp};
 
-fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
     bin("dmnet-prep")
         .args(["ingest", "-q", "--threads", "2", "--size", "32", "--input"])
         .arg(input)
@@ -21,11 +21,11 @@ fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn manifest(out: &Path) -> Value {
+pub(crate) fn manifest(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
 }
 
-fn inspect_ok(out: &Path) -> String {
+pub(crate) fn inspect_ok(out: &Path) -> String {
     let o = run_ok(bin("dmnet-prep").arg("inspect").arg(out));
     let s = stdout(&o);
     assert!(s.contains("all invariants hold"), "{s}");
@@ -50,7 +50,7 @@ fn gzip_to(p: &Path, bytes: &[u8]) {
 }
 
 /// An MSD folder with `n` of the la2018 cases (symlinked) and a matching dataset.json.
-fn la_subset(dir: &Path, n: usize) -> PathBuf {
+pub(crate) fn la_subset(dir: &Path, n: usize) -> PathBuf {
     let la = crate::util::shared_data("la2018", "la_subset").unwrap();
     let root = dir.join("la");
     for sub in ["imagesTr", "labelsTr"] {
