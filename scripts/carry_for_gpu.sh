@@ -63,10 +63,22 @@ if [ "$PROFILE" = release ]; then
 else
   BUILT=("$TD/debug/dmnet-train" "$TD/no-torch/debug/dmnet-infer")
   # What `make test` built: the torch binaries and the no-libtorch ones in target/no-torch.
-  cargo build -q --locked --bin dmnet-train --bin dmnet-export
-  for b in dmnet-train dmnet-export; do put_bin "$TD/debug/$b" "$DEST/bin/$b"; done
-  cargo build -q --locked --no-default-features --bin dmnet-infer --bin dmnet-prep --target-dir "$TD/no-torch"
-  for b in dmnet-infer dmnet-prep; do put_bin "$TD/no-torch/debug/$b" "$DEST/bin/$b"; done
+  # DMNET_TORCH_BIN / DMNET_NO_TORCH_BIN (as `make test` sets the latter) name folders of
+  # prebuilt ones instead (no cargo run).
+  TB=${DMNET_TORCH_BIN:-}
+  if [ -z "$TB" ]; then
+    cargo build -q --locked --bin dmnet-train --bin dmnet-export
+    TB=$TD/debug
+  fi
+  BUILT[0]=$TB/dmnet-train
+  for b in dmnet-train dmnet-export; do put_bin "$TB/$b" "$DEST/bin/$b"; done
+  NT=${DMNET_NO_TORCH_BIN:-}
+  if [ -z "$NT" ]; then
+    cargo build -q --locked --no-default-features --bin dmnet-infer --bin dmnet-prep --target-dir "$TD/no-torch"
+    NT=$TD/no-torch/debug
+  fi
+  BUILT[1]=$NT/dmnet-infer
+  for b in dmnet-infer dmnet-prep; do put_bin "$NT/$b" "$DEST/bin/$b"; done
 fi
 ORT=$(readlink -f "${DMNET_ORT_DYLIB:-.dmnet/libonnxruntime.so}")
 [ -f "$ORT" ] || { say "error: no ONNX Runtime library at ${DMNET_ORT_DYLIB:-.dmnet/libonnxruntime.so} (run scripts/setup.sh)"; exit 1; }

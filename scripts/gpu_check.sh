@@ -2,10 +2,13 @@
 # gpu_check: prove dmnet on CUDA in one short call on a bare GPU host (issue 15), or rehearse
 # every step of that on CPU (CI: `make gpu-rehearsal`). Only the device differs between the two.
 #
-# Usage: scripts/gpu_check.sh [--device cuda|cpu] [--steps N] [--carry DIR] [--python PY]
-#                             [--budget SECONDS] [--keep] [OUT_DIR]
+# Usage: scripts/gpu_check.sh [--device cuda|cpu] [--steps N] [--net paper|small] [--carry DIR]
+#                             [--python PY] [--budget SECONDS] [--keep] [OUT_DIR]
 #   --device   cuda (default) or cpu (the rehearsal)
 #   --steps    timed training steps per run (default 20 on cuda, 2 on cpu)
+#   --net      paper: ResNet-101 DMNet with the discriminator, 224, batch 8+8 (default on cuda);
+#              small: ResNet-18 at width 0.25, 224, batch 2+2 (default on cpu, where one step
+#              of the paper's network takes minutes on 2 cores). Same code path, same steps.
 #   --carry    what scripts/carry_for_gpu.sh made: bin/, lib/, data/ (default target/gpu-carry)
 #   --python   the host Python whose torch gives libtorch (default $DMNET_CHECK_PYTHON, python3)
 #   --budget   seconds for all steps; a step gets at most what is left (default 540 on cuda,
@@ -17,35 +20,46 @@
 #   preflight   host torch's lib/ first on LD_LIBRARY_PATH (the binaries' RUNPATH to the build
 #               machine's venv comes after it), libtorch_cpu resolved there, `check-device`
 #   prep        dmnet-prep ingest of the carried LA2018 studies at 224 (Parquet shards)
-#   train-fp32  dmnet-train, the paper's network (ResNet-101 DMNet with the discriminator, 224,
-#               batch 8+8), 2 epochs of N steps; the second (warm) epoch is timed
+#   train-fp32  dmnet-train (--net), 2N steps with validation rounds of N (--steps 2N
+#               --eval-every N); the second (warm) round's training seconds are timed
 #   train-amp   the same with --amp
 #   torch-eager the same step in PyTorch eager (scripts/bench_train_torch.py), same device
 #   eval        dmnet-train eval on the test split
 #   export      dmnet-export --verify (ONNX Runtime vs tch on 16 slices; tch runs on CPU there)
+#   flops       GFLOP of one training step of the exported network (Conv nodes; needs a Python with
+#               the onnx package, else skipped), for the achieved TFLOP/s in the summary
 #   infer       dmnet-infer --device <device>; on cuda only with this Python's onnxruntime-gpu,
 #               else "not available on this host"; a fallback to another provider fails the step
 #   infer-cpu   (cuda only) the CPU provider's throughput with the carried ONNX Runtime
 # Then OUT_DIR/summary.json and OUT_DIR/table.md (printed). Exit 0 only when no step failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DEVICE=cuda STEPS="" CARRY=target/gpu-carry PY="${DMNET_CHECK_PYTHON:-python3}" BUDGET="" KEEP=0
+DEVICE=cuda STEPS="" NET="" CARRY=target/gpu-carry PY="${DMNET_CHECK_PYTHON:-python3}" BUDGET="" KEEP=0
 DEST=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
+    --net) NET="$2"; shift 2 ;;
     --carry) CARRY="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
     --budget) BUDGET="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) DEST="$1"; shift ;;
   esac
 done
 case "$DEVICE" in cuda|cpu) ;; *) echo "--device must be cuda or cpu" >&2; exit 2 ;; esac
-if [ "$DEVICE" = cuda ]; then STEPS=${STEPS:-20} BUDGET=${BUDGET:-540}; else STEPS=${STEPS:-2} BUDGET=${BUDGET:-0}; fi
+if [ "$DEVICE" = cuda ]; then STEPS=${STEPS:-20} BUDGET=${BUDGET:-540} NET=${NET:-paper}
+else STEPS=${STEPS:-2} BUDGET=${BUDGET:-0} NET=${NET:-small}; fi
+case "$STEPS" in ''|*[!0-9]*|0) echo "--steps must be a positive integer" >&2; exit 2 ;; esac
+# The network: dmnet-train's flags and bench_train_torch.py's, the same network in both.
+case "$NET" in
+  paper) ENC=101 WIDTH=1 NL=8 NU=8 ;;
+  small) ENC=18 WIDTH=0.25 NL=2 NU=2 ;;
+  *) echo "--net must be paper or small" >&2; exit 2 ;;
+esac
 DEST=${DEST:-${OUT:-target/gpu-check-$DEVICE}}
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
@@ -183,23 +197,23 @@ prep() {
   record prep ok "$(grep -m1 'studies ok' "$LOGS/prep.log")" --from "$WORK/prep.result.json"
 }
 
-# ---- train: the paper's network, N steps per epoch, 2 epochs (the second one timed)
-# TODO(--steps): the integrator is adding `dmnet-train --steps N`; until then the length is
-# `--epochs 2 --max-steps-per-epoch N` and the second (warm) epoch's train_seconds are timed.
+# ---- train: 2N steps in two rounds of N (a round ends with a checkpoint; no val split, so no
+# validation pass); the second (warm) round's train_seconds are timed.
 train() {
   local step=$1; shift
   run "$step" "$BIN/dmnet-train" --shards "$SHARDS" --out "$WORK/run-$step" \
-    --pipeline "$WORK/la2018-check.toml" --encoder resnet101 --width 1 --variant dmnet --size 224 \
-    --labeled-batch 8 --unlabeled-batch 8 --epochs 2 --max-steps-per-epoch "$STEPS" \
-    --device "$DEVICE" "$@"
+    --pipeline "$WORK/la2018-check.toml" --encoder "resnet$ENC" --width "$WIDTH" --variant dmnet \
+    --size 224 --labeled-batch "$NL" --unlabeled-batch "$NU" --steps $((2 * STEPS)) \
+    --eval-every "$STEPS" --unlabeled-pass separate --device "$DEVICE" "$@"
   local rc=$?
   [ "$rc" = 0 ] || { fail_or_timeout "$step" "$rc" "dmnet-train failed"; return 1; }
   "${LIB[@]}" train --run "$WORK/run-$step" --log "$LOGS/$step.log" --device "$DEVICE" > "$WORK/$step.train.json"
   rc=$?
   local n; n=$("${LIB[@]}" note-train "$WORK/$step.train.json")
-  # 0.8 GiB per checkpoint: keep only what eval and export read (train-fp32's last).
+  # 0.8 GiB per checkpoint of the paper's network: keep only what eval and export read
+  # (train-fp32's last).
   if [ "$KEEP" = 0 ]; then
-    rm -f "$WORK/run-$step"/checkpoints/best.*
+    rm -rf "$WORK/run-$step/checkpoints/best"
     [ "$step" = train-fp32 ] || rm -rf "$WORK/run-$step/checkpoints"
   fi
   if [ "$rc" = 0 ]; then record "$step" ok "$n" --from "$WORK/$step.result.json" --from "$WORK/$step.train.json"
@@ -211,8 +225,9 @@ torch_eager() {
   if [ "$TORCH_OK" != True ]; then
     record torch-eager skipped "skipped: no importable torch ($PY; ~/.cache/dmnet-bench absent)"; return 0
   fi
-  run torch-eager "$PY" scripts/bench_train_torch.py --encoder 101 --width 1 --size 224 \
-    --labeled-batch 8 --unlabeled-batch 8 --steps "$STEPS" --warmup 2 --device "$DEVICE"
+  run torch-eager "$PY" scripts/bench_train_torch.py --encoder "$ENC" --width "$WIDTH" --size 224 \
+    --labeled-batch "$NL" --unlabeled-batch "$NU" --steps "$STEPS" --warmup 2 --pass separate \
+    --device "$DEVICE"
   local rc=$?
   [ "$rc" = 0 ] || { fail_or_timeout torch-eager "$rc" "bench_train_torch.py failed"; return 1; }
   local s; s=$(grep '"s_per_step"' "$LOGS/torch-eager.log" | tail -n1 | "${LIB[@]}" json - s_per_step)
@@ -242,6 +257,26 @@ export_verify() {
   local v; v=$(grep -m1 '^verify:' "$LOGS/export.log")
   [ "$rc" = 0 ] || { fail_or_timeout export "$rc" "dmnet-export --verify failed${v:+: $v}"; return 1; }
   record export ok "$v" --from "$WORK/export.result.json"
+}
+
+# ---- flops: GFLOP per training step from the architecture, cross-checked against the exported
+# graph's Conv nodes where a Python with the onnx package exists (not timed; no device)
+flops() {
+  local py=python3 c x=""
+  for c in "$PY" .venv/bin/python python3; do
+    if command -v "$c" >/dev/null && "$c" -c 'import onnx' 2>/dev/null; then py=$c; break; fi
+  done
+  if ! timeout 120 "$py" "${LIB[1]}" flops --encoder "$ENC" --width "$WIDTH" --size 224 \
+       --labeled-batch "$NL" --unlabeled-batch "$NU" --onnx "$WORK/model/dmnet.onnx" \
+       > "$WORK/flops.json" 2> "$LOGS/flops.log"; then
+    record flops failed "the exported graph's MACs differ from the architecture's; see logs/flops.log" \
+      $([ -s "$WORK/flops.json" ] && echo --from "$WORK/flops.json"); return 1
+  fi
+  c=$("${LIB[@]}" json "$WORK/flops.json" onnx)
+  case "$c" in skipped*) x="; ONNX cross-check $c" ;;
+    *) x="; ONNX graph/architecture $("${LIB[@]}" json "$WORK/flops.json" onnx_over_architecture)" ;; esac
+  record flops ok "$("${LIB[@]}" json "$WORK/flops.json" train_step_gflop) GFLOP per training step, $("${LIB[@]}" json "$WORK/flops.json" segmenter_gflop_per_slice_fwd) per slice forward$x" \
+    --from "$WORK/flops.json"
 }
 
 # infer_run STEP PROVIDER ORTLIB DEVICE [LD_LIBRARY_PATH prefix]: dmnet-infer on the test split.
@@ -283,15 +318,15 @@ infer() {
 
 budget_note="no time budget"
 [ "$BUDGET" -gt 0 ] && budget_note="budget ${BUDGET}s"
-say "device $DEVICE, $STEPS steps per run, carry $CARRY, output $DEST, $budget_note"
+say "device $DEVICE, net $NET (ResNet-$ENC x$WIDTH, batch $NL+$NU), $STEPS timed steps per run, carry $CARRY, output $DEST, $budget_note"
 if preflight; then
   if prep; then
     train train-fp32
     train train-amp --amp
     torch_eager
-    if [ -f "$WORK/run-train-fp32/checkpoints/last.safetensors" ]; then
+    if [ -f "$WORK/run-train-fp32/checkpoints/last/model.safetensors" ]; then
       evaluate
-      export_verify && infer
+      export_verify && { flops; infer; }
     else
       record eval skipped "no fp32 run to evaluate"
     fi
@@ -300,7 +335,7 @@ fi
 if [ "$KEEP" = 0 ]; then
   rm -rf "$SHARDS" "$WORK/bin" "$WORK/lib" "$WORK"/run-*/checkpoints "$WORK"/model/*.onnx "$WORK"/infer*/predictions.parquet
 fi
-"${LIB[@]}" summary --out "$DEST" --device "$DEVICE" --steps "$STEPS"
+"${LIB[@]}" summary --out "$DEST" --device "$DEVICE" --steps "$STEPS" --net "ResNet-$ENC x$WIDTH DMNet, 224, batch $NL+$NU"
 rc=$?
 say "done in $(($(date +%s) - T0)) s: $DEST/summary.json, $DEST/table.md"
 exit $rc

@@ -12,7 +12,8 @@ torch, nothing else from this project).
   record       append one step's record to OUT/steps.jsonl
   host         OUT/host.json: GPU, CPU, glibc, torch, onnxruntime, the carry's manifest
   json         print one field of a JSON file or of stdin (-) (for the shell)
-  flops        GFLOP per slice of an exported model (needs the onnx package) and per training step
+  flops        GFLOP per slice and per training step from the architecture, cross-checked against
+               the exported model's Conv nodes where the onnx package imports
   summary      the JSON summary and the short table, from the steps' records
 """
 import argparse
@@ -326,12 +327,59 @@ def disc_macs(k_classes, size):
     return macs
 
 
-def cmd_flops(a):
-    """Forward MACs of the exported model per slice (from its Conv nodes after shape inference),
-    the discriminator's, and the FLOPs of one training step (fwd + bwd ≈ 3 × fwd)."""
+def ch(n, w):
+    """Channels of a layer of nominal width n at width multiplier w (bench_train_torch.c)."""
+    return max(8, round(n * w))
+
+
+def arch_macs(depth, w, size, cin=1, k=2):
+    """Forward MACs per slice of the segmenter (encoder + U-Net + DeepLab v3+), counted from the
+    architecture contract (docs/contracts.md; the same layers as bench_train_torch.py), Conv
+    layers only. Dilation does not change a conv's MACs."""
+    bottleneck = depth in (50, 101)
+    counts = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}[depth]
+    e = 4 if bottleneck else 1
+    r = size // 2
+    macs = r * r * ch(64, w) * cin * 49  # conv1 7×7 / 2
+    feats = [(ch(64, w), r)]
+    c_in, r = ch(64, w), r // 2  # max pool / 2
+    for li, (nom, n) in enumerate(zip([64, 128, 256, 512], counts)):
+        p = ch(nom, w)
+        for b in range(n):
+            stride = 2 if (b == 0 and li > 0) else 1
+            ro, out = r // stride, p * e
+            if bottleneck:
+                macs += r * r * p * c_in + ro * ro * p * p * 9 + ro * ro * out * p
+            else:
+                macs += ro * ro * p * c_in * 9 + ro * ro * p * p * 9
+            if stride != 1 or c_in != out:
+                macs += ro * ro * out * c_in
+            c_in, r = out, ro
+        feats.append((c_in, r))
+    f = feats
+    # U-Net decoder: 4 skip blocks and one at full size, two 3×3 conv-BN-ReLU each, 1×1 head
+    x = f[4][0]
+    for i, o in enumerate([256, 128, 64, 32, 16]):
+        o = ch(o, w)
+        skip, res = (f[3 - i][0], f[3 - i][1]) if i < 4 else (0, size)
+        macs += res * res * o * (x + skip) * 9 + res * res * o * o * 9
+        x = o
+    macs += size * size * k * x
+    # DeepLab v3+ decoder: ASPP at f[3]'s size (1×1, three 3×3 atrous, image pooling), projection,
+    # 48-channel low-level 1×1 at f[1]'s size, two 3×3, 1×1 head
+    a_, r3, r1 = ch(256, w), f[3][1], f[1][1]
+    macs += r3 * r3 * a_ * f[4][0] * (1 + 3 * 9) + a_ * f[4][0] + r3 * r3 * a_ * 5 * a_
+    macs += r1 * r1 * 48 * f[1][0] + r1 * r1 * a_ * (a_ + 48) * 9 + r1 * r1 * a_ * a_ * 9
+    macs += r1 * r1 * k * a_
+    return macs
+
+
+def onnx_macs(path):
+    """Forward MACs per slice of an exported model (its Conv nodes after shape inference), its
+    input size and classes."""
     import onnx
     from onnx import shape_inference
-    m = onnx.load(a.onnx)
+    m = onnx.load(path)
     for d in m.graph.input[0].type.tensor_type.shape.dim[:1]:
         d.ClearField("dim_param")
         d.dim_value = 1
@@ -351,18 +399,37 @@ def cmd_flops(a):
                           n.op_type == "ConvTranspose")
         convs += 1
     in_shape = shapes[m.graph.input[0].name]
-    k, size = shapes[m.graph.output[0].name][1], in_shape[-1]
-    d = disc_macs(k, size)
+    return macs, convs, in_shape[-1], in_shape[1], shapes[m.graph.output[0].name][1]
+
+
+def cmd_flops(a):
+    """GFLOP (2 per MAC) of the segmenter's forward pass per slice, from the architecture
+    (--encoder/--width/--size) and, with --onnx and the onnx package, also counted in the exported
+    graph (a cross-check of the first); the discriminator's; one training step's (fwd + bwd ≈ 3 ×
+    fwd): the segmenter on nl + nu slices, D on their 2(nl + nu) maps, D's update on those and
+    the nl one-hot maps."""
+    macs = arch_macs(a.encoder, a.width, a.size)
+    r = {"net": f"ResNet-{a.encoder} x{a.width}, {a.size}", "count": "architecture"}
+    if a.onnx:
+        try:
+            om, convs, size, _, _ = onnx_macs(a.onnx)
+            r.update(onnx=a.onnx, onnx_conv_nodes=convs, onnx_size=size,
+                     onnx_gflop_per_slice_fwd=round(2 * om / 1e9, 4),
+                     onnx_over_architecture=round(om / macs, 4))
+        except ImportError:
+            r["onnx"] = "skipped: no onnx package in this Python"
+    d = disc_macs(2, a.size)
     nl, nu = a.labeled_batch, a.unlabeled_batch
     n = nl + nu
-    # segmenter fwd+bwd on n slices; D on 2n maps with bwd into the segmenter; D update on 2n + nl
     step = 3 * macs * n + 3 * d * 2 * n + 3 * d * (2 * n + nl)
-    r = {"onnx": a.onnx, "conv_nodes": convs, "size": size, "classes": k,
-         "segmenter_gflop_per_slice_fwd": round(2 * macs / 1e9, 2),
-         "discriminator_gflop_per_map_fwd": round(2 * d / 1e9, 2),
-         "train_step_gflop": round(2 * step / 1e9, 1), "batch": f"{nl}+{nu}",
-         "eval_gflop_per_slice": round(2 * macs / 1e9, 2)}
+    r.update(segmenter_gflop_per_slice_fwd=round(2 * macs / 1e9, 4),
+             discriminator_gflop_per_map_fwd=round(2 * d / 1e9, 4),
+             train_step_gflop=round(2 * step / 1e9, 2), batch=f"{nl}+{nu}")
     print(json.dumps(r))
+    if a.onnx and "onnx_over_architecture" in r and abs(r["onnx_over_architecture"] - 1) > 0.02:
+        print(f"the exported graph has {r['onnx_over_architecture']}x the architecture's MACs",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -401,16 +468,21 @@ def cmd_summary(a):
         "infer_provider": by.get("infer", {}).get("provider"),
         "infer_cpu_slices_per_s": by.get("infer-cpu", {}).get("slices_per_s"),
     }
+    gflop = by.get("flops", {}).get("train_step_gflop")
+    g["train_step_gflop"] = gflop
+    for k, st in (("fp32", fp32), ("amp", amp), ("pytorch", eager)):
+        g[f"achieved_tflops_{k}"] = None if not gflop or not st.get("s_per_step") \
+            else round(gflop / st["s_per_step"] / 1e3, 3)
     g["goal_ratio_le_1_05"] = None if g["ratio_dmnet_over_pytorch_fp32"] is None or a.device != "cuda" \
         else g["ratio_dmnet_over_pytorch_fp32"] <= 1.05
     g["goal_amp_speedup_ge_1_6"] = None if g["amp_speedup"] is None or a.device != "cuda" \
         else g["amp_speedup"] >= 1.6
     bad = [s["step"] for s in steps if s["status"] in ("failed", "timeout")]
-    summary = {"device": a.device, "steps_per_run": a.steps, "host": env, "results": g,
+    summary = {"device": a.device, "net": a.net, "steps_per_run": a.steps, "host": env, "results": g,
                "failed_steps": bad, "ok": not bad and bool(steps), "steps": steps}
     write_json(os.path.join(a.out, "summary.json"), summary)
     lines = [f"dmnet GPU check: device {a.device}, {env.get('gpu') or env.get('cpu') or '?'}; "
-             f"ResNet-101 DMNet, 224, batch 8+8, {a.steps} timed steps per run", "",
+             f"{a.net}, {a.steps} timed steps per run", "",
              "| step | status | seconds | result | peak memory |", "|---|---|---|---|---|"]
     for s in steps:
         mem = s.get("gpu_peak_mib")
@@ -421,6 +493,8 @@ def cmd_summary(a):
               f"(speed-up {fmt(g['amp_speedup'], '×', 2)}, goal ≥ 1.6×), PyTorch eager fp32 "
               f"{fmt(g['pytorch_eager_s_per_step'], ' s/step')} (dmnet/PyTorch {fmt(g['ratio_dmnet_over_pytorch_fp32'], '×', 3)}, "
               f"goal ≤ 1.05×)",
+              f"{fmt(gflop, ' GFLOP', 1)} per training step: achieved {fmt(g['achieved_tflops_fp32'], ' TFLOP/s')} fp32, "
+              f"{fmt(g['achieved_tflops_amp'], ' TFLOP/s')} AMP, {fmt(g['achieved_tflops_pytorch'], ' TFLOP/s')} PyTorch eager",
               f"ONNX Runtime: {fmt(g['infer_slices_per_s'], ' slices/s', 1)} on {g['infer_provider'] or '-'}"
               f"; CPU provider {fmt(g['infer_cpu_slices_per_s'], ' slices/s', 1)}",
               f"overall: {'OK' if summary['ok'] else 'FAILED: ' + ', '.join(bad)}"]
@@ -467,13 +541,17 @@ def main():
     for k in ("out", "device", "gpu", "carry", "torch", "ort"):
         h.add_argument(f"--{k}", required=True)
     f = sub.add_parser("flops")
-    f.add_argument("onnx")
+    f.add_argument("--encoder", type=int, choices=[18, 34, 50, 101], default=101)
+    f.add_argument("--width", type=float, default=1.0)
+    f.add_argument("--size", type=int, default=224)
+    f.add_argument("--onnx", help="also count the Conv nodes of this exported model")
     f.add_argument("--labeled-batch", type=int, default=8)
     f.add_argument("--unlabeled-batch", type=int, default=8)
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
     s.add_argument("--device", required=True)
     s.add_argument("--steps", type=int, required=True)
+    s.add_argument("--net", required=True)
     a = ap.parse_args()
     if a.cmd == "measure":
         a.command = a.command[1:] if a.command[:1] == ["--"] else a.command
