@@ -52,7 +52,8 @@ step "infer with ONNX Runtime"
 "$bin/dmnet-infer" --model "$out/model/dmnet.onnx" --input "$out/shards" --split test --out "$out/eval-onnx"
 
 step "results"
-cat "$out/results.md" | sed -n '/best-on-validation/,/last checkpoint/p' | grep '^|'
+# the test mIoU and per-case Dice tables of grid.md, best and last checkpoints
+awk '/^\| test (mIoU|per-case Dice) %/ {show = 1} /^$/ {if (show) print ""; show = 0} show' "$out/results.md"
 printf '\nONNX Runtime on the test shards: '
 grep -o '"miou": [0-9.]*' "$out/eval-onnx/metrics.json" | head -n 1
 cat <<EOT

@@ -264,6 +264,29 @@ impl GraphBuilder {
         self.node("Constant", &[], vec![a], Some(&name))
     }
 
+    /// A `Conv` or `ConvTranspose` node with a square kernel `k` and the options `o`; returns
+    /// its output name.
+    fn conv_node(
+        &mut self,
+        op: &str,
+        x: &T,
+        (w, b): (&str, Option<&str>),
+        k: usize,
+        o: ConvOpts,
+    ) -> String {
+        let mut inputs = vec![x.name.as_str(), w];
+        inputs.extend(b);
+        let (p, s, d) = (o.pad as i64, o.stride as i64, o.dilation as i64);
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[s, s]),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_ints("dilations", &[d, d]),
+            attr_i("group", 1),
+        ];
+        self.node(op, &inputs, attrs, None)
+    }
+
     /// Conv with weight `[cout, cin, k, k]` (an initializer `w`) and optional bias `b`.
     pub fn conv(
         &mut self,
@@ -274,19 +297,7 @@ impl GraphBuilder {
         k: usize,
         o: ConvOpts,
     ) -> T {
-        let mut inputs = vec![x.name.as_str(), w];
-        if let Some(b) = b {
-            inputs.push(b);
-        }
-        let (p, s, d) = (o.pad as i64, o.stride as i64, o.dilation as i64);
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k as i64, k as i64]),
-            attr_ints("strides", &[s, s]),
-            attr_ints("pads", &[p, p, p, p]),
-            attr_ints("dilations", &[d, d]),
-            attr_i("group", 1),
-        ];
-        let name = self.node("Conv", &inputs, attrs, None);
+        let name = self.conv_node("Conv", x, (w, b), k, o);
         let out = |n: usize| (n + 2 * o.pad - o.dilation * (k - 1) - 1) / o.stride + 1;
         T {
             name,
@@ -307,19 +318,7 @@ impl GraphBuilder {
         k: usize,
         o: ConvOpts,
     ) -> T {
-        let mut inputs = vec![x.name.as_str(), w];
-        if let Some(b) = b {
-            inputs.push(b);
-        }
-        let (p, s, d) = (o.pad as i64, o.stride as i64, o.dilation as i64);
-        let attrs = vec![
-            attr_ints("kernel_shape", &[k as i64, k as i64]),
-            attr_ints("strides", &[s, s]),
-            attr_ints("pads", &[p, p, p, p]),
-            attr_ints("dilations", &[d, d]),
-            attr_i("group", 1),
-        ];
-        let name = self.node("ConvTranspose", &inputs, attrs, None);
+        let name = self.conv_node("ConvTranspose", x, (w, b), k, o);
         let out = |n: usize| (n - 1) * o.stride + o.dilation * (k - 1) + 1 - 2 * o.pad;
         T {
             name,

@@ -20,7 +20,7 @@ mod dicom;
 mod nifti_io;
 
 pub use dicom::{
-    dicom_series_geometry, read_dicom_pixels, read_dicom_seg, read_dicom_series,
+    check_declared_lengths, dicom_series_geometry, read_dicom_pixels, read_dicom_seg, read_dicom_series,
     read_dicom_timepoint, read_seg_names, scan_dicom_dir, series_timepoints, DicomFile,
     DicomPixels, DicomSeries, FileKind, Frame, SegLabels, UnreadableFile,
 };

@@ -535,3 +535,40 @@ fn dcm2niix_conformance_on_shared_dicom() {
         [("CT".to_string(), 1), ("MR".into(), 1), ("MR".into(), 10)]
     );
 }
+
+/// A DICOM file that declares a value longer than the file (or a UN element of undefined
+/// length) is refused from its headers, before dicom-parser allocates the declared length
+/// (docs/reliability.md: pydicom's `UN_sequence.dcm` cost 3.7 GB of RSS to reject). Over all of
+/// the pydicom wheel's test files, every file the check refuses is one that dicom-rs itself
+/// cannot read, so the check never loses a readable file.
+#[test]
+fn dicom_declared_lengths_are_checked_before_parsing() {
+    let dir = crate::util::pydicom_test_files();
+    let err = dmnet::volume::read_dicom_pixels(&dir.join("UN_sequence.dcm"))
+        .err()
+        .expect("UN_sequence.dcm is refused")
+        .to_string();
+    assert!(
+        err.contains("UN_sequence.dcm") && err.contains("UN with an undefined length"),
+        "{err}"
+    );
+    let mut files = vec![dir.clone()];
+    let mut refused = Vec::new();
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if dmnet::volume::check_declared_lengths(&p).is_ok() || p.ends_with("UN_sequence.dcm") {
+            continue;
+        }
+        let parsed = dicom_object::OpenFileOptions::new().open_file(&p);
+        assert!(parsed.is_err(), "{} is readable but refused", p.display());
+        refused.push(p.file_name().unwrap().to_string_lossy().to_string());
+    }
+    refused.sort();
+    assert!(
+        refused.contains(&"MR_truncated.dcm".to_string()),
+        "a truncated pixel data element must be refused: {refused:?}"
+    );
+}

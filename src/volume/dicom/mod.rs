@@ -28,6 +28,7 @@ use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use crate::{Error, Result};
 
+mod lengths;
 mod mosaic;
 mod multiframe;
 mod pixels;
@@ -35,6 +36,7 @@ mod scan;
 mod seg;
 mod series;
 
+pub use lengths::check_declared_lengths;
 pub use pixels::{read_dicom_pixels, DicomPixels};
 pub use scan::scan_dicom_dir;
 pub use seg::{read_dicom_seg, read_seg_names};
@@ -184,8 +186,10 @@ fn vec2(v: Vec<f64>) -> Option<[f64; 2]> {
     (v.len() == 2).then(|| [v[0], v[1]])
 }
 
-/// Opens a file (with or without its pixel data); the error names the file.
+/// Opens a file (with or without its pixel data) once its declared lengths are checked
+/// ([`lengths`]); the error names the file.
 fn open(path: &Path, pixels: bool) -> Result<dicom_object::DefaultDicomObject> {
+    lengths::check_declared_lengths(path)?;
     let opts = OpenFileOptions::new();
     let opts = if pixels {
         opts
