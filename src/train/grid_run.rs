@@ -117,7 +117,7 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
     )
     .map_err(|e| Error::io(&json, e))?;
     let names: Vec<String> = spec.variants.iter().map(|v| v.name().to_string()).collect();
-    let protocol = std::fs::read_to_string(spec.shards.join("prep-config.json"))
+    let protocol = std::fs::read_to_string(spec.shards.join(crate::shard::folder::PREP_CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .map(|j| j["protocol"].as_str().unwrap_or("?").to_string())

@@ -7,6 +7,7 @@ mod infer;
 mod layers;
 mod model;
 mod prep;
+mod shards;
 mod synth;
 mod toolchain;
 mod train;
