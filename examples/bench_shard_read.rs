@@ -1,7 +1,7 @@
 //! How fast training reads shards: for each folder, the time to open (validate + index) it and
 //! to decode every row group into `SliceRecord`s on one thread, as the training stream does
 //! (`dmnet::shard::PartCache`). A schema-v1 folder is read with the v1 decoder (the code the v1
-//! reader ran). Prints one JSON line per folder; run through `scripts/bench_prep.sh read`.
+//! reader ran). Prints one JSON line per folder; run through `scripts/bench_prep.py read`.
 //!
 //!   cargo run --release --no-default-features --example bench_shard_read -- DIR [DIR …]
 use std::path::{Path, PathBuf};

@@ -13,6 +13,9 @@ nearest) and writes zstd Parquet with row groups of 64 slices.
   bench_prep.py bench     --bin target/release/dmnet-prep --input LA --workers N --size S
   bench_prep.py profile   --bin target/release/dmnet-prep --input LA --workers N --size S
   bench_prep.py encodings --input LA --size S [--max-studies K]   # image column encodings
+  bench_prep.py v1copy    --shards V2DIR --out V1DIR       # a schema-v1 copy (shard-v1.md) of v2 shards
+  bench_prep.py read      --bin target/release/dmnet-prep --reader target/release/examples/bench_shard_read
+                          --input LA --size S --max-studies K   # training read speed, v1 vs v2
 """
 import argparse
 import glob
@@ -317,10 +320,71 @@ def cmd_encodings(a):
     subprocess.run(["rm", "-rf", tmp])
 
 
+def cmd_v1copy(a):
+    """Writes a schema-v1 folder (schemas/shard-v1.md: part-*.parquet beside manifest.json,
+    list columns, version "1") with the rows of the v2 folder a.shards (float32 for exact rows)."""
+    import shutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def storage(t):
+        return getattr(t, "storage_type", t)
+
+    def v1_field(f):
+        st = storage(f.type)
+        if pa.types.is_fixed_size_list(st):
+            return pa.field(f.name, pa.list_(st.value_type), f.nullable)
+        return pa.field(f.name, st, f.nullable)
+
+    def v1_config(cfg):
+        return {k: v for k, v in cfg.items() if k != "image_dtype"}  # v2's only new key
+
+    os.makedirs(a.out)
+    for p in sorted(glob.glob(os.path.join(a.shards, "data", "part-*.parquet"))):
+        t = pq.read_table(p)
+        schema = pa.schema([v1_field(f) for f in t.schema])
+        cols = [getattr(c.combine_chunks(), "storage", c.combine_chunks()).cast(f.type)
+                for c, f in zip(t.columns, schema)]
+        cfg = json.dumps(v1_config(json.loads(t.schema.metadata[b"dmnet.prep_config"])))
+        meta = {b"dmnet.schema_version": b"1", b"dmnet.prep_config": cfg.encode()}
+        pq.write_table(pa.Table.from_arrays(cols, schema=schema.with_metadata(meta)),
+                       os.path.join(a.out, os.path.basename(p)), compression="zstd", row_group_size=64)
+    m = json.load(open(os.path.join(a.shards, "_manifest.json")))
+    m["schema_version"] = "1"
+    m["config"] = v1_config(m["config"])
+    json.dump(m, open(os.path.join(a.out, "manifest.json"), "w"))
+    shutil.copy(os.path.join(a.shards, "_splits.json"), os.path.join(a.out, "splits.json"))
+    json.dump(v1_config(json.load(open(os.path.join(a.shards, "_prep-config.json")))),
+              open(os.path.join(a.out, "prep-config.json"), "w"))
+
+
+def cmd_read(a):
+    """How fast the training reader decodes shards (one thread, examples/bench_shard_read.rs):
+    v2 float16, v2 float32 and a v1 copy of the same rows, written with the same row groups."""
+    tmp = tempfile.mkdtemp(prefix="dmnet-read-")
+    base = [a.bin, "ingest", "-q", "--input", a.input, "--layout", "msd", "--protocol", "all-slices",
+            "--size", str(a.size), "--threads", str(a.workers), "--max-studies", str(a.max_studies or 10)]
+    dirs = {}
+    for dtype in ["float16", "float32"]:
+        dirs[dtype] = os.path.join(tmp, dtype)
+        subprocess.run(base + ["--out", dirs[dtype], "--image-dtype", dtype], check=True)
+    dirs["v1"] = os.path.join(tmp, "v1")
+    subprocess.run([sys.executable, __file__, "v1copy", "--input", "-", "--shards", dirs["float32"],
+                    "--out", dirs["v1"]], check=True)
+    res = {"machine_before": machine(), "size": a.size}
+    for _ in range(2):  # the second pass reads from the page cache, like later epochs
+        p = subprocess.run([a.reader, dirs["v1"], dirs["float32"], dirs["float16"]], check=True,
+                           capture_output=True, text=True)
+    res["folders"] = [json.loads(l) for l in p.stdout.splitlines()]
+    res["machine_after"] = machine()
+    print(json.dumps(res, indent=2))
+    subprocess.run(["rm", "-rf", tmp])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ["ref", "decompress", "check", "bench", "profile", "encodings"]:
+    for name in ["ref", "decompress", "check", "bench", "profile", "encodings", "v1copy", "read"]:
         p = sub.add_parser(name)
         p.add_argument("--input", required=True)
         p.add_argument("--workers", type=int, default=os.cpu_count())
@@ -329,9 +393,10 @@ def main():
         p.add_argument("--out")
         p.add_argument("--shards")
         p.add_argument("--bin", default="target/release/dmnet-prep")
+        p.add_argument("--reader", default="target/release/examples/bench_shard_read")
     a = ap.parse_args()
     {"ref": cmd_ref, "decompress": cmd_decompress, "check": cmd_check, "bench": cmd_bench,
-     "profile": cmd_profile, "encodings": cmd_encodings}[a.cmd](a)
+     "profile": cmd_profile, "encodings": cmd_encodings, "v1copy": cmd_v1copy, "read": cmd_read}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,11 @@ impl Part {
     }
 
     fn builder(&self, rg: usize) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+        let Some(group) = self.meta.metadata().row_groups().get(rg) else {
+            return Err(Error::invalid(&self.path, format!("no row group {rg}")));
+        };
+        let rows = group.num_rows().max(1) as usize;
         let f = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        let rows = self.meta.metadata().row_group(rg).num_rows().max(1) as usize;
         Ok(
             ParquetRecordBatchReaderBuilder::new_with_metadata(f, self.meta.clone())
                 .with_row_groups(vec![rg])
@@ -183,7 +186,9 @@ impl Part {
     /// Whether row group `rg`'s statistics prove every mask value < `classes` and every image
     /// value finite.
     fn stats_prove_valid(&self, rg: usize, classes: usize) -> bool {
-        let g = self.meta.metadata().row_group(rg);
+        let Some(g) = self.meta.metadata().row_groups().get(rg) else {
+            return false;
+        };
         let leaf = |name: &str| {
             (0..g.num_columns()).find(|&i| {
                 g.column(i)
@@ -400,8 +405,8 @@ impl PartCache {
             *slot = Some(Part::open(path)?);
         }
         match slot {
-            Some(p) if rg < p.num_row_groups() => p.read_row_group(rg),
-            _ => Err(Error::invalid(path, format!("no row group {rg}"))),
+            Some(p) => p.read_row_group(rg),
+            None => Err(Error::invalid(path, "part not open")),
         }
     }
 }

@@ -136,8 +136,8 @@ print(json.dumps(res))
     );
 }
 
-/// `dmnet-prep upgrade` turns a schema-v1 folder (written here by a pyarrow script that follows
-/// `schemas/shard-v1.md`) into v2 with exactly the same rows; before that, readers refuse it
+/// `dmnet-prep upgrade` turns a schema-v1 folder (written by `scripts/bench_prep.py v1copy`, a
+/// pyarrow writer that follows `schemas/shard-v1.md`) into v2 with exactly the same rows; before that, readers refuse it
 /// with the exact command.
 #[test]
 fn v1_folder_is_refused_with_the_upgrade_command_then_upgraded_exactly() {
@@ -146,29 +146,15 @@ fn v1_folder_is_refused_with_the_upgrade_command_then_upgraded_exactly() {
         return;
     };
     let v1 = t.path().join("v1 shards");
-    let script = r#"
-import sys, os, glob, json, shutil, pyarrow as pa, pyarrow.parquet as pq
-src, dst = sys.argv[1], sys.argv[2]
-os.makedirs(dst)
-def storage(t):
-    return getattr(t, 'storage_type', t)
-def v1_type(f):
-    st = storage(f.type)
-    if pa.types.is_fixed_size_list(st):
-        return pa.field(f.name, pa.list_(st.value_type), f.nullable)
-    return pa.field(f.name, st, f.nullable)
-for p in sorted(glob.glob(src + '/data/part-*.parquet')):
-    t = pq.read_table(p)
-    schema = pa.schema([v1_type(f) for f in t.schema])
-    cols = [getattr(c.combine_chunks(), 'storage', c.combine_chunks()).cast(f.type) for c, f in zip(t.columns, schema)]
-    meta = {b'dmnet.schema_version': b'1', b'dmnet.prep_config': t.schema.metadata[b'dmnet.prep_config']}
-    pq.write_table(pa.Table.from_arrays(cols, schema=schema.with_metadata(meta)), os.path.join(dst, os.path.basename(p)), compression='zstd', row_group_size=64)
-m = json.load(open(src + '/_manifest.json')); m['schema_version'] = '1'
-json.dump(m, open(dst + '/manifest.json', 'w'))
-shutil.copy(src + '/_splits.json', dst + '/splits.json')
-shutil.copy(src + '/_prep-config.json', dst + '/prep-config.json')
-"#;
-    run_ok(python().args(["-c", script]).arg(&v2).arg(&v1));
+    let script = crate::util::root().join("scripts/bench_prep.py");
+    run_ok(
+        python()
+            .arg(&script)
+            .args(["v1copy", "--input", "-", "--shards"])
+            .arg(&v2)
+            .arg("--out")
+            .arg(&v1),
+    );
     let command = format!("dmnet-prep upgrade '{}'", v1.display());
     train_refuses(&v1, &t.path().join("run"), &["version 1", &command]);
     let e = open_error(&v1);
