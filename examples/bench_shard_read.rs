@@ -43,7 +43,10 @@ fn read_v1(dir: &Path) -> anyhow::Result<(f64, f64, usize)> {
     let t = Instant::now();
     let mut rows = 0;
     for f in files.iter() {
-        rows += dmnet::shard::v1::read_part(f)?.iter().map(Vec::len).sum::<usize>();
+        rows += dmnet::shard::v1::read_part(f)?
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>();
     }
     Ok((open, t.elapsed().as_secs_f64(), rows))
 }

@@ -55,6 +55,10 @@ struct RunArgs {
     /// Shard inputs: only rows of this split (train, val, test).
     #[arg(long)]
     split: Option<String>,
+    /// 4-D inputs (a 4-D NIfTI, a DICOM series with repeated positions): segment this time
+    /// point (0-based); 3-D inputs are read as they are. Without it a 4-D input is an error.
+    #[arg(long)]
+    timepoint: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
                 batch: r.batch,
                 probabilities: r.probabilities,
                 split: r.split,
+                timepoint: r.timepoint,
                 ort_lib: cli.ort_lib.clone(),
             };
             dmnet::infer::run::infer(&opts).map(|s| {
@@ -97,7 +102,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", dmnet::error::report_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

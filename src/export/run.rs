@@ -1,4 +1,4 @@
-//! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}.safetensors`,
+//! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}/`,
 //! `eval-val.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
 //! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
 use super::{dmnet, graph};
@@ -134,19 +134,19 @@ pub fn read_run_config(
     Ok((model, prep, channels, classes))
 }
 
-/// The checkpoint file of a run (`best` or `last`).
+/// The checkpoint weights of a run (`best` or `last`).
 pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
-    if which != "best" && which != "last" {
-        return Err(Error::Config {
-            path: "<cli>".into(),
-            msg: format!("--checkpoint must be best or last, got {which}"),
-        });
-    }
-    let p = run.join("checkpoints").join(format!("{which}.safetensors"));
-    if !p.exists() {
-        return Err(Error::invalid(&p, "checkpoint not found"));
-    }
-    Ok(p)
+    let kind = match which {
+        "best" => crate::artifact::CheckpointKind::Best,
+        "last" => crate::artifact::CheckpointKind::Last,
+        _ => {
+            return Err(Error::Config {
+                path: "<cli>".into(),
+                msg: format!("--checkpoint must be best or last, got {which}"),
+            })
+        }
+    };
+    Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
 fn validation_metrics(run: &Path) -> Option<Value> {

@@ -31,6 +31,9 @@ pub struct InferOptions {
     pub split: Option<String>,
     /// ONNX Runtime library override.
     pub ort_lib: Option<PathBuf>,
+    /// Time point of 4-D inputs (`None`: a 4-D input is an error); the mask has the 3-D
+    /// volume's geometry.
+    pub timepoint: Option<usize>,
 }
 
 /// The run summary (also written to `OUT/summary.json`).
@@ -73,7 +76,7 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
                 let load = || {
                     case.files
                         .iter()
-                        .map(|f| crate::volume::read_nifti(f))
+                        .map(|f| crate::volume::read_nifti_at(f, opts.timepoint))
                         .collect()
                 };
                 (case.name.clone(), Box::new(load) as VolumeLoader)
@@ -90,7 +93,8 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "series".into());
                 let name = if n > 1 { format!("{name}-{i}") } else { name };
-                let load = move || crate::volume::read_dicom_series(se).map(|v| vec![v]);
+                let t = opts.timepoint;
+                let load = move || crate::volume::read_dicom_at(se, t).map(|v| vec![v]);
                 (name, Box::new(load) as VolumeLoader)
             });
             let cases = loaders.collect();

@@ -15,9 +15,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{IngestOptions, Layout, PrepConfig};
-use super::layout::{discover, LabelSource, Study};
+use super::layout::{discover, Discovery, LabelSource, Study};
 use super::split::{patient_key, salt_fingerprint, Splits};
-use super::study::{process_study, StudyPlan};
+use super::study::{process_study, resolve_slice_axis, StudyPlan};
 use super::writer::{journal_path, part_options, read_journal, ShardWriter, StudyEntry};
 use crate::shard::folder;
 use crate::shard::schema::{SliceRecord, SliceShape};
@@ -49,6 +49,10 @@ pub struct Manifest {
     pub totals: Totals,
     /// Every study of this worker's share.
     pub studies: Vec<StudyEntry>,
+    /// Dataset-level warnings from listing the input (e.g. a case without its label), each
+    /// naming the file(s).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Totals of a manifest.
@@ -126,13 +130,18 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let start = Instant::now();
     let out = &opts.out;
     check_out_folder(out)?;
-    let (layout, mut studies) = discover(&opts.input, cfg.layout, &cfg.preprocess.channels)?;
+    let Discovery {
+        layout,
+        mut studies,
+        warnings,
+    } = discover(&opts.input, cfg.layout, &cfg.preprocess.channels)?;
     if let Some(n) = opts.max_studies {
         studies.truncate(n);
     }
     let mut cfg = cfg.clone();
     cfg.layout = layout;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    cfg.preprocess.slice_axis = resolve_slice_axis(&studies, cfg.preprocess.slice_axis);
     check_config(out, &cfg)?;
     check_salt(out, &opts.salt)?;
     let key = |s: &Study| patient_key(&s.patient, &opts.salt, cfg.keep_patient_ids);
@@ -150,7 +159,10 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         .filter(|(i, _)| i % nw == w)
         .map(|(_, s)| s)
         .collect();
-    write_atomic(&out.join(folder::command_name(w)), command_line(opts).as_bytes())?;
+    write_atomic(
+        &out.join(folder::command_name(w)),
+        command_line(opts).as_bytes(),
+    )?;
     // resume: studies whose journal entry names an existing part are done
     let journal = read_journal(&journal_path(out, w))?;
     let mut done: BTreeMap<String, StudyEntry> = BTreeMap::new();
@@ -194,6 +206,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         counts: BTreeMap::new(),
         totals: Totals::default(),
         studies: done.into_values().chain(new_entries).collect(),
+        warnings,
     };
     manifest.recount();
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
@@ -322,7 +335,10 @@ fn check_out_folder(out: &Path) -> Result<()> {
     if folder::kind(out) == folder::FolderKind::V1 {
         return Err(Error::invalid(
             out,
-            format!("--out holds shard schema v1 files: upgrade them with `{}`, or use a new --out", folder::upgrade_command(out)),
+            format!(
+                "--out holds shard schema v1 files: upgrade them with `{}`, or use a new --out",
+                folder::upgrade_command(out)
+            ),
         ));
     }
     let foreign = |p: &Path, why: &str| {
@@ -394,7 +410,9 @@ fn clean_temp_parts(out: &Path, w: usize) -> Result<()> {
 /// The slice shape of the parts finished studies are in (a resumed ingest must match it).
 fn existing_shape(out: &Path, done: &BTreeMap<String, StudyEntry>) -> Result<Option<SliceShape>> {
     match done.values().find_map(|e| e.part.as_deref()) {
-        Some(p) => Ok(Some(crate::shard::Part::open(&folder::part_path(out, p))?.shape)),
+        Some(p) => Ok(Some(
+            crate::shard::Part::open(&folder::part_path(out, p))?.shape,
+        )),
         None => Ok(None),
     }
 }
@@ -498,15 +516,20 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    let r = study
-                        .error
-                        .as_ref()
-                        .map_or(Ok(()), |e| {
-                            Err(Error::invalid(&study.source_path, e.clone()))
-                        })
-                        .and_then(|_| plan(study, splits, cfg, key))
-                        .and_then(|p| process_study(study, &p, cfg))
-                        .and_then(|recs| encode_study(&recs, cfg));
+                    // a panic (a bug) fails this study only; the others go on (issue 12)
+                    let what = format!("case {}", study.name);
+                    let r = crate::error::catch_panic(&study.source_path, &what, || {
+                        crate::error::debug_injected_panic(&study.name);
+                        study
+                            .error
+                            .as_ref()
+                            .map_or(Ok(()), |e| {
+                                Err(Error::invalid(&study.source_path, e.clone()))
+                            })
+                            .and_then(|_| plan(study, splits, cfg, key))
+                            .and_then(|p| process_study(study, &p, cfg))
+                            .and_then(|recs| encode_study(&recs, cfg))
+                    });
                     let _ = tx.send((*study, r));
                 });
             })
@@ -669,7 +692,12 @@ fn check_merge_out(out: &Path, parts: &[&str]) -> Result<()> {
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
             .unwrap_or_default()
     };
-    let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+    let name = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string()
+    };
     for p in listing(out) {
         let n = name(&p);
         let ok = (n == folder::DATA_DIR && p.is_dir())

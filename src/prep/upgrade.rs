@@ -109,7 +109,12 @@ fn check_listed(m: &Manifest, parts: &[PathBuf]) -> Result<()> {
 }
 
 /// Rewrites one v1 part as `data/<same name>`, row group by row group. Returns its rows.
-fn upgrade_part(dir: &Path, src: &Path, dtype: ImageDtype, opts: &crate::shard::writer::PartOptions) -> Result<u64> {
+fn upgrade_part(
+    dir: &Path,
+    src: &Path,
+    dtype: ImageDtype,
+    opts: &crate::shard::writer::PartOptions,
+) -> Result<u64> {
     let name = src
         .file_name()
         .and_then(|n| n.to_str())
@@ -124,7 +129,10 @@ fn upgrade_part(dir: &Path, src: &Path, dtype: ImageDtype, opts: &crate::shard::
     let mut part = PartFile::create(&tmp, &shape, opts)?;
     let mut rows = 0;
     for g in groups.iter().filter(|g| !g.is_empty()) {
-        part.append(enc.encode(g).map_err(|e| Error::invalid(src, e.to_string()))?)?;
+        part.append(
+            enc.encode(g)
+                .map_err(|e| Error::invalid(src, e.to_string()))?,
+        )?;
         rows += g.len() as u64;
     }
     part.finish()?;

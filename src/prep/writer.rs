@@ -141,7 +141,10 @@ impl ShardWriter {
     /// Returns the name of the part holding the rows.
     pub fn add(&mut self, mut entry: StudyEntry, groups: Vec<EncodedRowGroup>) -> Result<String> {
         let Some(shape) = groups.first().map(|g| g.shape) else {
-            return Err(Error::invalid(&self.out, format!("study {}: no rows to add", entry.study)));
+            return Err(Error::invalid(
+                &self.out,
+                format!("study {}: no rows to add", entry.study),
+            ));
         };
         if self.current.is_none() {
             self.open_part(&shape)?;

@@ -103,14 +103,16 @@ pub fn kind(dir: &Path) -> FolderKind {
 
 /// The command that converts a v1 folder.
 pub fn upgrade_command(dir: &Path) -> String {
-    format!("dmnet-prep upgrade {}", shell_quote(&dir.display().to_string()))
+    format!(
+        "dmnet-prep upgrade {}",
+        shell_quote(&dir.display().to_string())
+    )
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if plain {
         s.to_string()
@@ -312,12 +314,19 @@ mod tests {
         std::fs::write(d.join("manifest.json"), b"{}").unwrap();
         assert_eq!(kind(d), FolderKind::V1);
         let e = finished_manifest(d).unwrap_err().to_string();
-        assert!(e.contains("schema v1") && e.contains("dmnet-prep upgrade"), "{e}");
+        assert!(
+            e.contains("schema v1") && e.contains("dmnet-prep upgrade"),
+            "{e}"
+        );
         assert_eq!(part_files(d).unwrap().len(), 1);
 
         let v2 = d.join("v2");
         std::fs::create_dir_all(v2.join(DATA_DIR)).unwrap();
-        std::fs::write(v2.join(command_name(0)), "dmnet-prep ingest --input a --out b").unwrap();
+        std::fs::write(
+            v2.join(command_name(0)),
+            "dmnet-prep ingest --input a --out b",
+        )
+        .unwrap();
         let e = finished_manifest(&v2).unwrap_err().to_string();
         assert!(
             e.contains("half-written") && e.contains("`dmnet-prep ingest --input a --out b`"),

@@ -81,7 +81,9 @@ impl Part {
             other => {
                 return Err(Error::invalid(
                     path,
-                    format!("shard schema version {other:?}, this dmnet reads version {SCHEMA_VERSION}"),
+                    format!(
+                        "shard schema version {other:?}, this dmnet reads version {SCHEMA_VERSION}"
+                    ),
                 ))
             }
         }
@@ -136,7 +138,10 @@ impl Part {
         self.collect(b.with_projection(mask))
     }
 
-    fn collect(&self, b: ParquetRecordBatchReaderBuilder<std::fs::File>) -> Result<Vec<RecordBatch>> {
+    fn collect(
+        &self,
+        b: ParquetRecordBatchReaderBuilder<std::fs::File>,
+    ) -> Result<Vec<RecordBatch>> {
         b.build()
             .map_err(parquet_err(&self.path))?
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -169,7 +174,13 @@ impl Part {
             let mut rows = Vec::new();
             for b in self.read_columns(
                 rg,
-                &["patient_key", "slice_index", "split", "labeled", "label_names"],
+                &[
+                    "patient_key",
+                    "slice_index",
+                    "split",
+                    "labeled",
+                    "label_names",
+                ],
             )? {
                 let first = rows.len();
                 rows.extend(index_rows(&b, file, rg, first, &self.path)?);
@@ -326,7 +337,10 @@ impl ShardIndex {
                 if part.shape != first {
                     return Err(Error::invalid(
                         f,
-                        format!("slices are {}, the folder's first part holds {first}", part.shape),
+                        format!(
+                            "slices are {}, the folder's first part holds {first}",
+                            part.shape
+                        ),
                     ));
                 }
             }
@@ -335,7 +349,11 @@ impl ShardIndex {
             if part.num_rows() != want {
                 return Err(Error::invalid(
                     f,
-                    format!("{} rows, {} lists {want}: re-ingest into a new folder", part.num_rows(), folder::MANIFEST),
+                    format!(
+                        "{} rows, {} lists {want}: re-ingest into a new folder",
+                        part.num_rows(),
+                        folder::MANIFEST
+                    ),
                 ));
             }
             rows.extend(part.index(fi)?);
@@ -492,9 +510,14 @@ mod tests {
             assert_eq!(part.num_row_groups(), 3, "5 rows in balanced groups of ≤ 2");
             for rg in 0..3 {
                 assert!(part.stats_prove_valid(rg, 2), "{dtype:?} row group {rg}");
-                assert!(!part.stats_prove_valid(rg, 1), "mask value 1 needs 2 classes");
+                assert!(
+                    !part.stats_prove_valid(rg, 1),
+                    "mask value 1 needs 2 classes"
+                );
             }
-            let back: Vec<_> = (0..3).flat_map(|rg| part.read_row_group(rg).unwrap()).collect();
+            let back: Vec<_> = (0..3)
+                .flat_map(|rg| part.read_row_group(rg).unwrap())
+                .collect();
             assert_eq!(back, rows);
         }
     }

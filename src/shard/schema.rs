@@ -4,8 +4,8 @@
 //! (`image` [C, H, W], `mask` [H, W], `affine` [4, 4]), so Arrow clients get `[N, C, H, W]` arrays
 //! in one call. `image` is stored as float16 (default) or float32 ([`ImageDtype`]).
 use crate::{Error, Result};
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, ListBuilder};
 use arrow_array::builder::StringBuilder;
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, ListBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int32Type, UInt8Type};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
@@ -214,7 +214,12 @@ pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef 
 
 /// Reads the slice shape back from a version-2 Arrow schema (`origin` names the file).
 pub fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
-    let wrong = |what: String| Error::invalid(origin, format!("not a shard v{SCHEMA_VERSION} schema: {what}"));
+    let wrong = |what: String| {
+        Error::invalid(
+            origin,
+            format!("not a shard v{SCHEMA_VERSION} schema: {what}"),
+        )
+    };
     let image = schema
         .field_with_name("image")
         .map_err(|_| wrong("no column `image`".into()))?;
@@ -231,9 +236,17 @@ pub fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
         DataType::FixedSizeList(f, n) if *n as usize == c * h * w => match f.data_type() {
             DataType::Float16 => ImageDtype::Float16,
             DataType::Float32 => ImageDtype::Float32,
-            t => return Err(wrong(format!("`image` values are {t}, not float16/float32"))),
+            t => {
+                return Err(wrong(format!(
+                    "`image` values are {t}, not float16/float32"
+                )))
+            }
         },
-        t => return Err(wrong(format!("`image` is {t}, not a fixed-size list of {c}·{h}·{w}"))),
+        t => {
+            return Err(wrong(format!(
+                "`image` is {t}, not a fixed-size list of {c}·{h}·{w}"
+            )))
+        }
     };
     let shape = SliceShape {
         channels: c,
@@ -407,17 +420,16 @@ fn check_shapes(records: &[SliceRecord], shape: &SliceShape) -> Result<()> {
         }
         if let Some(m) = &r.mask {
             if m.len() != shape.mask_len() {
-                return Err(err(
-                    "mask",
-                    vec![shape.height, shape.width],
-                    vec![m.len()],
-                ));
+                return Err(err("mask", vec![shape.height, shape.width], vec![m.len()]));
             }
             check_mask_values(r, Path::new(&r.source_path))?;
         } else if r.labeled {
             return Err(Error::invalid(
                 &r.source_path,
-                format!("{} slice {}: labeled row without a mask", r.patient_key, r.slice_index),
+                format!(
+                    "{} slice {}: labeled row without a mask",
+                    r.patient_key, r.slice_index
+                ),
             ));
         }
     }
@@ -618,7 +630,10 @@ fn image_rows(c: &Columns) -> Result<Vec<Vec<f32>>> {
 fn mask_rows(c: &Columns) -> Result<Vec<Option<Vec<u8>>>> {
     let (l, flat, size) = c.fixed::<UInt8Type>("mask")?;
     Ok((0..l.len())
-        .map(|i| l.is_valid(i).then(|| flat[i * size..(i + 1) * size].to_vec()))
+        .map(|i| {
+            l.is_valid(i)
+                .then(|| flat[i * size..(i + 1) * size].to_vec())
+        })
         .collect())
 }
 
@@ -821,7 +836,9 @@ mod tests {
         assert!(e.contains("not finite"), "{e}");
         let mut r = record(0, true);
         r.image[2] = 70000.0;
-        let e = records_to_batch(&[r.clone()], &s16).unwrap_err().to_string();
+        let e = records_to_batch(&[r.clone()], &s16)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float16 range") && e.contains("float32"), "{e}");
         assert!(records_to_batch(&[r], &shape(ImageDtype::Float32)).is_ok());
         let mut r = record(0, true);

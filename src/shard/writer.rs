@@ -3,7 +3,10 @@
 //! metadata), [`RowGroupEncoder`], which turns rows into compressed column chunks on any thread
 //! (so `dmnet-prep`'s workers encode in parallel), and [`PartFile`], which appends encoded row
 //! groups to a part file under its temporary name and renames it when complete.
-use super::schema::{arrow_schema, records_to_batch, SliceRecord, SliceShape, META_PREP_CONFIG, META_SCHEMA_VERSION, SCHEMA_VERSION};
+use super::schema::{
+    arrow_schema, records_to_batch, SliceRecord, SliceShape, META_PREP_CONFIG, META_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+};
 use crate::{Error, Result};
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
@@ -100,7 +103,9 @@ impl RowGroupEncoder {
         for (array, field) in batch.columns().iter().zip(self.schema.fields()) {
             for leaf in compute_leaves(field, array).map_err(err)? {
                 next.next()
-                    .ok_or_else(|| Error::invalid("<shard writer>", "more leaves than column writers"))?
+                    .ok_or_else(|| {
+                        Error::invalid("<shard writer>", "more leaves than column writers")
+                    })?
                     .write(&leaf)
                     .map_err(err)?;
             }
@@ -118,7 +123,11 @@ impl RowGroupEncoder {
 
     /// Encodes `records` as row groups of at most `max_rows` rows of balanced sizes (88 rows
     /// with 64 → 44 + 44), in parallel on the current rayon pool.
-    pub fn encode_groups(&self, records: &[SliceRecord], max_rows: usize) -> Result<Vec<EncodedRowGroup>> {
+    pub fn encode_groups(
+        &self,
+        records: &[SliceRecord],
+        max_rows: usize,
+    ) -> Result<Vec<EncodedRowGroup>> {
         use rayon::prelude::*;
         let groups = records.len().div_ceil(max_rows.max(1)).max(1);
         let size = records.len().div_ceil(groups).max(1);

@@ -767,3 +767,62 @@ fn verify_flags_a_model_that_does_not_match_the_checkpoint() {
     .unwrap();
     assert!(same.ok && same.max_abs_diff <= 1e-5, "{same:?}");
 }
+
+/// `--timepoint N` segments time point N of a 4-D input, a DICOM series with repeated
+/// positions or a 4-D NIfTI, into a mask with the 3-D volume's geometry; without it a 4-D input
+/// is refused naming its time points.
+#[test]
+fn timepoint_selects_one_volume_of_a_4d_input() {
+    let Some(epi) = crate::util::shared_data("dicom/ge-epi-4d", "infer") else {
+        return;
+    };
+    let dir = tmp();
+    let run = make_run(dir.path(), &model_config(1));
+    let onnx = dir.path().join("m.onnx");
+    assert!(export(&run, &onnx, &[]).status.success());
+    let infer = |input: &Path, out: &Path, extra: &[&str]| {
+        bin("dmnet-infer")
+            .args(["--device", "cpu", "--model"])
+            .arg(&onnx)
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = infer(&epi.join("series"), &dir.path().join("x"), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("10 time points"), "{}", stderr(&o));
+    let (series, _) = dmnet::volume::scan_dicom_dir(&epi.join("series")).unwrap();
+    let vol = dmnet::volume::read_dicom_timepoint(&series[0], 2).unwrap();
+    let reference = epi.join("dcm2niix-reference/mr_0004.nii.gz");
+    for (input, out) in [(epi.join("series"), "dicom"), (reference.clone(), "nifti")] {
+        let out = dir.path().join(out);
+        let o = infer(&input, &out, &["--timepoint", "2"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let mask = dmnet::volume::read_nifti(Path::new(s["outputs"][0].as_str().unwrap())).unwrap();
+        assert_eq!(mask.dims, vol.dims);
+        assert_eq!(mask.header.dim[0], 3);
+        let src = if out.ends_with("dicom") {
+            vol.clone()
+        } else {
+            dmnet::volume::read_nifti_timepoint(&reference, 2).unwrap()
+        };
+        for (a, b) in mask
+            .affine
+            .iter()
+            .flatten()
+            .zip(src.affine.iter().flatten())
+        {
+            assert!(
+                (a - b).abs() < 1e-3,
+                "{:?} vs {:?}",
+                mask.affine,
+                src.affine
+            );
+        }
+    }
+}

@@ -162,7 +162,10 @@ fn v1_folder_is_refused_with_the_upgrade_command_then_upgraded_exactly() {
     let o = run_ok(bin("dmnet-prep").arg("upgrade").arg(&v1));
     assert!(stdout(&o).contains("2 parts, 176 rows"), "{}", stdout(&o));
     let rows = |d: &Path| -> Vec<dmnet::shard::SliceRecord> {
-        dmnet::shard::read_shards(d).unwrap().flat_map(|g| g.unwrap()).collect()
+        dmnet::shard::read_shards(d)
+            .unwrap()
+            .flat_map(|g| g.unwrap())
+            .collect()
     };
     assert_eq!(rows(&v1), rows(&v2));
     assert!(!v1.join("manifest.json").exists() && !v1.join("part-00000.parquet").exists());
@@ -219,7 +222,8 @@ fn bad_shard_random_bytes_in_a_part_inspect_ends_naming_the_file() {
     let s = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{s}");
     assert!(
-        s.lines().any(|l| l.contains("BROKEN") && l.contains("part-00001.parquet")),
+        s.lines()
+            .any(|l| l.contains("BROKEN") && l.contains("part-00001.parquet")),
         "{s}"
     );
     // the readers of dmnet-train / dmnet-infer stop with an error naming the file too
@@ -244,7 +248,11 @@ fn bad_shard_mask_value_at_least_num_classes() {
         e.contains("part-00001.parquet") && e.contains("mask value 2") && e.contains("2 classes"),
         "{e}"
     );
-    train_refuses(&dir, &t.path().join("run"), &["part-00001.parquet", "mask value 2"]);
+    train_refuses(
+        &dir,
+        &t.path().join("run"),
+        &["part-00001.parquet", "mask value 2"],
+    );
     let o = bin("dmnet-prep").arg("inspect").arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("mask value 2"), "{}", stdout(&o));
@@ -258,10 +266,17 @@ fn bad_shard_nan_pixels() {
     let Some(dir) = shards(t.path(), 2, &[]) else {
         return;
     };
-    rewrite_part(&part(&dir, 0), &set_tensor_value("image", 70, 123, "np.nan"));
+    rewrite_part(
+        &part(&dir, 0),
+        &set_tensor_value("image", 70, 123, "np.nan"),
+    );
     let e = open_error(&dir);
     assert!(e.contains("part-00000.parquet") && e.contains("NaN"), "{e}");
-    train_refuses(&dir, &t.path().join("run"), &["part-00000.parquet", "not finite"]);
+    train_refuses(
+        &dir,
+        &t.path().join("run"),
+        &["part-00000.parquet", "not finite"],
+    );
     let o = bin("dmnet-prep").arg("inspect").arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("not finite"), "{}", stdout(&o));
@@ -281,7 +296,11 @@ fn bad_shard_folder_without_manifest() {
         e.contains("half-written") && e.contains("dmnet-prep ingest") && e.contains("--file-mb 0"),
         "{e}"
     );
-    train_refuses(&dir, &t.path().join("run"), &["half-written", "dmnet-prep ingest"]);
+    train_refuses(
+        &dir,
+        &t.path().join("run"),
+        &["half-written", "dmnet-prep ingest"],
+    );
 }
 
 /// Issue 12: only the first part's schema version was checked; now every part is, on open.
@@ -295,8 +314,15 @@ fn bad_shard_schema_version_of_a_later_part() {
                 t = t.replace_schema_metadata(m)";
     rewrite_part(&part(&dir, 1), edit);
     let e = open_error(&dir);
-    assert!(e.contains("part-00001.parquet") && e.contains("\"99\""), "{e}");
-    train_refuses(&dir, &t.path().join("run"), &["part-00001.parquet", "version"]);
+    assert!(
+        e.contains("part-00001.parquet") && e.contains("\"99\""),
+        "{e}"
+    );
+    train_refuses(
+        &dir,
+        &t.path().join("run"),
+        &["part-00001.parquet", "version"],
+    );
 }
 
 /// Issue 12: ingest into a non-empty `--out` deleted a foreign `part-00007.parquet` and kept
@@ -325,13 +351,25 @@ fn bad_ingest_into_a_folder_with_foreign_files() {
             .unwrap();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(name) && err.contains("did not write it"), "{err}");
+        assert!(
+            err.contains(name) && err.contains("did not write it"),
+            "{err}"
+        );
         assert!(out.join(foreign).exists(), "{foreign} was deleted");
-        let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(left.len() <= 2, "ingest wrote into a refused folder: {left:?}");
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.len() <= 2,
+            "ingest wrote into a refused folder: {left:?}"
+        );
     }
     // a part added to a finished folder is refused by the readers: the manifest does not list it
     std::fs::copy(part(&other, 0), part(&other, 7)).unwrap();
     let e = open_error(&other);
-    assert!(e.contains("part-00007.parquet") && e.contains("not listed"), "{e}");
+    assert!(
+        e.contains("part-00007.parquet") && e.contains("not listed"),
+        "{e}"
+    );
 }
