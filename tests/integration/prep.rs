@@ -1400,7 +1400,7 @@ fn size_not_accepted_by_the_network_is_refused_at_prep() {
             .unwrap();
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("multiple of 16"), "{}", stderr(&o));
-        assert!(!t.path().join(size).join("manifest.json").exists());
+        assert!(!t.path().join(size).join("_manifest.json").exists());
     }
 }
 
@@ -1545,8 +1545,8 @@ fn one_slice_axis_per_dataset() {
         [other]
     );
     std::fs::copy(
-        sag.join("part-00000.parquet"),
-        out.join("part-00099.parquet"),
+        sag.join("data/part-00000.parquet"),
+        out.join("data/part-00099.parquet"),
     )
     .unwrap();
     let r = rep(&out);
