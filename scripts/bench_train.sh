@@ -41,7 +41,7 @@ WORK=target/bench
 mkdir -p "$WORK"
 if [ -z "$SHARDS" ]; then
   SHARDS=$WORK/la2018-$SIZE
-  if [ ! -f "$SHARDS/manifest.json" ]; then
+  if [ ! -f "$SHARDS/_manifest.json" ]; then
     "$BIN/dmnet-prep" ingest --input ../shared/data/la2018 --out "$SHARDS" \
       --pipeline pipelines/la2018.toml --size "$SIZE" --max-studies 10 -q
   fi

@@ -79,7 +79,7 @@ cat <<EOT
 
 Artifacts (under $out/):
   data/          the ${DATA:+input is $DATA; }SYNTHETIC cohort (KiTS19 layout + DICOM), if generated
-  shards/        Parquet slice shards, manifest.json, splits.json (schemas/shard-v1.md)
+  shards/        Parquet slice shards (data/), _manifest.json, _splits.json (schemas/shard-v2.md)
   runs/          one run dir per variant (config.json, metrics.jsonl, curves.png, checkpoints/),
                  grid.md + grid.json (the table above)
   model/         dmnet.onnx + dmnet.json sidecar (schemas/model-sidecar-v1.md)

@@ -175,7 +175,7 @@ def shard_seeds(out: Path, bins: Path, tmp: Path) -> Path:
     la_out = tmp / "la-shards"
     run([prep, "ingest", "--input", la, "--out", la_out, "--size", "8", "--protocol", "paper", *common])
     for name, d in [("spleen-8px-rg4", spleen), ("la-paper-8px", la_out)]:
-        for p in sorted(d.glob("part-*.parquet")):
+        for p in sorted(d.glob("data/part-*.parquet")):
             put(out, "shard", f"{name}-{p.name}", p.read_bytes())
             # the same rows rewritten by pyarrow: another writer's encodings, same metadata
             kv = pq.ParquetFile(p).metadata.metadata or {}

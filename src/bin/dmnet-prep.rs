@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dmnet::prep::{IngestOptions, Layout, PrepConfig, Protocol};
+use dmnet::shard::ImageDtype;
 
 /// Turn raw DICOM/NIfTI studies into versioned Parquet slice shards.
 #[derive(Parser)]
@@ -17,7 +18,8 @@ use dmnet::prep::{IngestOptions, Layout, PrepConfig, Protocol};
   dmnet-prep ingest --input dicom/ --out shards/d --layout dicom --worker-index 0 --num-workers 4   # Slurm array task 0
   dmnet-prep merge shards/d                                  # workers shared one folder
   dmnet-prep merge --out shards/all shards/w0 shards/w1      # one folder per worker
-  dmnet-prep inspect shards/la"
+  dmnet-prep inspect shards/la
+  dmnet-prep upgrade shards/old                              # schema v1 → v2, in place"
 )]
 struct Cli {
     #[command(flatten)]
@@ -28,8 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Read studies, preprocess, write part-*.parquet + manifest.json + splits.json. Exit code 2
-    /// when a study failed (listed in manifest.json), 1 on a fatal error.
+    /// Read studies, preprocess, write data/part-*.parquet + _manifest.json + _splits.json
+    /// (schemas/shard-v2.md). Exit code 2 when a study failed (listed in _manifest.json), 1 on a
+    /// fatal error.
     Ingest(Box<IngestArgs>),
     /// Counts per split and role, label statistics, invariant checks (exit 1 when broken).
     Inspect {
@@ -39,7 +42,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Join the workers' manifest-wI.json into manifest.json: `merge DIR` when the workers
+    /// Join the workers' _manifest-wI.json into _manifest.json: `merge DIR` when the workers
     /// shared one folder, `merge --out ALL W0 W1 …` when each wrote its own (parts are linked
     /// or copied into ALL and renumbered).
     Merge {
@@ -49,6 +52,14 @@ enum Cmd {
         /// The workers' folder(s).
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+    },
+    /// Rewrite a shard folder of schema v1 as v2, in place (rerun it if it was interrupted).
+    Upgrade {
+        /// The v1 shard folder.
+        dir: PathBuf,
+        /// Storage of the image column (float32 keeps the v1 values exactly).
+        #[arg(long, value_enum, default_value = "float32")]
+        image_dtype: ImageDtype,
     },
     /// Write a small SYNTHETIC phantom cohort (KiTS19 layout + DICOM) for demos.
     Synth {
@@ -102,7 +113,7 @@ struct IngestArgs {
     /// all-slices: fraction of training patients that keep labels.
     #[arg(long)]
     labeled_fraction: Option<f64>,
-    /// Reuse a splits.json (same patients, same salt).
+    /// Reuse a _splits.json (same patients, same salt).
     #[arg(long)]
     splits: Option<PathBuf>,
     /// Write raw patient ids instead of salted hashes.
@@ -122,6 +133,10 @@ struct IngestArgs {
     /// Target part file size in MB.
     #[arg(long)]
     file_mb: Option<u64>,
+    /// Storage of the image column: float16 (half the size, |error| ≤ 2^-11·|value|) or
+    /// float32 (exact).
+    #[arg(long, value_enum)]
+    image_dtype: Option<ImageDtype>,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -174,6 +189,9 @@ impl IngestArgs {
         if let Some(v) = self.file_mb {
             c.file_bytes = v << 20;
         }
+        if let Some(v) = self.image_dtype {
+            c.image_dtype = v;
+        }
         if self.timepoint.is_some() {
             c.timepoint = self.timepoint;
         }
@@ -216,7 +234,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Inspect { dir, json } => {
             let r = dmnet::prep::inspect(&dir)?;
-            if let Ok(m) = dmnet::prep::Manifest::load(&dir.join("manifest.json")) {
+            if let Ok(m) = dmnet::prep::Manifest::load(&dir.join(dmnet::shard::folder::MANIFEST)) {
                 if !m.config.keep_patient_ids
                     && dmnet::prep::split::is_public_salt(&m.salt_fingerprint)
                 {
@@ -259,6 +277,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }
             };
             report("merged: ", &dmnet::prep::merge(&dirs, &out)?)
+        }
+        Cmd::Upgrade { dir, image_dtype } => {
+            let r = dmnet::prep::upgrade::upgrade(&dir, image_dtype)?;
+            println!(
+                "upgraded {} to shard schema v{}: {} parts, {} rows rewritten",
+                dir.display(),
+                r.manifest.schema_version,
+                r.parts,
+                r.rows
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
             out,

@@ -1,6 +1,7 @@
-//! Shard inference: every slice of a shard folder (`schemas/shard-v1`) through the model; the
+//! Shard inference: every slice of a shard folder (`schemas/shard-v2`) through the model; the
 //! `labels` output (argmax at S×S, the shards' own grid) goes to `predictions.parquet`
-//! (patient_key, source_path, split, slice_index, height, width, mask) and, where the shards
+//! (written by [`crate::shard::predictions`]: patient_key, source_path, split, slice_index,
+//! height, width, mask) and, where the shards
 //! carry masks, `metrics.json` holds the metrics `train::metrics` computes (IoU/mIoU, Dice,
 //! HD95) as `dmnet-train eval` reports them.
 use crate::artifact::sidecar::ModelSidecar;
@@ -9,30 +10,9 @@ use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::resize_bilinear;
 use crate::shard::schema::SliceRecord;
 use crate::{Error, Result};
-use arrow_array::builder::{ListBuilder, UInt8Builder};
-use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-/// One predicted slice.
-#[derive(Debug, Clone)]
-pub struct Prediction {
-    /// Patient key of the shard row.
-    pub patient_key: String,
-    /// Source path of the shard row.
-    pub source_path: String,
-    /// Split of the shard row.
-    pub split: String,
-    /// Slice index in the source volume.
-    pub slice_index: i32,
-    /// Height of `mask`.
-    pub height: i32,
-    /// Width of `mask`.
-    pub width: i32,
-    /// Predicted class indices, H×W.
-    pub mask: Vec<u8>,
-}
+pub use crate::shard::predictions::{write_predictions, Prediction};
 
 /// Argmax over classes of `K × S × S` probabilities (first maximum wins, like `argmax`).
 pub fn argmax(p: &[f32], k: usize, n: usize) -> Vec<u8> {
@@ -148,57 +128,6 @@ pub fn add_metrics(acc: &mut MetricsAccumulator, rows: &[SliceRecord], preds: &[
             );
         }
     }
-}
-
-/// Writes the predictions as one Parquet file (zstd).
-pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("patient_key", DataType::Utf8, false),
-        Field::new("source_path", DataType::Utf8, false),
-        Field::new("split", DataType::Utf8, false),
-        Field::new("slice_index", DataType::Int32, false),
-        Field::new("height", DataType::Int32, false),
-        Field::new("width", DataType::Int32, false),
-        Field::new(
-            "mask",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt8, true))),
-            false,
-        ),
-    ]));
-    let strs = |f: fn(&Prediction) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(preds.iter().map(f)))
-    };
-    let ints = |f: fn(&Prediction) -> i32| -> ArrayRef {
-        Arc::new(Int32Array::from_iter_values(preds.iter().map(f)))
-    };
-    let mut masks = ListBuilder::new(UInt8Builder::new());
-    for p in preds {
-        masks.values().append_slice(&p.mask);
-        masks.append(true);
-    }
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            strs(|p| &p.patient_key),
-            strs(|p| &p.source_path),
-            strs(|p| &p.split),
-            ints(|p| p.slice_index),
-            ints(|p| p.height),
-            ints(|p| p.width),
-            Arc::new(masks.finish()),
-        ],
-    )
-    .map_err(|e| Error::invalid(path, format!("building predictions: {e}")))?;
-    let err =
-        |e: parquet::errors::ParquetError| Error::invalid(path, format!("writing Parquet: {e}"));
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(err)?;
-    w.write(&batch).map_err(err)?;
-    w.close().map_err(err)?;
-    Ok(())
 }
 
 /// The metrics file of a shard run.

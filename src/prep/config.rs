@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::preprocess::PreprocessConfig;
+use crate::shard::schema::ImageDtype;
 use crate::{Error, Result};
 
 /// Input layout.
@@ -69,6 +70,9 @@ pub struct PrepConfig {
     pub file_bytes: u64,
     /// zstd level.
     pub zstd_level: i32,
+    /// Storage of the `image` column: `float16` (default; |error| ≤ 2⁻¹¹·|value|) or `float32`
+    /// (exact; needed for values beyond ±65504, e.g. `normalization = "none"` on raw scanners).
+    pub image_dtype: ImageDtype,
     /// Preprocessing (shared with inference).
     pub preprocess: PreprocessConfig,
     /// Time point (0-based) read from every 4-D series or 4-D NIfTI (3-D volumes are read as
@@ -104,6 +108,7 @@ impl Default for PrepConfig {
             row_group_slices: 64,
             file_bytes: 256 << 20,
             zstd_level: 3,
+            image_dtype: ImageDtype::Float16,
             preprocess: PreprocessConfig::default(),
             timepoint: None,
             allow_mixed: Vec::new(),

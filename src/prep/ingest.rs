@@ -1,7 +1,12 @@
-//! `dmnet-prep ingest`: discover studies → split patients → rayon over this worker's studies →
-//! a bounded crossbeam channel → one writer thread (so peak memory is a few volumes plus one
-//! row group, whatever the number of studies) → `part-*.parquet`, `splits.json`,
-//! `prep-config.json`, `manifest.json` (or `manifest-wI.json` per worker; `merge` joins them).
+//! `dmnet-prep ingest`: discover studies → split patients → rayon over this worker's studies,
+//! each prepared and encoded into compressed Parquet row groups by its worker → a bounded
+//! crossbeam channel → one writer thread that only appends bytes (so peak memory is a few
+//! volumes plus their compressed rows, whatever the number of studies) → `data/part-*.parquet`,
+//! `_splits.json`, `_prep-config.json`, `_manifest.json` (or `_manifest-wI.json` per worker;
+//! `merge` joins them). The layout is `schemas/shard-v2.md`'s.
+//!
+//! `--out` must be empty, new, or a folder this ingest (same config and salt) started: a file
+//! it did not write (a foreign part, any other file) is refused, never deleted or mixed in.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -13,10 +18,13 @@ use super::config::{IngestOptions, Layout, PrepConfig};
 use super::layout::{discover, Discovery, LabelSource, Study};
 use super::split::{patient_key, salt_fingerprint, Splits};
 use super::study::{process_study, resolve_slice_axis, StudyPlan};
-use super::writer::{journal_path, read_journal, ShardWriter, StudyEntry};
+use super::writer::{journal_path, part_options, read_journal, ShardWriter, StudyEntry};
+use crate::shard::folder;
+use crate::shard::schema::{SliceRecord, SliceShape};
+use crate::shard::writer::{EncodedRowGroup, RowGroupEncoder};
 use crate::{Error, Result};
 
-/// `manifest.json`: per-study status, counts per split and role, seed, config, tool version.
+/// `_manifest.json`: per-study status, counts per split and role, seed, config, tool version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     /// "dmnet-prep".
@@ -107,12 +115,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
-/// The manifest file name of a worker (`manifest.json` for a single worker).
+/// The manifest file name of a worker (`_manifest.json` for a single worker).
 pub fn manifest_name(worker: (usize, usize)) -> String {
     if worker.1 <= 1 {
-        "manifest.json".into()
+        folder::MANIFEST.into()
     } else {
-        format!("manifest-w{}.json", worker.0)
+        folder::worker_manifest(worker.0)
     }
 }
 
@@ -121,7 +129,7 @@ pub fn manifest_name(worker: (usize, usize)) -> String {
 pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let start = Instant::now();
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    check_out_folder(out)?;
     let Discovery {
         layout,
         mut studies,
@@ -132,6 +140,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     }
     let mut cfg = cfg.clone();
     cfg.layout = layout;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     cfg.preprocess.slice_axis = resolve_slice_axis(&studies, cfg.preprocess.slice_axis);
     check_config(out, &cfg)?;
     check_salt(out, &opts.salt)?;
@@ -150,20 +159,24 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         .filter(|(i, _)| i % nw == w)
         .map(|(_, s)| s)
         .collect();
+    write_atomic(
+        &out.join(folder::command_name(w)),
+        command_line(opts).as_bytes(),
+    )?;
     // resume: studies whose journal entry names an existing part are done
     let journal = read_journal(&journal_path(out, w))?;
     let mut done: BTreeMap<String, StudyEntry> = BTreeMap::new();
     let mut max_seq = None;
     for e in journal {
         if let Some(p) = &e.part {
-            let seq = part_seq(p).map(|n| n - w * 10000);
+            let seq = folder::part_number(p).and_then(|n| n.checked_sub(w * 10000));
             max_seq = max_seq.max(seq);
-            if e.status == "ok" && out.join(p).exists() {
+            if e.status == "ok" && folder::part_path(out, p).exists() {
                 done.insert(e.study.clone(), e);
             }
         }
     }
-    clean_stale(out, w, &done)?;
+    clean_temp_parts(out, w)?;
     let todo: Vec<&Study> = share
         .iter()
         .copied()
@@ -177,7 +190,8 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         );
     }
     let first_seq = max_seq.map_or(0, |m| m + 1);
-    let mut writer = ShardWriter::new(out, w, first_seq, &cfg)?;
+    let shape = existing_shape(out, &done)?;
+    let mut writer = ShardWriter::new(out, w, first_seq, &cfg, shape)?;
     let new_entries = run_pipeline(&todo, &cfg, opts, &splits, &key, &mut writer)?;
     writer.finish_part()?;
     let mut manifest = Manifest {
@@ -237,13 +251,13 @@ fn plan_splits(
         }
     };
     let json = serde_json::to_string_pretty(&splits).expect("splits serialise");
-    write_atomic(&opts.out.join("splits.json"), json.as_bytes())?;
+    write_atomic(&opts.out.join(folder::SPLITS), json.as_bytes())?;
     Ok(splits)
 }
 
-/// Refuses to add to a folder made with another config; writes `prep-config.json`.
+/// Refuses to add to a folder made with another config; writes `_prep-config.json`.
 fn check_config(out: &Path, cfg: &PrepConfig) -> Result<()> {
-    let p = out.join("prep-config.json");
+    let p = out.join(folder::PREP_CONFIG);
     if let Ok(text) = std::fs::read_to_string(&p) {
         if let Ok(old) = serde_json::from_str::<PrepConfig>(&text) {
             if &old != cfg {
@@ -260,7 +274,7 @@ fn check_config(out: &Path, cfg: &PrepConfig) -> Result<()> {
 
 /// Refuses to resume or add workers with another salt (the keys would not match).
 fn check_salt(out: &Path, salt: &str) -> Result<()> {
-    let p = out.join(".salt-fingerprint");
+    let p = out.join(folder::SALT_FINGERPRINT);
     let fp = salt_fingerprint(salt);
     match std::fs::read_to_string(&p) {
         Ok(old) if old.trim() != fp => Err(Error::Config {
@@ -272,39 +286,205 @@ fn check_salt(out: &Path, salt: &str) -> Result<()> {
     }
 }
 
-fn part_seq(name: &str) -> Option<usize> {
-    name.strip_prefix("part-")?
-        .strip_suffix(".parquet")?
-        .parse()
-        .ok()
+/// The exact command line of this ingest, quoted for a shell (shown by readers that refuse the
+/// unfinished folder). Outside the `dmnet-prep` binary (library use), the options.
+fn command_line(opts: &IngestOptions) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let from_binary = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "dmnet-prep");
+    if from_binary {
+        let mut words = vec!["dmnet-prep".to_string()];
+        words.extend(args[1..].iter().map(|a| folder::shell_quote(a)));
+        return words.join(" ");
+    }
+    format!(
+        "dmnet-prep ingest --input {} --out {} (with the same options)",
+        folder::shell_quote(&opts.input.display().to_string()),
+        folder::shell_quote(&opts.out.display().to_string())
+    )
 }
 
-/// Removes this worker's temporary part files and parts no journal entry references.
-fn clean_stale(out: &Path, w: usize, done: &BTreeMap<String, StudyEntry>) -> Result<()> {
-    let referenced: std::collections::BTreeSet<&str> =
-        done.values().filter_map(|e| e.part.as_deref()).collect();
-    for e in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
-        let p = e.map_err(|e| Error::io(out, e))?.path();
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string();
-        let mine = |n: &str| part_seq(n).is_some_and(|s| s / 10000 == w);
-        if let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-            if mine(inner) {
-                tracing::info!("removing incomplete {}", p.display());
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        } else if mine(&name) && !referenced.contains(name.as_str()) {
-            tracing::warn!("removing {}: no finished study references it", p.display());
+/// Whether `name` is a top-level file an ingest or merge writes.
+fn is_own_side_file(name: &str) -> bool {
+    let numbered = |prefix: &str, suffix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(suffix))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    [
+        folder::MANIFEST,
+        folder::SPLITS,
+        folder::PREP_CONFIG,
+        folder::SALT_FINGERPRINT,
+    ]
+    .contains(&name)
+        || numbered("_manifest-w", ".json")
+        || numbered(".journal-w", ".jsonl")
+        || numbered(".command-w", "")
+        || name.starts_with('.') && name.contains(".tmp-") // write_atomic's temporary names
+}
+
+/// Refuses an `--out` holding anything this ingest did not write: a v1 folder, a file that is
+/// not one of the side files, a part no worker's journal names, any other file under `data/`.
+fn check_out_folder(out: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(()); // a new folder
+    };
+    if folder::kind(out) == folder::FolderKind::V1 {
+        return Err(Error::invalid(
+            out,
+            format!(
+                "--out holds shard schema v1 files: upgrade them with `{}`, or use a new --out",
+                folder::upgrade_command(out)
+            ),
+        ));
+    }
+    let foreign = |p: &Path, why: &str| {
+        Error::invalid(
+            p,
+            format!("{why}: dmnet-prep did not write it; use an empty or new --out (nothing was changed)"),
+        )
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_data = name == folder::DATA_DIR && e.path().is_dir();
+        if !is_data && !is_own_side_file(&name) {
+            return Err(foreign(&e.path(), "a file in the output folder"));
+        }
+    }
+    let data = out.join(folder::DATA_DIR);
+    let Ok(entries) = std::fs::read_dir(&data) else {
+        return Ok(());
+    };
+    let mut journals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let temp = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(folder::part_number);
+        let Some(n) = folder::part_number(&name).or(temp) else {
+            return Err(foreign(&e.path(), "not a part file"));
+        };
+        if temp.is_some() {
+            continue; // an unfinished part: its worker removes it
+        }
+        let parts = journals.entry(n / 10000).or_insert_with(|| {
+            read_journal(&journal_path(out, n / 10000))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|j| j.part)
+                .collect()
+        });
+        if !parts.contains(&name) {
+            return Err(foreign(&e.path(), "a part file no ingest journal names"));
+        }
+    }
+    Ok(())
+}
+
+/// Removes this worker's unfinished (temporary) part files.
+fn clean_temp_parts(out: &Path, w: usize) -> Result<()> {
+    let data = out.join(folder::DATA_DIR);
+    let Ok(entries) = std::fs::read_dir(&data) else {
+        return Ok(());
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mine = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(folder::part_number)
+            .is_some_and(|n| n / 10000 == w);
+        if mine {
+            let p = e.path();
+            tracing::info!("removing incomplete {}", p.display());
             std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
     Ok(())
 }
 
-/// Rayon over studies → bounded channel → this thread writes. Returns the new entries.
+/// The slice shape of the parts finished studies are in (a resumed ingest must match it).
+fn existing_shape(out: &Path, done: &BTreeMap<String, StudyEntry>) -> Result<Option<SliceShape>> {
+    match done.values().find_map(|e| e.part.as_deref()) {
+        Some(p) => Ok(Some(
+            crate::shard::Part::open(&folder::part_path(out, p))?.shape,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// One study prepared by a worker: its rows, encoded and compressed.
+struct Prepared {
+    slices: u64,
+    roles: BTreeMap<String, u64>,
+    groups: Vec<EncodedRowGroup>,
+}
+
+/// Encodes a study's rows into row groups of at most `row_group_slices` rows (in parallel on
+/// the pool, which also helps when few studies are left).
+fn encode_study(records: &[SliceRecord], cfg: &PrepConfig) -> Result<Prepared> {
+    let mut roles = BTreeMap::new();
+    for r in records {
+        *roles.entry(r.role.clone()).or_default() += 1;
+    }
+    let groups = match records.first() {
+        Some(first) => {
+            let shape = SliceShape::of(first, cfg.image_dtype);
+            RowGroupEncoder::new(&shape, &part_options(cfg))?
+                .encode_groups(records, cfg.row_group_slices)?
+        }
+        None => Vec::new(),
+    };
+    Ok(Prepared {
+        slices: records.len() as u64,
+        roles,
+        groups,
+    })
+}
+
+/// Hands a prepared study to the writer: its rows join the open part, or it fails alone when
+/// its slice shape differs from the folder's. Returns the study's entry.
+fn write_study(
+    writer: &mut ShardWriter,
+    study: &Study,
+    mut entry: StudyEntry,
+    result: Result<Prepared>,
+) -> Result<StudyEntry> {
+    let result = result.and_then(|p| match p.groups.first().map(|g| g.shape) {
+        Some(shape) => writer
+            .check_shape(&shape)
+            .map(|_| p)
+            .map_err(|m| Error::invalid(&study.source_path, format!("case {}: {m}", study.name))),
+        None => Ok(p),
+    });
+    match result {
+        Ok(p) => {
+            entry.slices = p.slices;
+            entry.roles = p.roles;
+            if p.groups.is_empty() {
+                writer.journal_only(entry.clone())?;
+                return Ok(entry);
+            }
+            let part = writer.add(entry.clone(), p.groups)?;
+            entry.part = Some(part);
+            Ok(entry)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            entry.status = "failed".into();
+            entry.reason = Some(e.to_string());
+            writer.journal_only(entry.clone())?;
+            Ok(entry)
+        }
+    }
+}
+
+/// Rayon over studies (each prepared and encoded by its worker) → bounded channel → this
+/// thread appends the encoded rows. Returns the new entries.
 fn run_pipeline(
     todo: &[&Study],
     cfg: &PrepConfig,
@@ -347,14 +527,15 @@ fn run_pipeline(
                                 Err(Error::invalid(&study.source_path, e.clone()))
                             })
                             .and_then(|_| plan(study, splits, cfg, key))
-                            .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)))
+                            .and_then(|p| process_study(study, &p, cfg))
+                            .and_then(|recs| encode_study(&recs, cfg))
                     });
                     let _ = tx.send((*study, r));
                 });
             })
         });
         for (study, result) in rx {
-            let mut entry = StudyEntry {
+            let entry = StudyEntry {
                 study: study.name.clone(),
                 source_path: study.source_path.clone(),
                 patient_key: key(study),
@@ -365,27 +546,11 @@ fn run_pipeline(
                 roles: BTreeMap::new(),
                 part: None,
             };
-            let r = match result {
-                Ok((_, recs)) => {
-                    entry.slices = recs.len() as u64;
-                    for r in &recs {
-                        *entry.roles.entry(r.role.clone()).or_default() += 1;
-                    }
-                    slices += recs.len() as u64;
-                    writer.add(entry.clone(), recs).map(|part| {
-                        entry.part = Some(part);
-                        entry
-                    })
+            match write_study(writer, study, entry, result) {
+                Ok(e) => {
+                    slices += if e.status == "ok" { e.slices } else { 0 };
+                    entries.push(e);
                 }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    entry.status = "failed".into();
-                    entry.reason = Some(e.to_string());
-                    writer.failed(entry.clone()).map(|_| entry)
-                }
-            };
-            match r {
-                Ok(e) => entries.push(e),
                 Err(e) => {
                     write_err.get_or_insert(e);
                 }
@@ -429,13 +594,14 @@ fn plan(
     })
 }
 
-/// `dmnet-prep merge`: joins the workers' `manifest-wI.json` into one `manifest.json`.
+/// `dmnet-prep merge`: joins the workers' `_manifest-wI.json` into one `_manifest.json`.
 ///
 /// - `dirs == [out]`: the workers wrote into one shared folder; only the manifest is written.
 /// - otherwise each worker wrote its own folder (Slurm array / Indexed Job, `docs/scaling.md`):
-///   their configs, salts and `splits.json` must agree; the part files are hard-linked (or
-///   copied) into `out` as `part-00000…` in worker order, and `manifest.json`, `splits.json`
-///   and `prep-config.json` are written there.
+///   their configs, salts and `_splits.json` must agree; the part files are hard-linked (or
+///   copied) into `out/data/` as `part-00000…` in worker order, and `_manifest.json`,
+///   `_splits.json` and `_prep-config.json` are written there. `out` must be new, empty or an
+///   earlier merge of the same workers.
 ///
 /// All workers `0..N` of one run must be present.
 pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
@@ -444,14 +610,14 @@ pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
         for e in std::fs::read_dir(d).map_err(|e| Error::io(d, e))? {
             let p = e.map_err(|e| Error::io(d, e))?.path();
             let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if n.starts_with("manifest-w") && n.ends_with(".json") {
+            if n.starts_with("_manifest-w") && n.ends_with(".json") {
                 parts.push((d.clone(), Manifest::load(&p)?));
             }
         }
     }
     parts.sort_by_key(|(_, m)| m.worker[0]);
     let Some((first_dir, first)) = parts.first().cloned() else {
-        return Err(Error::invalid(out, "no manifest-w*.json to merge"));
+        return Err(Error::invalid(out, "no _manifest-w*.json to merge"));
     };
     let nw = first.worker[1];
     let have: Vec<usize> = parts.iter().map(|(_, m)| m.worker[0]).collect();
@@ -461,11 +627,9 @@ pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
             format!("merge needs the manifests of workers 0..{nw}, found {have:?}"),
         ));
     }
-    let splits = std::fs::read_to_string(first_dir.join("splits.json"))
-        .map_err(|e| Error::io(first_dir.join("splits.json"), e))?;
+    let splits = read_splits(&first_dir)?;
     for (d, m) in &parts {
-        let s = std::fs::read_to_string(d.join("splits.json"))
-            .map_err(|e| Error::io(d.join("splits.json"), e))?;
+        let s = read_splits(d)?;
         let same_splits =
             serde_json::from_str::<Splits>(&s).ok() == serde_json::from_str::<Splits>(&splits).ok();
         if m.config != first.config || m.salt_fingerprint != first.salt_fingerprint || !same_splits
@@ -480,22 +644,19 @@ pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
     let mut merged = first.clone();
     merged.worker = [0, 1];
     merged.studies.clear();
-    if !same_folder {
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
     let mut renamed: BTreeMap<(usize, String), String> = BTreeMap::new();
+    let mut links = Vec::new();
     for (w, (d, m)) in parts.into_iter().enumerate() {
         for mut s in m.studies {
             if let (false, Some(p)) = (same_folder, s.part.clone()) {
                 let next = renamed.len();
                 let new = renamed
                     .entry((w, p.clone()))
-                    .or_insert_with(|| format!("part-{next:05}.parquet"))
+                    .or_insert_with(|| {
+                        links.push((folder::part_path(&d, &p), folder::part_name(0, next)));
+                        folder::part_name(0, next)
+                    })
                     .clone();
-                let dest = out.join(&new);
-                if !dest.exists() {
-                    link_or_copy(&d.join(&p), &dest)?;
-                }
                 s.part = Some(new);
             }
             merged.studies.push(s);
@@ -503,26 +664,74 @@ pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
     }
     merged.recount();
     if !same_folder {
-        write_atomic(&out.join("splits.json"), splits.as_bytes())?;
+        let names: Vec<&str> = links.iter().map(|(_, n)| n.as_str()).collect();
+        check_merge_out(out, &names)?;
+        std::fs::create_dir_all(out.join(folder::DATA_DIR))
+            .map_err(|e| Error::io(out.join(folder::DATA_DIR), e))?;
+        for (src, name) in &links {
+            link_or_copy(src, &folder::part_path(out, name))?;
+        }
+        write_atomic(&out.join(folder::SPLITS), splits.as_bytes())?;
         let cfg = serde_json::to_string_pretty(&merged.config).expect("config serialises");
-        write_atomic(&out.join("prep-config.json"), cfg.as_bytes())?;
+        write_atomic(&out.join(folder::PREP_CONFIG), cfg.as_bytes())?;
     }
     let json = serde_json::to_string_pretty(&merged).expect("manifest serialises");
-    write_atomic(&out.join("manifest.json"), json.as_bytes())?;
+    write_atomic(&out.join(folder::MANIFEST), json.as_bytes())?;
     Ok(merged)
 }
 
-/// Hard-links `src` to `dest` (same file system), else copies it via a temporary name.
-fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
-    if std::fs::hard_link(src, dest).is_ok() {
-        return Ok(());
+fn read_splits(dir: &Path) -> Result<String> {
+    let p = dir.join(folder::SPLITS);
+    std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))
+}
+
+/// The merged folder may hold only what this merge writes (it replaces those files).
+fn check_merge_out(out: &Path, parts: &[&str]) -> Result<()> {
+    let listing = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let name = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    for p in listing(out) {
+        let n = name(&p);
+        let ok = (n == folder::DATA_DIR && p.is_dir())
+            || [folder::MANIFEST, folder::SPLITS, folder::PREP_CONFIG].contains(&n.as_str())
+            || n.starts_with('.') && n.contains(".tmp");
+        if !ok {
+            return Err(Error::invalid(
+                &p,
+                "the merge output folder holds a file merge does not write: use a new --out",
+            ));
+        }
     }
+    for p in listing(&out.join(folder::DATA_DIR)) {
+        let n = name(&p);
+        if !parts.contains(&n.as_str()) && !(n.starts_with('.') && n.ends_with(".tmp")) {
+            return Err(Error::invalid(
+                &p,
+                "the merge output folder holds a part this merge does not write: use a new --out",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Hard-links `src` to `dest` (same file system), else copies it, via a temporary name that
+/// replaces `dest` when complete.
+fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     let tmp = dest.with_file_name(format!(
         ".{}.tmp",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("part")
     ));
-    std::fs::copy(src, &tmp)
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(src, &tmp)
+        .or_else(|_| std::fs::copy(src, &tmp).map(|_| ()))
         .and_then(|_| std::fs::rename(&tmp, dest))
-        .map(|_| ())
         .map_err(|e| Error::io(dest, e))
 }

@@ -1,14 +1,18 @@
 //! `dmnet-prep inspect DIR`: counts per split and role, label statistics, and invariant checks
-//! over every row (streamed one row group at a time). A broken invariant is listed in
-//! [`InspectReport::problems`] (the binary exits 1).
+//! over every row (streamed one row group at a time; the full checks, where the readers of
+//! `dmnet-train`/`dmnet-infer` rely on the footer statistics). A broken invariant is listed in
+//! [`InspectReport::problems`] (the binary exits 1); an unreadable row group is one problem
+//! naming its file, and inspection goes on with the next one.
 //!
-//! Invariants: schema version 1 in every file; no patient in two splits; `role` agrees with
-//! `labeled` and a mask is present exactly on labeled rows; unlabeled rows only in `train`;
-//! mask values < number of label names; finite image values; `slice_index < num_slices`;
-//! no duplicate (patient, source, slice, role) row; counts equal `manifest.json`'s; one slice
-//! orientation (axial / coronal / sagittal, from each row's affine and `slice_axis`) and one
-//! channel set (modality) for the whole folder, unless the pipeline's `allow_mixed` lists
-//! `"orientation"` / `"modality"`. Orientations, modalities and source slice sizes are reported.
+//! Invariants: a finished v2 folder (`_manifest.json` present, every part listed in it and
+//! every listed part present); schema version 2 and one slice shape in every file; no patient
+//! in two splits; `role` agrees with `labeled` and a mask is present exactly on labeled rows;
+//! unlabeled rows only in `train`; mask values < number of label names; finite image values;
+//! `slice_index < num_slices`; no duplicate (patient, source, slice, role) row; counts equal
+//! `_manifest.json`'s; one slice orientation (axial / coronal / sagittal, from each row's affine
+//! and `slice_axis`) and one channel set (modality) for the whole folder, unless the pipeline's
+//! `allow_mixed` lists `"orientation"` / `"modality"`. Orientations, modalities and source slice
+//! sizes are reported.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
@@ -16,7 +20,9 @@ use serde::Serialize;
 
 use super::config::Mixture;
 use super::ingest::Manifest;
-use crate::shard::schema::read_shards;
+use crate::shard::folder;
+use crate::shard::schema::check_record;
+use crate::shard::Part;
 use crate::Result;
 
 /// What `inspect` found.
@@ -52,11 +58,15 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     let mut split_of: BTreeMap<String, String> = BTreeMap::new();
     let mut seen: HashSet<(String, String, i32, String)> = HashSet::new();
     let mut sizes = BTreeSet::new();
-    for group in read_shards(dir)? {
-        let group = match group {
+    let parts = open_parts(dir, &mut rep)?;
+    let groups = parts
+        .iter()
+        .flat_map(|p| (0..p.num_row_groups()).map(move |rg| (p, rg)));
+    for (part, rg) in groups {
+        let group = match part.read_row_group_unchecked(rg) {
             Ok(g) => g,
             Err(e) => {
-                problem(&mut rep, e.to_string());
+                problem(&mut rep, format!("row group {rg}: {e}"));
                 continue;
             }
         };
@@ -109,8 +119,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                     format!("{id}: slice_index outside 0..{}", r.num_slices),
                 );
             }
-            if r.image.iter().any(|v| !v.is_finite()) {
-                problem(&mut rep, format!("{id}: non-finite image value"));
+            if let Err(e) = check_record(&r, Path::new(&r.source_path)) {
+                problem(&mut rep, format!("{id}: {e}"));
             }
             if let Some(m) = &r.mask {
                 let mut fg = false;
@@ -159,7 +169,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         *rep.patients.entry(s.clone()).or_default() += 1;
     }
     rep.sizes = sizes.into_iter().collect();
-    let mp = dir.join("manifest.json");
+    let mp = dir.join(folder::MANIFEST);
     let manifest = if mp.exists() {
         Some(Manifest::load(&mp)?)
     } else {
@@ -173,13 +183,48 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     if let Some(m) = manifest {
         if m.counts != rep.counts {
             let msg = format!(
-                "manifest.json counts {:?} differ from the rows {:?}",
-                m.counts, rep.counts
+                "{} counts {:?} differ from the rows {:?}",
+                folder::MANIFEST,
+                m.counts,
+                rep.counts
             );
             problem(&mut rep, msg);
         }
     }
     Ok(rep)
+}
+
+/// The readable parts of `dir`; the folder checks and each unreadable part become problems.
+fn open_parts(dir: &Path, rep: &mut InspectReport) -> Result<Vec<Part>> {
+    let files = folder::part_files(dir)?;
+    match folder::finished_manifest(dir) {
+        Ok(m) => {
+            if let Err(e) = folder::check_parts_listed(dir, &m, &files) {
+                problem(rep, e.to_string());
+            }
+        }
+        Err(e) if folder::kind(dir) == folder::FolderKind::V1 => return Err(e),
+        Err(e) => problem(rep, e.to_string()),
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    for f in &files {
+        match Part::open(f) {
+            Ok(p) => match parts.first() {
+                Some(first) if first.shape != p.shape => problem(
+                    rep,
+                    format!(
+                        "{}: slices are {}, the first part holds {}",
+                        f.display(),
+                        p.shape,
+                        first.shape
+                    ),
+                ),
+                _ => parts.push(p),
+            },
+            Err(e) => problem(rep, e.to_string()),
+        }
+    }
+    Ok(parts)
 }
 
 /// The orientation of slices through voxel axis `axis` of a row's affine (row-major 4×4): the

@@ -3,7 +3,8 @@
 //! [`layout`] lists studies, [`split`] assigns patients, [`study`] reads and slices one study
 //! with [`crate::preprocess`] (shared with inference), [`writer`] streams rows into part files
 //! of the [`crate::shard`] format,
-//! [`ingest`](mod@ingest) runs it all in parallel, [`inspect`](mod@inspect) checks a shard folder.
+//! [`ingest`](mod@ingest) runs it all in parallel, [`inspect`](mod@inspect) checks a shard folder,
+//! [`upgrade`](mod@upgrade) rewrites a schema-v1 folder as v2.
 //!
 //! # Reuse by inference (torch-free)
 //! 1. [`crate::volume::read_volume`] (NIfTI file or one-series DICOM folder) or
@@ -22,6 +23,7 @@ pub mod split;
 pub mod study;
 pub mod synth;
 mod synth_dicom;
+pub mod upgrade;
 pub mod writer;
 
 pub use config::{IngestOptions, Layout, PrepConfig, Protocol};

@@ -1,29 +1,26 @@
-//! The single shard writer: rows → `part-NNNNN.parquet` (zstd, row groups of
-//! `row_group_slices`, parts cut between studies once they reach `file_bytes`), written to a
-//! hidden temporary name and renamed when complete, and the resume journal
-//! (`.journal-wI.jsonl`): before a part is renamed, one line per study in it is appended and
-//! synced. A study counts as finished only when its journal line names a part file that exists,
-//! so after `kill -9` a rerun redoes exactly the studies whose rows are not in a complete part:
-//! no partial part is ever visible and no row is written twice.
+//! The single shard writer of `dmnet-prep`: each study's row groups, already encoded and
+//! compressed by the worker that prepared it ([`crate::shard::writer::RowGroupEncoder`]), are
+//! appended to `data/part-NNNNN.parquet` (parts cut between studies once they reach
+//! `file_bytes`), written to a hidden temporary name and renamed when complete, and the resume
+//! journal (`.journal-wI.jsonl`): before a part is renamed, one line per study in it is appended
+//! and synced. A study counts as finished only when its journal line names a part file that
+//! exists, so after `kill -9` a rerun redoes exactly the studies whose rows are not in a complete
+//! part: no partial part is ever visible and no row is written twice. A part file that no
+//! journal line names was not written by this ingest.
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::config::PrepConfig;
-use crate::shard::schema::{
-    arrow_schema, records_to_batch, SliceRecord, META_PREP_CONFIG, META_SCHEMA_VERSION,
-    SCHEMA_VERSION,
-};
+use crate::shard::folder;
+use crate::shard::schema::SliceShape;
+use crate::shard::writer::{EncodedRowGroup, PartFile, PartOptions};
 use crate::{Error, Result};
 
-/// One study's outcome, as journaled and listed in `manifest.json`.
+/// One study's outcome, as journaled and listed in `_manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudyEntry {
     /// Study name (layout-specific, stable).
@@ -44,14 +41,14 @@ pub struct StudyEntry {
     /// Rows per role ("labeled" / "unlabeled").
     #[serde(default)]
     pub roles: BTreeMap<String, u64>,
-    /// Part file holding its rows.
+    /// Part file holding its rows (under `data/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
 }
 
-/// Journal file name of a worker.
+/// Journal file of a worker.
 pub fn journal_path(out: &Path, worker: usize) -> PathBuf {
-    out.join(format!(".journal-w{worker}.jsonl"))
+    out.join(folder::journal_name(worker))
 }
 
 /// Reads a journal; a torn last line (kill during append) is ignored.
@@ -65,48 +62,47 @@ pub fn read_journal(path: &Path) -> Result<Vec<StudyEntry>> {
         .collect())
 }
 
-/// Part number range of a worker: `worker · 10000 + seq`.
-pub fn part_name(worker: usize, seq: usize) -> String {
-    format!("part-{:05}.parquet", worker * 10000 + seq)
+/// The prep config as the part writer needs it.
+pub fn part_options(cfg: &PrepConfig) -> PartOptions {
+    PartOptions {
+        zstd_level: cfg.zstd_level,
+        prep_config: serde_json::to_string(cfg).expect("config serialises"),
+    }
 }
 
 struct OpenPart {
-    writer: ArrowWriter<File>,
-    tmp: PathBuf,
+    file: PartFile,
     name: String,
     studies: Vec<StudyEntry>,
 }
 
-/// Streams studies' rows into part files (see module docs).
+/// Streams studies' encoded row groups into part files (see module docs).
 pub struct ShardWriter {
     out: PathBuf,
     worker: usize,
     next_seq: usize,
-    props: WriterProperties,
-    row_group: usize,
+    opts: PartOptions,
     file_bytes: u64,
     journal: File,
     current: Option<OpenPart>,
+    /// The slice shape of the folder (from its first part).
+    pub shape: Option<SliceShape>,
     /// Parts completed by this writer.
     pub parts_written: Vec<String>,
 }
 
 impl ShardWriter {
     /// Opens the writer for `worker` in `out`; new parts are numbered after `first_seq`.
-    pub fn new(out: &Path, worker: usize, first_seq: usize, cfg: &PrepConfig) -> Result<Self> {
-        let level = ZstdLevel::try_new(cfg.zstd_level).map_err(|e| Error::Config {
-            path: "<prep>".into(),
-            msg: format!("zstd_level {}: {e}", cfg.zstd_level),
-        })?;
-        let json = serde_json::to_string(cfg).expect("config serialises");
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(cfg.row_group_slices))
-            .set_key_value_metadata(Some(vec![
-                KeyValue::new(META_SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
-                KeyValue::new(META_PREP_CONFIG.into(), json),
-            ]))
-            .build();
+    /// `shape` is the slice shape of the parts already in the folder, if any.
+    pub fn new(
+        out: &Path,
+        worker: usize,
+        first_seq: usize,
+        cfg: &PrepConfig,
+        shape: Option<SliceShape>,
+    ) -> Result<Self> {
+        let data = out.join(folder::DATA_DIR);
+        std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
         let jp = journal_path(out, worker);
         let journal = std::fs::OpenOptions::new()
             .create(true)
@@ -117,53 +113,66 @@ impl ShardWriter {
             out: out.to_path_buf(),
             worker,
             next_seq: first_seq,
-            props,
-            row_group: cfg.row_group_slices,
+            opts: part_options(cfg),
             file_bytes: cfg.file_bytes,
             journal,
             current: None,
+            shape,
             parts_written: Vec::new(),
         })
     }
 
-    /// Journals a failed study (no rows).
-    pub fn failed(&mut self, entry: StudyEntry) -> Result<()> {
+    /// Journals a study without rows (failed, or nothing to write).
+    pub fn journal_only(&mut self, entry: StudyEntry) -> Result<()> {
         self.append_journal(&[entry])
     }
 
-    /// Writes one study's rows; the part is completed when it reaches the target size.
+    /// Whether slices of `shape` may join this folder; the message says why not.
+    pub fn check_shape(&self, shape: &SliceShape) -> std::result::Result<(), String> {
+        match self.shape {
+            Some(s) if s != *shape => Err(format!(
+                "slices are {shape}, the shard folder holds {s} (one channel set and size per folder)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends one study's row groups; the part is completed when it reaches the target size.
     /// Returns the name of the part holding the rows.
-    pub fn add(&mut self, mut entry: StudyEntry, records: Vec<SliceRecord>) -> Result<String> {
+    pub fn add(&mut self, mut entry: StudyEntry, groups: Vec<EncodedRowGroup>) -> Result<String> {
+        let Some(shape) = groups.first().map(|g| g.shape) else {
+            return Err(Error::invalid(
+                &self.out,
+                format!("study {}: no rows to add", entry.study),
+            ));
+        };
         if self.current.is_none() {
-            self.open_part()?;
+            self.open_part(&shape)?;
         }
-        let part = self.current.as_mut().expect("open part");
-        for chunk in records.chunks(self.row_group) {
-            let batch = records_to_batch(chunk)?;
-            part.writer
-                .write(&batch)
-                .map_err(|e| Error::invalid(&part.tmp, format!("writing Parquet: {e}")))?;
+        let part = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::invalid(&self.out, "no open part"))?;
+        for g in groups {
+            part.file.append(g)?;
         }
+        self.shape = Some(shape);
         let name = part.name.clone();
         entry.part = Some(name.clone());
         part.studies.push(entry);
-        let size = part.writer.bytes_written() + part.writer.in_progress_size();
-        if size as u64 >= self.file_bytes {
+        if part.file.bytes_written() >= self.file_bytes {
             self.finish_part()?;
         }
         Ok(name)
     }
 
-    fn open_part(&mut self) -> Result<()> {
-        let name = part_name(self.worker, self.next_seq);
+    fn open_part(&mut self, shape: &SliceShape) -> Result<()> {
+        let name = folder::part_name(self.worker, self.next_seq);
         self.next_seq += 1;
-        let tmp = self.out.join(format!(".{name}.tmp"));
-        let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let writer = ArrowWriter::try_new(f, arrow_schema(), Some(self.props.clone()))
-            .map_err(|e| Error::invalid(&tmp, format!("opening Parquet writer: {e}")))?;
+        let tmp = folder::temp_part_path(&self.out, &name);
+        let file = PartFile::create(&tmp, shape, &self.opts)?;
         self.current = Some(OpenPart {
-            writer,
-            tmp,
+            file,
             name,
             studies: Vec::new(),
         });
@@ -175,15 +184,10 @@ impl ShardWriter {
         let Some(part) = self.current.take() else {
             return Ok(());
         };
-        let f = part
-            .writer
-            .into_inner()
-            .map_err(|e| Error::invalid(&part.tmp, format!("closing Parquet: {e}")))?;
-        f.sync_all().map_err(|e| Error::io(&part.tmp, e))?;
-        drop(f);
+        let tmp = part.file.finish()?;
         self.append_journal(&part.studies)?;
-        let dest = self.out.join(&part.name);
-        std::fs::rename(&part.tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+        let dest = folder::part_path(&self.out, &part.name);
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
         self.parts_written.push(part.name);
         Ok(())
     }

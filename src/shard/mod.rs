@@ -1,4 +1,22 @@
 //! The Parquet slice shards, the contract between `dmnet-prep` (writer) and `dmnet-train` /
-//! `dmnet-infer` (readers): [`schema`] maps slice records to Arrow and back
-//! (`schemas/shard-v1.md`).
+//! `dmnet-infer` (readers), and the only module that reads or writes Parquet
+//! (`schemas/shard-v2.md`):
+//! - [`schema`]: one row per 2-D slice, [`SliceRecord`] ↔ Arrow (tensor columns as
+//!   `arrow.fixed_shape_tensor`, image as float16 or float32);
+//! - [`folder`]: the folder layout (`data/part-*.parquet`, `_`-prefixed side files) and the
+//!   refusals of v1, unfinished and foreign-file folders;
+//! - [`reader`]: [`ShardIndex`] validates a folder once and indexes it; row groups are read
+//!   from footers parsed once;
+//! - [`writer`]: row groups encoded on any thread, appended to part files written under a
+//!   temporary name;
+//! - [`v1`]: the v1 reader behind `dmnet-prep upgrade`;
+//! - [`predictions`]: `predictions.parquet` of `dmnet-infer`.
+pub mod folder;
+pub mod predictions;
+pub mod reader;
 pub mod schema;
+pub mod v1;
+pub mod writer;
+
+pub use reader::{read_shards, shard_files, Part, PartCache, ShardIndex, ShardReader, SliceRef};
+pub use schema::{ImageDtype, SliceRecord, SliceShape};

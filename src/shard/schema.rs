@@ -1,24 +1,108 @@
-//! The shard format, version 1: one Parquet row per 2-D slice (see `schemas/shard-v1.md` and
-//! `docs/contracts.md`). This module is the one place that maps [`SliceRecord`] to Arrow and
-//! back; the writer (`dmnet-prep`), the training loader and `dmnet-infer` all go through it.
+//! The shard format, version 2: one Parquet row per 2-D slice (`schemas/shard-v2.md`,
+//! `docs/contracts.md`). This module maps [`SliceRecord`] to Arrow and back; the tensor columns
+//! are fixed-size lists tagged with Arrow's canonical `arrow.fixed_shape_tensor` extension
+//! (`image` [C, H, W], `mask` [H, W], `affine` [4, 4]), so Arrow clients get `[N, C, H, W]` arrays
+//! in one call. `image` is stored as float16 (default) or float32 ([`ImageDtype`]).
 use crate::{Error, Result};
-use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, ListBuilder,
-};
-use arrow_array::builder::{StringBuilder, UInt8Builder};
+use arrow_array::builder::StringBuilder;
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, ListBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int32Type, UInt8Type};
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use std::path::{Path, PathBuf};
+use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int32Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, PrimitiveArray, RecordBatch};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
+pub use super::reader::{file_metadata, read_shards, shard_files, ShardReader};
+
 /// The shard schema version written to `dmnet.schema_version`.
-pub const SCHEMA_VERSION: &str = "1";
-/// Parquet key-value metadata key holding [`SCHEMA_VERSION`].
+pub const SCHEMA_VERSION: &str = "2";
+/// Parquet key-value and Arrow schema metadata key holding [`SCHEMA_VERSION`].
 pub const META_SCHEMA_VERSION: &str = "dmnet.schema_version";
-/// Parquet key-value metadata key holding the complete prep config as JSON.
+/// Parquet key-value and Arrow schema metadata key holding the complete prep config as JSON.
 pub const META_PREP_CONFIG: &str = "dmnet.prep_config";
+/// Arrow field metadata key naming an extension type.
+const EXTENSION_NAME: &str = "ARROW:extension:name";
+/// Arrow field metadata key holding an extension type's parameters.
+const EXTENSION_METADATA: &str = "ARROW:extension:metadata";
+/// Arrow's canonical fixed-shape tensor extension.
+pub const TENSOR_EXTENSION: &str = "arrow.fixed_shape_tensor";
+/// The largest finite float16 value; larger image values need [`ImageDtype::Float32`].
+pub const F16_MAX: f32 = 65504.0;
+
+/// How the `image` column stores its values (`[prep] image_dtype`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDtype {
+    /// IEEE half precision: relative error ≤ 2⁻¹¹ (round to nearest), half the size.
+    #[default]
+    Float16,
+    /// IEEE single precision: exact.
+    Float32,
+}
+
+impl ImageDtype {
+    fn arrow(self) -> DataType {
+        match self {
+            ImageDtype::Float16 => DataType::Float16,
+            ImageDtype::Float32 => DataType::Float32,
+        }
+    }
+}
+
+/// The tensor shape that every row of one shard folder shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SliceShape {
+    /// Channels C.
+    pub channels: usize,
+    /// Slice height H.
+    pub height: usize,
+    /// Slice width W.
+    pub width: usize,
+    /// Storage of `image`.
+    pub dtype: ImageDtype,
+}
+
+impl SliceShape {
+    /// The shape of a record, stored as `dtype`.
+    pub fn of(r: &SliceRecord, dtype: ImageDtype) -> SliceShape {
+        SliceShape {
+            channels: r.channel_names.len(),
+            height: r.height.max(0) as usize,
+            width: r.width.max(0) as usize,
+            dtype,
+        }
+    }
+    /// Values in one `image` row (C·H·W).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    /// Values in one `mask` row (H·W).
+    pub fn mask_len(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+impl std::fmt::Display for SliceShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dtype = match self.dtype {
+            ImageDtype::Float16 => "float16",
+            ImageDtype::Float32 => "float32",
+        };
+        write!(
+            f,
+            "{}×{}×{} {dtype}",
+            self.channels, self.height, self.width
+        )
+    }
+}
 
 /// One slice: a row of a shard.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -67,14 +151,38 @@ pub struct SliceRecord {
     pub volume_shape: [i32; 3],
 }
 
-fn list_of(item: DataType, nullable: bool) -> DataType {
-    DataType::List(Arc::new(Field::new("item", item, nullable)))
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
 }
 
-/// The Arrow schema of a version-1 shard.
-pub fn arrow_schema() -> SchemaRef {
-    let utf8_list = list_of(DataType::Utf8, true);
-    Arc::new(Schema::new(vec![
+fn item(t: DataType, nullable: bool) -> FieldRef {
+    Arc::new(Field::new("item", t, nullable))
+}
+
+fn fixed(t: DataType, n: usize) -> DataType {
+    DataType::FixedSizeList(item(t, false), n as i32)
+}
+
+/// A fixed-size list field tagged as an `arrow.fixed_shape_tensor` of `shape`. The storage is
+/// the extension's canonical `fixed_size_list<item: T>` (nullable items, although none is
+/// null): readers such as pyarrow restore the extension type only on an exact storage match.
+fn tensor_field(name: &str, t: DataType, shape: &[usize], nullable: bool) -> Field {
+    let meta = HashMap::from([
+        (EXTENSION_NAME.to_string(), TENSOR_EXTENSION.to_string()),
+        (
+            EXTENSION_METADATA.to_string(),
+            serde_json::json!({ "shape": shape }).to_string(),
+        ),
+    ]);
+    let storage = DataType::FixedSizeList(item(t, true), shape.iter().product::<usize>() as i32);
+    Field::new(name, storage, nullable).with_metadata(meta)
+}
+
+/// The Arrow schema of a version-2 shard holding slices of `shape`; the schema metadata holds
+/// the version and, when given, the prep config.
+pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef {
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let fields = vec![
         Field::new("patient_key", DataType::Utf8, false),
         Field::new("source_path", DataType::Utf8, false),
         Field::new("slice_index", DataType::Int32, false),
@@ -88,44 +196,111 @@ pub fn arrow_schema() -> SchemaRef {
         Field::new("width", DataType::Int32, false),
         Field::new("orig_height", DataType::Int32, false),
         Field::new("orig_width", DataType::Int32, false),
-        Field::new("channel_names", utf8_list.clone(), false),
-        Field::new("image", list_of(DataType::Float32, true), false),
-        Field::new("mask", list_of(DataType::UInt8, true), true),
-        Field::new("label_names", utf8_list, false),
-        Field::new("spacing", list_of(DataType::Float64, true), false),
-        Field::new("pixel_spacing", list_of(DataType::Float64, true), false),
-        Field::new("affine", list_of(DataType::Float64, true), false),
-        Field::new("volume_shape", list_of(DataType::Int32, true), false),
-    ]))
+        Field::new("channel_names", list_of(DataType::Utf8), false),
+        tensor_field("image", shape.dtype.arrow(), &[c, h, w], false),
+        tensor_field("mask", DataType::UInt8, &[h, w], true),
+        Field::new("label_names", list_of(DataType::Utf8), false),
+        Field::new("spacing", fixed(DataType::Float64, 3), false),
+        Field::new("pixel_spacing", fixed(DataType::Float64, 2), false),
+        tensor_field("affine", DataType::Float64, &[4, 4], false),
+        Field::new("volume_shape", fixed(DataType::Int32, 3), false),
+    ];
+    let mut meta = HashMap::from([(META_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string())]);
+    if let Some(cfg) = prep_config {
+        meta.insert(META_PREP_CONFIG.to_string(), cfg.to_string());
+    }
+    Arc::new(Schema::new_with_metadata(fields, meta))
 }
 
-/// Arrow builders for every column, in schema order.
+/// Reads the slice shape back from a version-2 Arrow schema (`origin` names the file).
+pub fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
+    let wrong = |what: String| {
+        Error::invalid(
+            origin,
+            format!("not a shard v{SCHEMA_VERSION} schema: {what}"),
+        )
+    };
+    let image = schema
+        .field_with_name("image")
+        .map_err(|_| wrong("no column `image`".into()))?;
+    let tensor_shape = image
+        .metadata()
+        .get(EXTENSION_METADATA)
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        .and_then(|v| serde_json::from_value::<Vec<usize>>(v["shape"].clone()).ok());
+    let (c, h, w) = match tensor_shape.as_deref() {
+        Some(&[c, h, w]) => (c, h, w),
+        _ => return Err(wrong("`image` lacks its [C, H, W] tensor shape".into())),
+    };
+    let dtype = match image.data_type() {
+        DataType::FixedSizeList(f, n) if *n as usize == c * h * w => match f.data_type() {
+            DataType::Float16 => ImageDtype::Float16,
+            DataType::Float32 => ImageDtype::Float32,
+            t => {
+                return Err(wrong(format!(
+                    "`image` values are {t}, not float16/float32"
+                )))
+            }
+        },
+        t => {
+            return Err(wrong(format!(
+                "`image` is {t}, not a fixed-size list of {c}·{h}·{w}"
+            )))
+        }
+    };
+    let shape = SliceShape {
+        channels: c,
+        height: h,
+        width: w,
+        dtype,
+    };
+    let expected = arrow_schema(&shape, None);
+    for want in expected.fields() {
+        let got = schema
+            .field_with_name(want.name())
+            .map_err(|_| wrong(format!("no column `{}`", want.name())))?;
+        if !same_type(got.data_type(), want.data_type()) {
+            return Err(wrong(format!(
+                "column `{}` is {}, expected {}",
+                want.name(),
+                got.data_type(),
+                want.data_type()
+            )));
+        }
+    }
+    Ok(shape)
+}
+
+/// Type equality ignoring the names and nullability of list items (writers differ there).
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::List(x), DataType::List(y)) => same_type(x.data_type(), y.data_type()),
+        (DataType::FixedSizeList(x, n), DataType::FixedSizeList(y, m)) => {
+            n == m && same_type(x.data_type(), y.data_type())
+        }
+        _ => a == b,
+    }
+}
+
+/// Builders of the scalar and small list columns, in schema order.
 struct Builders {
     strings: [StringBuilder; 4],
     ints: [Int32Builder; 7],
     position: Float64Builder,
     labeled: BooleanBuilder,
     channel_names: ListBuilder<StringBuilder>,
-    image: ListBuilder<Float32Builder>,
-    mask: ListBuilder<UInt8Builder>,
     label_names: ListBuilder<StringBuilder>,
-    f64_lists: [ListBuilder<Float64Builder>; 3],
-    volume_shape: ListBuilder<Int32Builder>,
 }
 
 impl Builders {
-    fn new() -> Self {
+    fn new(n: usize) -> Self {
         Builders {
-            strings: std::array::from_fn(|_| StringBuilder::new()),
-            ints: std::array::from_fn(|_| Int32Builder::new()),
-            position: Float64Builder::new(),
-            labeled: BooleanBuilder::new(),
+            strings: std::array::from_fn(|_| StringBuilder::with_capacity(n, n * 16)),
+            ints: std::array::from_fn(|_| Int32Builder::with_capacity(n)),
+            position: Float64Builder::with_capacity(n),
+            labeled: BooleanBuilder::with_capacity(n),
             channel_names: ListBuilder::new(StringBuilder::new()),
-            image: ListBuilder::new(Float32Builder::new()),
-            mask: ListBuilder::new(UInt8Builder::new()),
             label_names: ListBuilder::new(StringBuilder::new()),
-            f64_lists: std::array::from_fn(|_| ListBuilder::new(Float64Builder::new())),
-            volume_shape: ListBuilder::new(Int32Builder::new()),
         }
     }
 
@@ -151,63 +326,163 @@ impl Builders {
         self.labeled.append_value(r.labeled);
         self.channel_names
             .append_value(r.channel_names.iter().map(Some));
-        self.image.values().append_slice(&r.image);
-        self.image.append(true);
-        match &r.mask {
-            Some(m) => {
-                self.mask.values().append_slice(m);
-                self.mask.append(true);
-            }
-            None => self.mask.append_null(),
-        }
         self.label_names
             .append_value(r.label_names.iter().map(Some));
-        let lists: [&[f64]; 3] = [&r.spacing, &r.pixel_spacing, &r.affine];
-        for (b, v) in self.f64_lists.iter_mut().zip(lists) {
-            b.values().append_slice(v);
-            b.append(true);
-        }
-        self.volume_shape.values().append_slice(&r.volume_shape);
-        self.volume_shape.append(true);
-    }
-
-    fn finish(mut self) -> Vec<ArrayRef> {
-        let [key, source, split, role] = &mut self.strings;
-        let [index, axis, num, h, w, oh, ow] = &mut self.ints;
-        let [spacing, pixel_spacing, affine] = &mut self.f64_lists;
-        vec![
-            Arc::new(key.finish()),
-            Arc::new(source.finish()),
-            Arc::new(index.finish()),
-            Arc::new(axis.finish()),
-            Arc::new(self.position.finish()),
-            Arc::new(num.finish()),
-            Arc::new(split.finish()),
-            Arc::new(self.labeled.finish()),
-            Arc::new(role.finish()),
-            Arc::new(h.finish()),
-            Arc::new(w.finish()),
-            Arc::new(oh.finish()),
-            Arc::new(ow.finish()),
-            Arc::new(self.channel_names.finish()),
-            Arc::new(self.image.finish()),
-            Arc::new(self.mask.finish()),
-            Arc::new(self.label_names.finish()),
-            Arc::new(spacing.finish()),
-            Arc::new(pixel_spacing.finish()),
-            Arc::new(affine.finish()),
-            Arc::new(self.volume_shape.finish()),
-        ]
     }
 }
 
-/// Converts slices to one Arrow record batch of [`arrow_schema`].
-pub fn records_to_batch(records: &[SliceRecord]) -> Result<RecordBatch> {
-    let mut b = Builders::new();
+/// A fixed-size list column from flat values (`n` rows of `size`).
+fn fixed_column<T: arrow_array::ArrowPrimitiveType>(
+    values: Vec<T::Native>,
+    size: usize,
+    nulls: Option<NullBuffer>,
+    nullable_items: bool,
+) -> ArrayRef {
+    let values: ArrayRef = Arc::new(PrimitiveArray::<T>::new(values.into(), None));
+    Arc::new(FixedSizeListArray::new(
+        item(T::DATA_TYPE, nullable_items),
+        size as i32,
+        values,
+        nulls,
+    ))
+}
+
+/// The `image` column: every row's values, checked finite (and within float16 range).
+fn image_column(records: &[SliceRecord], shape: &SliceShape) -> Result<ArrayRef> {
+    let len = shape.image_len();
+    let bad = |r: &SliceRecord, what: &str| {
+        Error::invalid(
+            &r.source_path,
+            format!("{} slice {}: {what}", r.patient_key, r.slice_index),
+        )
+    };
+    for r in records {
+        if let Some(v) = r.image.iter().find(|v| !v.is_finite()) {
+            return Err(bad(r, &format!("image value {v} is not finite")));
+        }
+        if shape.dtype == ImageDtype::Float16 {
+            if let Some(v) = r.image.iter().find(|v| v.abs() > F16_MAX) {
+                return Err(bad(
+                    r,
+                    &format!("image value {v} exceeds the float16 range (±{F16_MAX}): set image_dtype = \"float32\""),
+                ));
+            }
+        }
+    }
+    Ok(match shape.dtype {
+        ImageDtype::Float32 => {
+            let mut v = Vec::with_capacity(records.len() * len);
+            for r in records {
+                v.extend_from_slice(&r.image);
+            }
+            fixed_column::<Float32Type>(v, len, None, true)
+        }
+        ImageDtype::Float16 => {
+            let mut v = vec![f16::ZERO; records.len() * len];
+            for (dst, r) in v.chunks_exact_mut(len.max(1)).zip(records) {
+                dst.convert_from_f32_slice(&r.image);
+            }
+            fixed_column::<Float16Type>(v, len, None, true)
+        }
+    })
+}
+
+/// The `mask` column (zeros under null rows).
+fn mask_column(records: &[SliceRecord], shape: &SliceShape) -> ArrayRef {
+    let len = shape.mask_len();
+    let mut v = vec![0u8; records.len() * len];
+    for (dst, r) in v.chunks_exact_mut(len.max(1)).zip(records) {
+        if let Some(m) = &r.mask {
+            dst.copy_from_slice(m);
+        }
+    }
+    let valid: Vec<bool> = records.iter().map(|r| r.mask.is_some()).collect();
+    fixed_column::<UInt8Type>(v, len, Some(NullBuffer::from(valid)), true)
+}
+
+/// Checks that every record has the folder's shape and a valid mask.
+fn check_shapes(records: &[SliceRecord], shape: &SliceShape) -> Result<()> {
+    for r in records {
+        let found = SliceShape::of(r, shape.dtype);
+        let err = |what: &str, expected: Vec<usize>, found: Vec<usize>| Error::Shape {
+            path: r.source_path.clone().into(),
+            case: format!("{} slice {} ({what})", r.patient_key, r.slice_index),
+            expected,
+            found,
+        };
+        let dims = |s: &SliceShape| vec![s.channels, s.height, s.width];
+        if found != *shape || r.image.len() != shape.image_len() {
+            return Err(err("image", dims(shape), {
+                let mut d = dims(&found);
+                d.push(r.image.len());
+                d
+            }));
+        }
+        if let Some(m) = &r.mask {
+            if m.len() != shape.mask_len() {
+                return Err(err("mask", vec![shape.height, shape.width], vec![m.len()]));
+            }
+            check_mask_values(r, Path::new(&r.source_path))?;
+        } else if r.labeled {
+            return Err(Error::invalid(
+                &r.source_path,
+                format!(
+                    "{} slice {}: labeled row without a mask",
+                    r.patient_key, r.slice_index
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Converts slices of one `shape` to a record batch of [`arrow_schema`]`(shape)`. Refuses
+/// non-finite images, values beyond float16 range when stored as float16, and rows whose shape
+/// or mask values disagree.
+pub fn records_to_batch(records: &[SliceRecord], shape: &SliceShape) -> Result<RecordBatch> {
+    check_shapes(records, shape)?;
+    let mut b = Builders::new(records.len());
     for r in records {
         b.push(r);
     }
-    RecordBatch::try_new(arrow_schema(), b.finish())
+    let n = records.len();
+    let fixed_f64 = |f: &dyn Fn(&SliceRecord) -> &[f64], size: usize, tensor: bool| {
+        let mut v = Vec::with_capacity(n * size);
+        for r in records {
+            v.extend_from_slice(f(r));
+        }
+        fixed_column::<Float64Type>(v, size, None, tensor)
+    };
+    let mut shapes = Vec::with_capacity(n * 3);
+    for r in records {
+        shapes.extend_from_slice(&r.volume_shape);
+    }
+    let [key, source, split, role] = &mut b.strings;
+    let [index, axis, num, h, w, oh, ow] = &mut b.ints;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(key.finish()),
+        Arc::new(source.finish()),
+        Arc::new(index.finish()),
+        Arc::new(axis.finish()),
+        Arc::new(b.position.finish()),
+        Arc::new(num.finish()),
+        Arc::new(split.finish()),
+        Arc::new(b.labeled.finish()),
+        Arc::new(role.finish()),
+        Arc::new(h.finish()),
+        Arc::new(w.finish()),
+        Arc::new(oh.finish()),
+        Arc::new(ow.finish()),
+        Arc::new(b.channel_names.finish()),
+        image_column(records, shape)?,
+        mask_column(records, shape),
+        Arc::new(b.label_names.finish()),
+        fixed_f64(&|r| &r.spacing, 3, false),
+        fixed_f64(&|r| &r.pixel_spacing, 2, false),
+        fixed_f64(&|r| &r.affine, 16, true),
+        fixed_column::<Int32Type>(shapes, 3, None, false),
+    ];
+    RecordBatch::try_new(arrow_schema(shape, None), columns)
         .map_err(|e| Error::invalid("<records>", format!("building a shard record batch: {e}")))
 }
 
@@ -263,63 +538,118 @@ impl<'a> Columns<'a> {
             .col(name)?
             .as_boolean_opt()
             .ok_or_else(|| self.wrong(name))?;
-        Ok((0..a.len()).map(|i| a.value(i)).collect())
+        Ok((0..a.len()).map(|i| a.is_valid(i) && a.value(i)).collect())
     }
     fn str_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
         let l = self
             .col(name)?
             .as_list_opt::<i32>()
             .ok_or_else(|| self.wrong(name))?;
-        (0..l.len())
-            .map(|i| {
-                let v = l.value(i);
-                let s = v.as_string_opt::<i32>().ok_or_else(|| self.wrong(name))?;
-                Ok((0..s.len()).map(|j| s.value(j).to_string()).collect())
+        let s = l
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        let offsets = l.value_offsets();
+        Ok(offsets
+            .windows(2)
+            .map(|w| {
+                (w[0].max(0) as usize..w[1].max(0) as usize)
+                    .filter(|&j| j < s.len())
+                    .map(|j| s.value(j).to_string())
+                    .collect()
             })
-            .collect()
+            .collect())
     }
-    /// A list column of primitives as one `Vec` per row (`None` for a null row).
-    fn prim_lists<T: arrow_array::ArrowPrimitiveType>(
+    /// A fixed-size list column's flat values and list size.
+    fn fixed<T: arrow_array::ArrowPrimitiveType>(
         &self,
         name: &str,
-    ) -> Result<Vec<Option<Vec<T::Native>>>> {
+    ) -> Result<(&'a FixedSizeListArray, &'a [T::Native], usize)> {
         let l = self
             .col(name)?
-            .as_list_opt::<i32>()
+            .as_fixed_size_list_opt()
             .ok_or_else(|| self.wrong(name))?;
         let values = l
             .values()
             .as_primitive_opt::<T>()
             .ok_or_else(|| self.wrong(name))?;
-        let offsets = l.value_offsets();
-        Ok((0..l.len())
-            .map(|i| {
-                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                l.is_valid(i).then(|| values.values()[a..b].to_vec())
-            })
-            .collect())
+        let size = l.value_length().max(0) as usize;
+        let flat = values.values();
+        if flat.len() < l.len() * size {
+            return Err(self.wrong(name));
+        }
+        Ok((l, &flat[..], size))
     }
-    fn fixed<T: arrow_array::ArrowPrimitiveType, const N: usize>(
+    /// Rows of a fixed-size list column as arrays of `N` (the column must hold N per row).
+    fn arrays<T: arrow_array::ArrowPrimitiveType, const N: usize>(
         &self,
         name: &str,
     ) -> Result<Vec<[T::Native; N]>> {
-        self.prim_lists::<T>(name)?
-            .into_iter()
-            .map(|v| {
-                v.and_then(|v| <[T::Native; N]>::try_from(v).ok())
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            self.origin,
-                            format!("shard column `{name}` must hold {N} values per row"),
-                        )
-                    })
-            })
-            .collect()
+        let (l, flat, size) = self.fixed::<T>(name)?;
+        if size != N {
+            return Err(Error::invalid(
+                self.origin,
+                format!("shard column `{name}` must hold {N} values per row, has {size}"),
+            ));
+        }
+        Ok((0..l.len())
+            .map(|i| std::array::from_fn(|k| flat[i * N + k]))
+            .collect())
     }
 }
 
-/// Converts a record batch read from `origin` back to slices.
+/// The `image` column as f32 rows (float16 widened exactly).
+fn image_rows(c: &Columns) -> Result<Vec<Vec<f32>>> {
+    let col = c.col("image")?;
+    let dtype = match col.data_type() {
+        DataType::FixedSizeList(f, _) => f.data_type().clone(),
+        _ => return Err(c.wrong("image")),
+    };
+    match dtype {
+        DataType::Float16 => {
+            let (l, flat, size) = c.fixed::<Float16Type>("image")?;
+            Ok((0..l.len())
+                .map(|i| {
+                    let mut out = vec![0f32; size];
+                    flat[i * size..(i + 1) * size].convert_to_f32_slice(&mut out);
+                    out
+                })
+                .collect())
+        }
+        DataType::Float32 => {
+            let (l, flat, size) = c.fixed::<Float32Type>("image")?;
+            Ok((0..l.len())
+                .map(|i| flat[i * size..(i + 1) * size].to_vec())
+                .collect())
+        }
+        _ => Err(c.wrong("image")),
+    }
+}
+
+/// The `mask` column as rows (`None` for null rows).
+fn mask_rows(c: &Columns) -> Result<Vec<Option<Vec<u8>>>> {
+    let (l, flat, size) = c.fixed::<UInt8Type>("mask")?;
+    Ok((0..l.len())
+        .map(|i| {
+            l.is_valid(i)
+                .then(|| flat[i * size..(i + 1) * size].to_vec())
+        })
+        .collect())
+}
+
+/// Converts a version-2 record batch read from `origin` back to slices, checking each row
+/// ([`check_record`]: shape, mask values < number of label names, finite image values).
 pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
+    let rows = batch_to_records_unchecked(batch, origin)?;
+    for r in &rows {
+        check_record(r, origin)?;
+    }
+    Ok(rows)
+}
+
+/// [`batch_to_records`] without the per-row value checks (for `inspect`, which reports every
+/// bad row itself).
+pub fn batch_to_records_unchecked(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
     let c = Columns { batch, origin };
     let (keys, sources, splits, roles) = (
         c.strs("patient_key")?,
@@ -340,20 +670,18 @@ pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceR
     );
     let (position, labeled) = (c.f64s("slice_position")?, c.bools("labeled")?);
     let (channels, labels) = (c.str_lists("channel_names")?, c.str_lists("label_names")?);
-    let (image, mask) = (
-        c.prim_lists::<Float32Type>("image")?,
-        c.prim_lists::<UInt8Type>("mask")?,
-    );
+    let (image, mask) = (image_rows(&c)?, mask_rows(&c)?);
     let (spacing, pixel) = (
-        c.fixed::<Float64Type, 3>("spacing")?,
-        c.fixed::<Float64Type, 2>("pixel_spacing")?,
+        c.arrays::<Float64Type, 3>("spacing")?,
+        c.arrays::<Float64Type, 2>("pixel_spacing")?,
     );
     let (affine, shape) = (
-        c.fixed::<Float64Type, 16>("affine")?,
-        c.fixed::<Int32Type, 3>("volume_shape")?,
+        c.arrays::<Float64Type, 16>("affine")?,
+        c.arrays::<Int32Type, 3>("volume_shape")?,
     );
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for (i, img) in image.into_iter().enumerate() {
+    let n = batch.num_rows();
+    let mut out = Vec::with_capacity(n);
+    for (i, (img, m)) in image.into_iter().zip(mask).enumerate().take(n) {
         let r = SliceRecord {
             patient_key: keys[i].clone(),
             source_path: sources[i].clone(),
@@ -369,23 +697,27 @@ pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceR
             orig_height: oh[i],
             orig_width: ow[i],
             channel_names: channels[i].clone(),
-            image: img.unwrap_or_default(),
-            mask: mask[i].clone(),
+            image: img,
+            mask: m,
             label_names: labels[i].clone(),
             spacing: spacing[i],
             pixel_spacing: pixel[i],
             affine: affine[i],
             volume_shape: shape[i],
         };
-        check_record(&r, origin)?;
         out.push(r);
     }
     Ok(out)
 }
 
-/// Checks that a row's arrays agree with its declared shape.
-fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
-    let (h, w, c) = (r.height as usize, r.width as usize, r.channel_names.len());
+/// Checks a decoded row: arrays agree with the declared shape, a labeled row has a mask, mask
+/// values index `label_names`, image values are finite.
+pub fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
+    let (h, w, c) = (
+        r.height.max(0) as usize,
+        r.width.max(0) as usize,
+        r.channel_names.len(),
+    );
     let shape_err = |what: &str, expected: Vec<usize>, found: usize| Error::Shape {
         path: origin.to_path_buf(),
         case: format!("{} slice {} ({what})", r.patient_key, r.slice_index),
@@ -395,8 +727,18 @@ fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
     if r.image.len() != c * h * w {
         return Err(shape_err("image", vec![c, h, w], r.image.len()));
     }
+    if let Some(v) = r.image.iter().find(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            origin,
+            format!(
+                "{} slice {}: image value {v} is not finite",
+                r.patient_key, r.slice_index
+            ),
+        ));
+    }
     match &r.mask {
         Some(m) if m.len() != h * w => Err(shape_err("mask", vec![h, w], m.len())),
+        Some(_) => check_mask_values(r, origin),
         None if r.labeled => Err(Error::invalid(
             origin,
             format!(
@@ -404,117 +746,22 @@ fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
                 r.patient_key, r.slice_index
             ),
         )),
+        None => Ok(()),
+    }
+}
+
+/// Mask values must index `label_names`.
+fn check_mask_values(r: &SliceRecord, origin: &Path) -> Result<()> {
+    let classes = r.label_names.len();
+    match r.mask.as_ref().and_then(|m| m.iter().max()) {
+        Some(&v) if v as usize >= classes => Err(Error::invalid(
+            origin,
+            format!(
+                "{} slice {}: mask value {v} ≥ the {classes} classes of label_names",
+                r.patient_key, r.slice_index
+            ),
+        )),
         _ => Ok(()),
-    }
-}
-
-/// The `part-*.parquet` files of a shard folder, sorted by name (temporary files are skipped).
-pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("part-") && name.ends_with(".parquet")
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::invalid(
-            dir,
-            "no part-*.parquet shard files (run `dmnet-prep ingest` first)",
-        ));
-    }
-    Ok(files)
-}
-
-/// The dmnet key-value metadata of one shard file (schema version, prep config JSON, …).
-pub fn file_metadata(file: &Path) -> Result<std::collections::HashMap<String, String>> {
-    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    let reader = parquet::file::reader::SerializedFileReader::new(f)
-        .map_err(|e| Error::invalid(file, format!("not a readable Parquet file: {e}")))?;
-    let meta = parquet::file::reader::FileReader::metadata(&reader);
-    let kv = meta
-        .file_metadata()
-        .key_value_metadata()
-        .cloned()
-        .unwrap_or_default();
-    Ok(kv
-        .into_iter()
-        .filter_map(|kv| kv.value.map(|v| (kv.key, v)))
-        .collect())
-}
-
-/// Streams the slices of a shard folder one row group at a time, in file and row order.
-pub fn read_shards(dir: &Path) -> Result<ShardReader> {
-    Ok(ShardReader {
-        files: shard_files(dir)?.into(),
-        current: None,
-    })
-}
-
-/// Iterator over row groups (each a `Vec<SliceRecord>`) of a shard folder.
-pub struct ShardReader {
-    files: std::collections::VecDeque<PathBuf>,
-    current: Option<(
-        PathBuf,
-        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    )>,
-}
-
-impl ShardReader {
-    fn open(file: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
-        let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-        let meta = file_metadata(file)?;
-        match meta.get(META_SCHEMA_VERSION).map(String::as_str) {
-            Some(SCHEMA_VERSION) => {}
-            other => {
-                return Err(Error::invalid(
-                    file,
-                    format!(
-                        "shard schema version {other:?}, this dmnet reads version {SCHEMA_VERSION}"
-                    ),
-                ))
-            }
-        }
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(|e| Error::invalid(file, format!("not a readable Parquet file: {e}")))?;
-        let rows = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .max()
-            .unwrap_or(1);
-        builder
-            .with_batch_size(rows.max(1) as usize)
-            .build()
-            .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))
-    }
-}
-
-impl Iterator for ShardReader {
-    type Item = Result<Vec<SliceRecord>>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some((path, reader)) = &mut self.current {
-                match reader.next() {
-                    Some(Ok(batch)) => return Some(batch_to_records(&batch, path)),
-                    Some(Err(e)) => {
-                        return Some(Err(Error::invalid(
-                            path.clone(),
-                            format!("reading Parquet: {e}"),
-                        )))
-                    }
-                    None => self.current = None,
-                }
-            }
-            let file = self.files.pop_front()?;
-            match Self::open(&file) {
-                Ok(r) => self.current = Some((file, r)),
-                Err(e) => return Some(Err(e)),
-            }
-        }
     }
 }
 
@@ -522,7 +769,7 @@ impl Iterator for ShardReader {
 mod tests {
     use super::*;
 
-    fn record(i: i32, labeled: bool) -> SliceRecord {
+    pub(crate) fn record(i: i32, labeled: bool) -> SliceRecord {
         SliceRecord {
             patient_key: format!("p{i}"),
             source_path: "imagesTr/a.nii.gz".into(),
@@ -544,89 +791,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_survive_arrow_round_trip() {
-        let rs = vec![record(0, true), record(1, false)];
-        let batch = records_to_batch(&rs).unwrap();
-        assert_eq!(batch.num_rows(), 2);
-        assert_eq!(batch_to_records(&batch, Path::new("mem")).unwrap(), rs);
+    fn shape(dtype: ImageDtype) -> SliceShape {
+        SliceShape {
+            channels: 1,
+            height: 2,
+            width: 3,
+            dtype,
+        }
     }
 
     #[test]
-    fn image_of_the_wrong_length_is_a_shape_error() {
+    fn records_survive_arrow_round_trip_in_both_dtypes() {
+        // values k/2 + i are exact in float16, so both dtypes round-trip bit for bit
+        let rs = vec![record(0, true), record(1, false)];
+        for dtype in [ImageDtype::Float16, ImageDtype::Float32] {
+            let batch = records_to_batch(&rs, &shape(dtype)).unwrap();
+            assert_eq!(batch.num_rows(), 2);
+            assert_eq!(batch_to_records(&batch, Path::new("mem")).unwrap(), rs);
+            assert_eq!(
+                shape_of_schema(&batch.schema(), Path::new("mem")).unwrap(),
+                shape(dtype)
+            );
+        }
+    }
+
+    #[test]
+    fn float16_storage_error_is_within_half_an_ulp() {
         let mut r = record(0, true);
-        r.image.pop();
-        let batch = records_to_batch(&[r]).unwrap();
-        let err = batch_to_records(&batch, Path::new("x.parquet"))
+        r.image = vec![0.1, -3.3, 1e-3, 7.77, 1000.5, -0.0];
+        let batch = records_to_batch(&[r.clone()], &shape(ImageDtype::Float16)).unwrap();
+        let back = batch_to_records(&batch, Path::new("mem")).unwrap();
+        for (a, b) in r.image.iter().zip(&back[0].image) {
+            // round to nearest: |error| ≤ 2^-11 · |x| for normal float16 values
+            assert!((a - b).abs() <= a.abs() * 2f32.powi(-11), "{a} → {b}");
+        }
+    }
+
+    #[test]
+    fn writer_refuses_nan_out_of_range_and_bad_masks() {
+        let s16 = shape(ImageDtype::Float16);
+        let mut r = record(0, true);
+        r.image[2] = f32::NAN;
+        let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
+        assert!(e.contains("not finite"), "{e}");
+        let mut r = record(0, true);
+        r.image[2] = 70000.0;
+        let e = records_to_batch(&[r.clone()], &s16)
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("x.parquet") && err.contains("image") && err.contains("[1, 2, 3]"),
-            "{err}"
-        );
-    }
-
-    fn write_part(path: &Path, rs: &[SliceRecord], version: &str) {
-        use parquet::file::metadata::KeyValue;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                META_SCHEMA_VERSION.into(),
-                version.to_string(),
-            )]))
-            .set_max_row_group_row_count(Some(1))
-            .build();
-        let f = std::fs::File::create(path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(f, arrow_schema(), Some(props)).unwrap();
-        w.write(&records_to_batch(rs).unwrap()).unwrap();
-        w.close().unwrap();
+        assert!(e.contains("float16 range") && e.contains("float32"), "{e}");
+        assert!(records_to_batch(&[r], &shape(ImageDtype::Float32)).is_ok());
+        let mut r = record(0, true);
+        r.mask = Some(vec![0, 2, 0, 0, 0, 0]);
+        let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
+        assert!(e.contains("mask value 2") && e.contains("2 classes"), "{e}");
+        let mut r = record(0, true);
+        r.image.pop();
+        let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
+        assert!(e.contains("image") && e.contains("[1, 2, 3]"), "{e}");
     }
 
     #[test]
-    fn read_shards_streams_row_groups_in_file_order_and_checks_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        write_part(
-            &dir.path().join("part-00001.parquet"),
-            &[record(2, true)],
-            "1",
-        );
-        write_part(
-            &dir.path().join("part-00000.parquet"),
-            &[record(0, true), record(1, false)],
-            "1",
-        );
-        std::fs::write(dir.path().join("part-00002.parquet.tmp"), b"partial").unwrap();
-        let groups: Vec<_> = read_shards(dir.path())
-            .unwrap()
-            .map(|g| g.unwrap())
-            .collect();
-        let sizes: Vec<_> = groups.iter().map(Vec::len).collect();
-        assert_eq!(
-            sizes,
-            [1, 1, 1],
-            "one row group per row with max row count 1"
-        );
-        let idx: Vec<_> = groups.iter().flatten().map(|r| r.slice_index).collect();
-        assert_eq!(idx, [0, 1, 2]);
-
-        write_part(
-            &dir.path().join("part-00003.parquet"),
-            &[record(3, true)],
-            "99",
-        );
-        let err = read_shards(dir.path())
-            .unwrap()
-            .find_map(|g| g.err())
-            .unwrap()
+    fn schema_carries_version_and_tensor_shapes() {
+        let s = arrow_schema(&shape(ImageDtype::Float16), Some("{}"));
+        assert_eq!(s.metadata()[META_SCHEMA_VERSION], SCHEMA_VERSION);
+        assert_eq!(s.metadata()[META_PREP_CONFIG], "{}");
+        let image = s.field_with_name("image").unwrap();
+        assert_eq!(image.metadata()[EXTENSION_NAME], TENSOR_EXTENSION);
+        assert_eq!(image.metadata()[EXTENSION_METADATA], r#"{"shape":[1,2,3]}"#);
+        let e = shape_of_schema(&Schema::empty(), Path::new("x.parquet"))
+            .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("part-00003.parquet") && err.contains("99"),
-            "{err}"
-        );
-        let empty = tempfile::tempdir().unwrap();
-        assert!(read_shards(empty.path())
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("no part-*.parquet"));
+        assert!(e.contains("x.parquet") && e.contains("image"), "{e}");
     }
 }

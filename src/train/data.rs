@@ -1,40 +1,21 @@
-//! Training data from shard folders (`dmnet-prep ingest`, schema v1): an index built from the
-//! small columns only, the labeled-fraction selection (paper §4.1: 10/30/50/100 % of the
-//! training labeled slices, seeded), and batch streams that read one Parquet row group at a
-//! time on a separate thread into a bounded prefetch queue, shuffled per epoch with a seed
-//! (row-group order permuted, then a shuffle buffer). Torch-free: batches are plain vectors.
-use crate::shard::schema::{batch_to_records, shard_files, SliceRecord};
+//! Training data from shard folders (`dmnet-prep ingest`, `schemas/shard-v2.md`): the index of
+//! [`crate::shard::ShardIndex`] (the folder validated once, small columns only), the
+//! labeled-fraction selection (paper §4.1: 10/30/50/100 % of the training labeled slices,
+//! seeded), and batch streams that read one row group at a time through
+//! [`crate::shard::PartCache`] (each footer parsed once per stream) on a separate thread into a
+//! bounded prefetch queue, shuffled per epoch with a seed (row-group order permuted, then a
+//! shuffle buffer). Torch-free: batches are plain vectors.
+use crate::shard::reader::{IndexRow, PartCache, ShardIndex};
+use crate::shard::schema::SliceRecord;
 use crate::{Error, Result};
-use arrow_array::{Array, BooleanArray, Int32Array, StringArray};
 use crossbeam_channel::{bounded, Receiver};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ProjectionMask;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where one slice lives: file, row group, row within the group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SliceRef {
-    /// Index into [`DataPlan::files`].
-    pub file: usize,
-    /// Row group within the file.
-    pub row_group: usize,
-    /// Row within the row group.
-    pub row: usize,
-}
-
-/// One row of the index (small columns only).
-#[derive(Debug, Clone)]
-struct IndexRow {
-    at: SliceRef,
-    patient_key: String,
-    slice_index: i32,
-    split: String,
-    labeled: bool,
-}
+pub use crate::shard::reader::SliceRef;
 
 /// Which slices each stream reads.
 #[derive(Debug, Clone)]
@@ -50,92 +31,28 @@ pub struct DataPlan {
     pub labeled_total: usize,
 }
 
-fn open_builder(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
-    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| Error::invalid(file, format!("not a readable Parquet file: {e}")))
-}
-
-fn column<'a, T: 'static>(
-    batch: &'a arrow_array::RecordBatch,
-    name: &str,
-    file: &Path,
-) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::invalid(file, format!("column {name} missing or of the wrong type")))
-}
-
-/// Reads the small columns of every row group.
-fn index_file(fi: usize, file: &Path) -> Result<Vec<IndexRow>> {
-    let probe = open_builder(file)?;
-    let groups = probe.metadata().num_row_groups();
-    let names = ["patient_key", "slice_index", "split", "labeled"];
-    let roots: Vec<usize> = names
+/// The labeled slices of one split (validation / test), in file order.
+pub fn split_refs_of(index: &ShardIndex, split: &str) -> Result<Vec<SliceRef>> {
+    let refs: Vec<SliceRef> = index
+        .rows
         .iter()
-        .map(|n| {
-            probe
-                .schema()
-                .index_of(n)
-                .map_err(|_| Error::invalid(file, format!("no column {n}")))
-        })
-        .collect::<Result<_>>()?;
-    let mut rows = Vec::new();
-    for rg in 0..groups {
-        let b = open_builder(file)?;
-        let mask = ProjectionMask::roots(b.parquet_schema(), roots.clone());
-        let reader = b
-            .with_projection(mask)
-            .with_row_groups(vec![rg])
-            .with_batch_size(1 << 20)
-            .build()
-            .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
-        let mut row = 0;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
-            let keys = column::<StringArray>(&batch, "patient_key", file)?;
-            let idx = column::<Int32Array>(&batch, "slice_index", file)?;
-            let split = column::<StringArray>(&batch, "split", file)?;
-            let labeled = column::<BooleanArray>(&batch, "labeled", file)?;
-            for i in 0..batch.num_rows() {
-                rows.push(IndexRow {
-                    at: SliceRef {
-                        file: fi,
-                        row_group: rg,
-                        row,
-                    },
-                    patient_key: keys.value(i).to_string(),
-                    slice_index: idx.value(i),
-                    split: split.value(i).to_string(),
-                    labeled: !labeled.is_null(i) && labeled.value(i),
-                });
-                row += 1;
-            }
-        }
-    }
-    Ok(rows)
-}
-
-/// The slices of one split with labels (validation / test), in file order.
-pub fn split_refs(dir: &Path, split: &str) -> Result<(Arc<Vec<PathBuf>>, Vec<SliceRef>)> {
-    let files = shard_files(dir)?;
-    let mut refs = Vec::new();
-    for (fi, f) in files.iter().enumerate() {
-        refs.extend(
-            index_file(fi, f)?
-                .into_iter()
-                .filter(|r| r.split == split && r.labeled)
-                .map(|r| r.at),
-        );
-    }
+        .filter(|r| r.split == split && r.labeled)
+        .map(|r| r.at)
+        .collect();
     if refs.is_empty() {
         return Err(Error::invalid(
-            dir,
+            &index.dir,
             format!("no labeled slices in split {split:?}"),
         ));
     }
-    Ok((Arc::new(files), refs))
+    Ok(refs)
+}
+
+/// Opens (validates) `dir` and returns its files and the labeled slices of one split.
+pub fn split_refs(dir: &Path, split: &str) -> Result<(Arc<Vec<PathBuf>>, Vec<SliceRef>)> {
+    let index = ShardIndex::open(dir)?;
+    let refs = split_refs_of(&index, split)?;
+    Ok((index.files(), refs))
 }
 
 impl DataPlan {
@@ -143,23 +60,33 @@ impl DataPlan {
     /// sorted by (patient key, slice index), are shuffled with `seed` and the first
     /// ⌈fraction·n⌉ kept (at least one).
     pub fn build(dir: &Path, fraction: f64, seed: u64) -> Result<DataPlan> {
+        Self::check_fraction(fraction)?;
+        DataPlan::from_index(&ShardIndex::open(dir)?, fraction, seed)
+    }
+
+    fn check_fraction(fraction: f64) -> Result<()> {
         if !(fraction > 0.0 && fraction <= 1.0) {
             return Err(Error::Config {
                 path: "<cli>".into(),
                 msg: format!("labeled fraction must be in (0, 1], got {fraction}"),
             });
         }
-        let files = shard_files(dir)?;
-        let mut rows = Vec::new();
-        for (fi, f) in files.iter().enumerate() {
-            rows.extend(index_file(fi, f)?);
-        }
+        Ok(())
+    }
+
+    /// [`DataPlan::build`] on an index already open.
+    pub fn from_index(index: &ShardIndex, fraction: f64, seed: u64) -> Result<DataPlan> {
+        Self::check_fraction(fraction)?;
+        let rows = &index.rows;
         let mut lab: Vec<&IndexRow> = rows
             .iter()
             .filter(|r| r.split == "train" && r.labeled)
             .collect();
         if lab.is_empty() {
-            return Err(Error::invalid(dir, "no labeled slices in split \"train\""));
+            return Err(Error::invalid(
+                &index.dir,
+                "no labeled slices in split \"train\"",
+            ));
         }
         lab.sort_by(|a, b| (&a.patient_key, a.slice_index).cmp(&(&b.patient_key, b.slice_index)));
         lab.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f4ac));
@@ -175,7 +102,7 @@ impl DataPlan {
         labeled.sort();
         unlabeled.sort();
         Ok(DataPlan {
-            files: Arc::new(files),
+            files: index.files(),
             labeled,
             unlabeled,
             labeled_total,
@@ -202,20 +129,6 @@ pub struct StreamSpec {
     pub window: usize,
     /// Prefetch queue capacity in batches.
     pub prefetch: usize,
-}
-
-fn read_row_group(file: &Path, rg: usize) -> Result<Vec<SliceRecord>> {
-    let reader = open_builder(file)?
-        .with_row_groups(vec![rg])
-        .with_batch_size(1 << 20)
-        .build()
-        .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
-        out.extend(batch_to_records(&batch, file)?);
-    }
-    Ok(out)
 }
 
 /// Groups slice refs by (file, row group).
@@ -268,14 +181,15 @@ impl Producer {
         true
     }
 
-    fn run(mut self, files: &[PathBuf], refs: &[SliceRef]) {
+    fn run(mut self, files: Arc<Vec<PathBuf>>, refs: &[SliceRef]) {
+        let mut parts = PartCache::new(files);
         let mut groups = groups(refs);
         loop {
             if self.spec.seed.is_some() {
                 groups.shuffle(&mut self.rng);
             }
             for (fi, rg, rows) in &groups {
-                let records = match read_row_group(&files[*fi], *rg) {
+                let records = match parts.read(*fi, *rg) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = self.tx.send(Err(e));
@@ -328,7 +242,7 @@ pub fn stream(
             pending: Vec::new(),
             sent: 0,
         };
-        producer.run(&files, &refs);
+        producer.run(files, &refs);
     });
     rx
 }

@@ -217,7 +217,7 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         serde_json::to_string_pretty(results).map_err(|e| Error::invalid(&json, e.to_string()))?;
     std::fs::write(&json, text + "\n").map_err(|e| Error::io(&json, e))?;
     let names: Vec<String> = spec.arms.iter().map(|a| a.name.clone()).collect();
-    let protocol = std::fs::read_to_string(spec.shards.join("prep-config.json"))
+    let protocol = std::fs::read_to_string(spec.shards.join(crate::shard::folder::PREP_CONFIG))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|j| j["protocol"].as_str().map(str::to_string))

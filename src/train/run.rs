@@ -257,7 +257,7 @@ fn prepare_new(spec: &RunSpec) -> Result<RunConfig> {
         });
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let manifest = spec.shards.join("manifest.json");
+    let manifest = spec.shards.join(crate::shard::folder::MANIFEST);
     if manifest.exists() {
         let to = out.join("prep-manifest.json");
         std::fs::copy(&manifest, &to).map_err(|e| Error::io(&to, e))?;

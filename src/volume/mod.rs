@@ -20,9 +20,9 @@ mod dicom;
 mod nifti_io;
 
 pub use dicom::{
-    check_declared_lengths, dicom_series_geometry, read_dicom_pixels, read_dicom_seg, read_dicom_series,
-    read_dicom_timepoint, read_seg_names, scan_dicom_dir, series_timepoints, DicomFile,
-    DicomPixels, DicomSeries, FileKind, Frame, SegLabels, UnreadableFile,
+    check_declared_lengths, dicom_series_geometry, read_dicom_pixels, read_dicom_seg,
+    read_dicom_series, read_dicom_timepoint, read_seg_names, scan_dicom_dir, series_timepoints,
+    DicomFile, DicomPixels, DicomSeries, FileKind, Frame, SegLabels, UnreadableFile,
 };
 pub use nifti_io::{
     read_nifti, read_nifti_geometry, read_nifti_label, read_nifti_timepoint, write_nifti_mask,

@@ -9,7 +9,7 @@ use crate::export::{check_model, py};
 use crate::util::{bin, run_ok, stderr, stdout, tmp};
 use dmnet::model::{DmNet, Encoder, ModelConfig, Variant};
 use dmnet::preprocess::{prepare_volume, Normalization, PreprocessConfig};
-use dmnet::shard::schema::{records_to_batch, SliceRecord};
+use dmnet::shard::schema::SliceRecord;
 use std::path::{Path, PathBuf};
 
 const S: usize = 64;
@@ -110,23 +110,21 @@ fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
             }
         })
         .collect();
-    let batch = records_to_batch(&records).unwrap();
+    // one float32 part (exact values) and the manifest fields readers check
     let shards = dir.join("shards");
-    std::fs::create_dir_all(&shards).unwrap();
-    let kv = |k: &str, v: String| parquet::file::metadata::KeyValue::new(k.into(), v);
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![
-            kv(dmnet::shard::schema::META_SCHEMA_VERSION, "1".into()),
-            kv(
-                dmnet::shard::schema::META_PREP_CONFIG,
-                serde_json::json!({ "preprocess": pre }).to_string(),
-            ),
-        ]))
-        .build();
-    let f = std::fs::File::create(shards.join("part-00000.parquet")).unwrap();
-    let mut wr = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), Some(props)).unwrap();
-    wr.write(&batch).unwrap();
-    wr.close().unwrap();
+    std::fs::create_dir_all(shards.join("data")).unwrap();
+    let shape = dmnet::shard::SliceShape::of(&records[0], dmnet::shard::ImageDtype::Float32);
+    let opts = dmnet::shard::writer::PartOptions {
+        zstd_level: 3,
+        prep_config: serde_json::json!({ "preprocess": pre }).to_string(),
+    };
+    let part = shards.join("data/part-00000.parquet");
+    dmnet::shard::writer::write_part(&part, &records, &shape, 64, &opts).unwrap();
+    let manifest = serde_json::json!({
+        "schema_version": dmnet::shard::schema::SCHEMA_VERSION,
+        "studies": [{ "status": "ok", "slices": records.len(), "part": "part-00000.parquet" }],
+    });
+    std::fs::write(shards.join("_manifest.json"), manifest.to_string()).unwrap();
     shards
 }
 

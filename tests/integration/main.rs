@@ -10,6 +10,7 @@ mod metrics;
 mod model;
 mod prep;
 mod reliability;
+mod shards;
 mod synth;
 mod toolchain;
 mod train;

@@ -22,7 +22,7 @@ pub(crate) fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
 }
 
 pub(crate) fn manifest(out: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap()
 }
 
 pub(crate) fn inspect_ok(out: &Path) -> String {
@@ -136,26 +136,29 @@ fn la2018_shards_agree_in_pyarrow_duckdb_polars() {
     assert!(o.status.success(), "{}", stderr(&o));
     inspect_ok(&out);
     let m = manifest(&out);
+    // every client opens the folder itself (schemas/shard-v2.md)
     let script = r#"
 import sys, glob, json, hashlib
 import pyarrow.parquet as pq, duckdb, polars as pl
-d = sys.argv[1]; files = sorted(glob.glob(d + '/part-*.parquet'))
+d = sys.argv[1]; files = sorted(glob.glob(d + '/data/part-*.parquet'))
 res = {}
-t = pq.read_table(files)
+t = pq.read_table(d)
 f = pq.ParquetFile(files[0])
-res['meta'] = {k.decode(): v.decode() for k, v in f.metadata.metadata.items() if k.startswith(b'dmnet')}
-res['row_group_rows'] = f.metadata.row_group(0).num_rows
+res['meta'] = {k.decode(): v.decode() for k, v in t.schema.metadata.items() if k.startswith(b'dmnet')}
+res['row_group_rows'] = max(f.metadata.row_group(i).num_rows for i in range(f.metadata.num_row_groups))
 res['compression'] = f.metadata.row_group(0).column(0).compression
+x = t['image'].combine_chunks().to_numpy_ndarray()
+res['numpy'] = [list(x.shape), str(x.dtype)]
 def key(split, role): return split + '/' + role
 c = {}
 for s, r in zip(t.column('split').to_pylist(), t.column('role').to_pylist()):
     c[key(s, r)] = c.get(key(s, r), 0) + 1
 res['pyarrow'] = c
-res['duckdb'] = {key(s, r): n for s, r, n in duckdb.sql(f"select split, role, count(*) from read_parquet('{d}/part-*.parquet') group by all").fetchall()}
-df = pl.read_parquet(d + '/part-*.parquet')
+res['duckdb'] = {key(s, r): n for s, r, n in duckdb.sql(f"select split, role, count(*) from read_parquet('{d}/**/*.parquet') group by all").fetchall()}
+df = pl.scan_parquet(d + '/**/*.parquet').collect()
 res['polars'] = {key(s, r): n for s, r, n in df.group_by(['split', 'role']).len().iter_rows()}
 # one mask: the labeled row with the smallest (patient_key, slice_index) that has foreground
-q = f"select patient_key, slice_index, mask from read_parquet('{d}/part-*.parquet') where labeled and list_max(mask) > 0 order by patient_key, slice_index limit 1"
+q = f"select patient_key, slice_index, mask from read_parquet('{d}/**/*.parquet') where labeled and list_max(mask) > 0 order by patient_key, slice_index limit 1"
 pk, si, mask = duckdb.sql(q).fetchall()[0]
 res['duckdb_mask'] = hashlib.sha256(bytes(mask)).hexdigest()
 import pyarrow.compute as pc
@@ -168,13 +171,19 @@ print(json.dumps(res))
 "#;
     let o = run_ok(python().args(["-c", script]).arg(&out));
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(r["meta"]["dmnet.schema_version"], "1");
+    assert_eq!(r["meta"]["dmnet.schema_version"], "2");
     let cfg: Value =
         serde_json::from_str(r["meta"]["dmnet.prep_config"].as_str().unwrap()).unwrap();
     assert_eq!(cfg["protocol"], "all-slices");
     assert_eq!(cfg["preprocess"]["size"], 32);
-    assert_eq!(r["row_group_rows"], 16);
+    // 88 slices per study in balanced row groups of at most 16: 6 groups of 15 or 13
+    assert_eq!(r["row_group_rows"], 15);
     assert_eq!(r["compression"], "ZSTD");
+    // one line of numpy: [N, C, H, W] float16
+    assert_eq!(
+        r["numpy"],
+        serde_json::json!([[5 * 88, 1, 32, 32], "float16"])
+    );
     assert_eq!(r["pyarrow"], r["duckdb"]);
     assert_eq!(r["pyarrow"], r["polars"]);
     let mut expect = serde_json::Map::new();
@@ -209,7 +218,7 @@ fn la2018_paper_protocol_and_reusable_splits() {
     assert_eq!(m["counts"]["test"]["labeled"], 2);
     assert!(m["counts"]["test"].get("unlabeled").is_none());
     let splits: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("splits.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("_splits.json")).unwrap()).unwrap();
     // same seed → same split; another seed with --splits → the same patients per split
     let out_b = t.path().join("b");
     let o = bin("dmnet-prep")
@@ -228,19 +237,20 @@ fn la2018_paper_protocol_and_reusable_splits() {
         .arg("--out")
         .arg(&out_b)
         .arg("--splits")
-        .arg(out.join("splits.json"))
+        .arg(out.join("_splits.json"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let splits_b: Value =
-        serde_json::from_str(&std::fs::read_to_string(out_b.join("splits.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_b.join("_splits.json")).unwrap())
+            .unwrap();
     for s in ["train", "val", "test"] {
         assert_eq!(splits[s], splits_b[s]);
     }
     // the patient keys are salted hashes, not the case ids
     let keys = splits["train"].as_array().unwrap();
     assert!(keys.iter().all(|k| k.as_str().unwrap().len() == 16));
-    assert!(!std::fs::read_to_string(out.join("splits.json"))
+    assert!(!std::fs::read_to_string(out.join("_splits.json"))
         .unwrap()
         .contains("06SR5RBREL16DQ6M8LWS"));
 }
@@ -266,29 +276,38 @@ fn resume_after_kill_has_no_duplicates_and_no_partial_parts() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !out.join("part-00000.parquet").exists() && std::time::Instant::now() < deadline {
+    while !out.join("data/part-00000.parquet").exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        !out.join("manifest.json").exists(),
+        !out.join("_manifest.json").exists(),
         "the run finished before the kill; the test proves nothing"
     );
-    let before: Vec<_> = std::fs::read_dir(&out)
+    // the half-written folder is refused by its readers, with the command that finishes it
+    let o = bin("dmnet-prep").arg("inspect").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let s = stdout(&o);
+    assert!(
+        s.contains("half-written") && s.contains("dmnet-prep ingest"),
+        "{s}"
+    );
+    // an unfinished part is only ever a hidden temporary file
+    let before: Vec<_> = std::fs::read_dir(out.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert!(!before
+    assert!(before
         .iter()
-        .any(|n| n.starts_with("part-") && n.ends_with(".tmp")));
+        .all(|n| n.starts_with("part-") && n.ends_with(".parquet") || n.starts_with('.')));
     let o = ingest(&input, &out, &args);
     assert!(o.status.success(), "{}", stderr(&o));
     let m = manifest(&out);
     assert_eq!(m["totals"]["slices"], expect);
     assert_eq!(m["totals"]["ok"], 8);
     inspect_ok(&out); // no duplicate rows, counts = manifest
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(out.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".tmp"))
@@ -353,7 +372,7 @@ fn workers_then_merge_equal_one_run() {
     );
     let c = manifest(&all);
     assert_eq!(a["counts"], c["counts"]);
-    assert!(all.join("part-00000.parquet").exists() && all.join("splits.json").exists());
+    assert!(all.join("data/part-00000.parquet").exists() && all.join("_splits.json").exists());
     inspect_ok(&all);
 }
 
@@ -457,7 +476,7 @@ fn dicom_tree_seg_labels_unlabeled_series_and_4d_failure() {
     // no DICOM identity in the shards: patient keys are hashes
     let script = r#"
 import sys, glob, pyarrow.parquet as pq
-t = pq.read_table(sorted(glob.glob(sys.argv[1] + '/part-*.parquet')))
+t = pq.read_table(sys.argv[1])
 names = [n for n, l in zip(t.column('label_names').to_pylist(), t.column('labeled').to_pylist()) if l]
 print(sorted(set(t.column('patient_key').to_pylist())), names[0])
 "#;
@@ -656,11 +675,22 @@ fn bad_empty_folders() {
 #[test]
 fn schema_file_matches_the_writer() {
     use arrow_schema::DataType;
+    use dmnet::shard::{ImageDtype, SliceShape};
+    // C·H·W = 30 and H·W = 15 are told apart from the fixed lengths 16, 3 and 2
     fn name(t: &DataType) -> String {
         match t {
             DataType::List(f) => format!("List<{}>", name(f.data_type())),
+            DataType::FixedSizeList(f, n) => {
+                let n = match n {
+                    30 => "C·H·W".to_string(),
+                    15 => "H·W".to_string(),
+                    n => n.to_string(),
+                };
+                format!("FixedSizeList<{}, {n}>", name(f.data_type()))
+            }
             DataType::Utf8 => "Utf8".into(),
             DataType::Int32 => "Int32".into(),
+            DataType::Float16 => "Float16".into(),
             DataType::Float32 => "Float32".into(),
             DataType::Float64 => "Float64".into(),
             DataType::Boolean => "Boolean".into(),
@@ -669,22 +699,56 @@ fn schema_file_matches_the_writer() {
         }
     }
     let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(crate::util::root().join("schemas/shard-v1.json")).unwrap(),
+        &std::fs::read_to_string(crate::util::root().join("schemas/shard-v2.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(doc["version"], dmnet::shard::schema::SCHEMA_VERSION);
-    let schema = dmnet::shard::schema::arrow_schema();
-    let cols = doc["columns"].as_array().unwrap();
-    assert_eq!(cols.len(), schema.fields().len());
-    for (c, f) in cols.iter().zip(schema.fields()) {
-        assert_eq!(c["name"], f.name().as_str());
-        assert_eq!(
-            c["arrow_type"],
-            name(f.data_type()).as_str(),
-            "{}",
-            f.name()
-        );
-        assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
+    for (dtype, dname) in [
+        (ImageDtype::Float16, "Float16"),
+        (ImageDtype::Float32, "Float32"),
+    ] {
+        let shape = SliceShape {
+            channels: 2,
+            height: 3,
+            width: 5,
+            dtype,
+        };
+        let schema = dmnet::shard::schema::arrow_schema(&shape, None);
+        assert_eq!(schema.metadata()["dmnet.schema_version"], "2");
+        let cols = doc["columns"].as_array().unwrap();
+        assert_eq!(cols.len(), schema.fields().len());
+        for (c, f) in cols.iter().zip(schema.fields()) {
+            assert_eq!(c["name"], f.name().as_str());
+            let want = c["arrow_type"]
+                .as_str()
+                .unwrap()
+                .replace("Float16|Float32", dname);
+            assert_eq!(want, name(f.data_type()), "{}", f.name());
+            assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
+            let ext = f.metadata().get("ARROW:extension:name");
+            assert_eq!(
+                c["extension"].as_str(),
+                ext.map(String::as_str),
+                "{}",
+                f.name()
+            );
+            if let Some(meta) = f.metadata().get("ARROW:extension:metadata") {
+                let dims = |v: &Value| match v.as_str() {
+                    Some("C") => 2,
+                    Some("H") => 3,
+                    Some("W") => 5,
+                    _ => v.as_u64().unwrap(),
+                };
+                let want: Vec<u64> = c["tensor_shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(dims)
+                    .collect();
+                let got: Value = serde_json::from_str(meta).unwrap();
+                assert_eq!(got["shape"], serde_json::json!(want), "{}", f.name());
+            }
+        }
     }
 }
 
@@ -696,36 +760,45 @@ fn preprocessing_matches_numpy_reference() {
     require_data!("la2018");
     let t = tmp();
     let input = la_subset(t.path(), 2);
-    let out = t.path().join("s");
-    let o = bin("dmnet-prep")
-        .args([
-            "ingest",
-            "-q",
-            "--size",
-            "48",
-            "--protocol",
-            "all-slices",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
     let script = crate::util::root().join("scripts/bench_prep.py");
-    let o = run_ok(
-        python()
-            .arg(&script)
-            .args(["check", "--input"])
+    // float32 storage is exact: 1e-4 is the float32 arithmetic of the two implementations;
+    // float16 storage adds at most half an ulp, 2^-11·|value| (schemas/shard-v2.md)
+    for dtype in ["float32", "float16"] {
+        let out = t.path().join(dtype);
+        let o = bin("dmnet-prep")
+            .args(["ingest", "-q", "--size", "48", "--protocol", "all-slices"])
+            .args(["--image-dtype", dtype, "--input"])
             .arg(&input)
-            .arg("--shards")
-            .arg(&out),
-    );
-    let r: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(r["rows"], 176);
-    assert!(r["masks_equal"].as_u64().unwrap() > 0);
-    assert!(r["max_abs_image_diff"].as_f64().unwrap() < 1e-4, "{r}");
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run_ok(
+            python()
+                .arg(&script)
+                .args(["check", "--input"])
+                .arg(&input)
+                .arg("--shards")
+                .arg(&out),
+        );
+        let r: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        assert_eq!(r["rows"], 176);
+        assert_eq!(r["image_dtype"], dtype);
+        assert!(r["masks_equal"].as_u64().unwrap() > 0);
+        assert!(
+            r["max_excess_over_tolerance"].as_f64().unwrap() <= 0.0,
+            "{r}"
+        );
+        if dtype == "float32" {
+            assert!(r["max_abs_image_diff"].as_f64().unwrap() < 1e-4, "{r}");
+        } else {
+            assert!(
+                r["max_abs_image_diff"].as_f64().unwrap() > 1e-4,
+                "float16 is lossy: {r}"
+            );
+        }
+    }
 }
 
 /// `inspect` exits 1 when an invariant breaks: a copied part file duplicates rows and makes
@@ -741,15 +814,17 @@ fn inspect_flags_duplicate_rows() {
         .success());
     inspect_ok(&out);
     std::fs::copy(
-        out.join("part-00000.parquet"),
-        out.join("part-00001.parquet"),
+        out.join("data/part-00000.parquet"),
+        out.join("data/part-00001.parquet"),
     )
     .unwrap();
     let o = bin("dmnet-prep").arg("inspect").arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let s = stdout(&o);
     assert!(
-        s.contains("duplicate row") && s.contains("differ from the rows"),
+        s.contains("duplicate row")
+            && s.contains("differ from the rows")
+            && s.contains("part-00001.parquet: not listed in _manifest.json"),
         "{s}"
     );
 }
@@ -1325,7 +1400,7 @@ fn size_not_accepted_by_the_network_is_refused_at_prep() {
             .unwrap();
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("multiple of 16"), "{}", stderr(&o));
-        assert!(!t.path().join(size).join("manifest.json").exists());
+        assert!(!t.path().join(size).join("_manifest.json").exists());
     }
 }
 
@@ -1470,8 +1545,8 @@ fn one_slice_axis_per_dataset() {
         [other]
     );
     std::fs::copy(
-        sag.join("part-00000.parquet"),
-        out.join("part-00099.parquet"),
+        sag.join("data/part-00000.parquet"),
+        out.join("data/part-00099.parquet"),
     )
     .unwrap();
     let r = rep(&out);

@@ -29,8 +29,19 @@ enum Encoding {
 fn long_header(vr: &[u8; 2]) -> bool {
     matches!(
         vr,
-        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR"
-            | b"UT" | b"UV"
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
     )
 }
 
@@ -243,7 +254,10 @@ fn dataset<R: Read + Seek>(w: &mut Walker<'_, R>, enc: Encoding) -> Result<()> {
                 Some(vr) => {
                     return Err(w.refuse(
                         h.tag,
-                        format!("has an undefined length on VR {}", String::from_utf8_lossy(vr)),
+                        format!(
+                            "has an undefined length on VR {}",
+                            String::from_utf8_lossy(vr)
+                        ),
                     ))
                 }
             }

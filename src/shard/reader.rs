@@ -1,0 +1,524 @@
+//! The shard reader: [`ShardIndex::open`] validates a whole folder once (finished, every part
+//! listed in the manifest, every part's schema version and schema, row counts, mask values
+//! below the number of classes, finite images) and indexes the small columns; [`Part`] reads
+//! one row group at a time from a footer parsed once; [`ShardReader`] streams every row.
+//!
+//! The value checks on open use the column-chunk statistics of the footer (mask maximum, image
+//! minimum/maximum and NaN count), which cover every value without reading the pages; a row
+//! group whose statistics are missing or do not prove the invariant (e.g. a part rewritten by a
+//! tool that writes no NaN count) is decoded and checked row by row. Every row decoded later is
+//! checked again ([`super::schema::check_record`]).
+use super::folder;
+use super::schema::{
+    batch_to_records, shape_of_schema, ImageDtype, SliceRecord, SliceShape, META_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+};
+use crate::{Error, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, RecordBatch};
+use half::f16;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use parquet::file::statistics::Statistics;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where one slice lives: file, row group, row within the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SliceRef {
+    /// Index into the folder's sorted part files.
+    pub file: usize,
+    /// Row group within the file.
+    pub row_group: usize,
+    /// Row within the row group.
+    pub row: usize,
+}
+
+/// One part file with its footer parsed once.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The file.
+    pub path: PathBuf,
+    meta: ArrowReaderMetadata,
+    /// The slice shape of its rows.
+    pub shape: SliceShape,
+}
+
+fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::invalid(path, format!("reading Parquet: {e}"))
+}
+
+impl Part {
+    /// Opens a part: parses the footer, checks the schema version and the schema.
+    pub fn open(path: &Path) -> Result<Part> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new())
+            .map_err(|e| Error::invalid(path, format!("not a readable Parquet file: {e}")))?;
+        let kv = key_values(&meta);
+        let version = kv
+            .get(META_SCHEMA_VERSION)
+            .or_else(|| meta.schema().metadata().get(META_SCHEMA_VERSION));
+        match version.map(String::as_str) {
+            Some(SCHEMA_VERSION) => {}
+            Some("1") => {
+                let parent = path.parent().unwrap_or(Path::new("."));
+                let dir = match parent.file_name().and_then(|n| n.to_str()) {
+                    Some(folder::DATA_DIR) => parent.parent().unwrap_or(parent),
+                    _ => parent,
+                };
+                return Err(Error::invalid(
+                    path,
+                    format!(
+                        "shard schema version 1, this dmnet reads version {SCHEMA_VERSION}: upgrade the folder with `{}`",
+                        folder::upgrade_command(dir)
+                    ),
+                ));
+            }
+            other => {
+                return Err(Error::invalid(
+                    path,
+                    format!(
+                        "shard schema version {other:?}, this dmnet reads version {SCHEMA_VERSION}"
+                    ),
+                ))
+            }
+        }
+        let shape = shape_of_schema(meta.schema(), path)?;
+        Ok(Part {
+            path: path.to_path_buf(),
+            meta,
+            shape,
+        })
+    }
+
+    /// The file's `dmnet.*` key-value metadata.
+    pub fn key_values(&self) -> HashMap<String, String> {
+        key_values(&self.meta)
+    }
+
+    /// Number of row groups.
+    pub fn num_row_groups(&self) -> usize {
+        self.meta.metadata().num_row_groups()
+    }
+
+    /// Rows in the file.
+    pub fn num_rows(&self) -> u64 {
+        self.meta.metadata().file_metadata().num_rows().max(0) as u64
+    }
+
+    fn builder(&self, rg: usize) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
+        let Some(group) = self.meta.metadata().row_groups().get(rg) else {
+            return Err(Error::invalid(&self.path, format!("no row group {rg}")));
+        };
+        let rows = group.num_rows().max(1) as usize;
+        let f = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(
+            ParquetRecordBatchReaderBuilder::new_with_metadata(f, self.meta.clone())
+                .with_row_groups(vec![rg])
+                .with_batch_size(rows),
+        )
+    }
+
+    /// Reads the named columns of row group `rg`.
+    fn read_columns(&self, rg: usize, names: &[&str]) -> Result<Vec<RecordBatch>> {
+        let b = self.builder(rg)?;
+        let roots = names
+            .iter()
+            .map(|n| {
+                b.schema()
+                    .index_of(n)
+                    .map_err(|_| Error::invalid(&self.path, format!("no column `{n}`")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+        self.collect(b.with_projection(mask))
+    }
+
+    fn collect(
+        &self,
+        b: ParquetRecordBatchReaderBuilder<std::fs::File>,
+    ) -> Result<Vec<RecordBatch>> {
+        b.build()
+            .map_err(parquet_err(&self.path))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(&self.path, format!("reading Parquet: {e}")))
+    }
+
+    /// Reads row group `rg` as records, each checked.
+    pub fn read_row_group(&self, rg: usize) -> Result<Vec<SliceRecord>> {
+        let mut out = Vec::new();
+        for b in self.collect(self.builder(rg)?)? {
+            out.extend(batch_to_records(&b, &self.path)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads row group `rg` as records without the per-row value checks (for `inspect`, which
+    /// reports every bad row itself).
+    pub fn read_row_group_unchecked(&self, rg: usize) -> Result<Vec<SliceRecord>> {
+        let mut out = Vec::new();
+        for b in self.collect(self.builder(rg)?)? {
+            out.extend(super::schema::batch_to_records_unchecked(&b, &self.path)?);
+        }
+        Ok(out)
+    }
+
+    /// The index rows of every row group, after checking each group's values.
+    fn index(&self, file: usize) -> Result<Vec<IndexRow>> {
+        let mut out = Vec::new();
+        for rg in 0..self.num_row_groups() {
+            let mut rows = Vec::new();
+            for b in self.read_columns(
+                rg,
+                &[
+                    "patient_key",
+                    "slice_index",
+                    "split",
+                    "labeled",
+                    "label_names",
+                ],
+            )? {
+                let first = rows.len();
+                rows.extend(index_rows(&b, file, rg, first, &self.path)?);
+            }
+            let classes = rows.iter().map(|r| r.classes).min().unwrap_or(0);
+            if !self.stats_prove_valid(rg, classes) {
+                self.read_row_group(rg)?; // decodes and checks every row
+            }
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Whether row group `rg`'s statistics prove every mask value < `classes` and every image
+    /// value finite.
+    fn stats_prove_valid(&self, rg: usize, classes: usize) -> bool {
+        let Some(g) = self.meta.metadata().row_groups().get(rg) else {
+            return false;
+        };
+        let leaf = |name: &str| {
+            (0..g.num_columns()).find(|&i| {
+                g.column(i)
+                    .column_path()
+                    .parts()
+                    .first()
+                    .is_some_and(|p| p == name)
+            })
+        };
+        let (Some(mi), Some(ii)) = (leaf("mask"), leaf("image")) else {
+            return false;
+        };
+        let mask_ok = match g.column(mi).statistics() {
+            Some(Statistics::Int32(s)) => match s.max_opt() {
+                Some(&max) => max >= 0 && (max as usize) < classes,
+                None => s.null_count_opt().is_some(), // every mask of the group is null
+            },
+            _ => false,
+        };
+        let finite = |lo: f32, hi: f32| lo.is_finite() && hi.is_finite();
+        let image_ok = match (self.shape.dtype, g.column(ii).statistics()) {
+            (ImageDtype::Float32, Some(s @ Statistics::Float(v))) => {
+                s.nan_count_opt() == Some(0)
+                    && matches!((v.min_opt(), v.max_opt()), (Some(&a), Some(&b)) if finite(a, b))
+            }
+            (ImageDtype::Float16, Some(s @ Statistics::FixedLenByteArray(v))) => {
+                let val = |b: Option<&parquet::data_type::FixedLenByteArray>| {
+                    b.and_then(|b| <[u8; 2]>::try_from(b.data()).ok())
+                        .map(|b| f16::from_le_bytes(b).to_f32())
+                };
+                s.nan_count_opt() == Some(0)
+                    && matches!((val(v.min_opt()), val(v.max_opt())), (Some(a), Some(b)) if finite(a, b))
+            }
+            _ => false,
+        };
+        mask_ok && image_ok
+    }
+}
+
+fn key_values(meta: &ArrowReaderMetadata) -> HashMap<String, String> {
+    meta.metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|kv| kv.value.map(|v| (kv.key, v)))
+        .filter(|(k, _)| k.starts_with("dmnet."))
+        .collect()
+}
+
+/// One row of the index (small columns only).
+#[derive(Debug, Clone)]
+pub struct IndexRow {
+    /// Where the slice lives.
+    pub at: SliceRef,
+    /// Patient key.
+    pub patient_key: String,
+    /// Slice index in the source volume.
+    pub slice_index: i32,
+    /// `train` / `val` / `test`.
+    pub split: String,
+    /// Whether the row has a mask for supervision.
+    pub labeled: bool,
+    /// Number of label names (classes).
+    pub classes: usize,
+}
+
+fn index_rows(
+    b: &RecordBatch,
+    file: usize,
+    rg: usize,
+    first: usize,
+    path: &Path,
+) -> Result<Vec<IndexRow>> {
+    let wrong = |n: &str| Error::invalid(path, format!("shard column `{n}` has the wrong type"));
+    let col = |n: &str| b.column_by_name(n).ok_or_else(|| wrong(n));
+    let keys = col("patient_key")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong("patient_key"))?;
+    let idx = col("slice_index")?
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| wrong("slice_index"))?;
+    let split = col("split")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong("split"))?;
+    let labeled = col("labeled")?
+        .as_boolean_opt()
+        .ok_or_else(|| wrong("labeled"))?;
+    let labels = col("label_names")?
+        .as_list_opt::<i32>()
+        .ok_or_else(|| wrong("label_names"))?;
+    Ok((0..b.num_rows())
+        .map(|i| IndexRow {
+            at: SliceRef {
+                file,
+                row_group: rg,
+                row: first + i,
+            },
+            patient_key: keys.value(i).to_string(),
+            slice_index: idx.value(i),
+            split: split.value(i).to_string(),
+            labeled: labeled.is_valid(i) && labeled.value(i),
+            classes: labels.value_length(i).max(0) as usize,
+        })
+        .collect())
+}
+
+/// A validated shard folder: its parts (footers parsed once), slice shape and index.
+#[derive(Debug, Clone)]
+pub struct ShardIndex {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The part files in name order.
+    pub parts: Arc<Vec<Part>>,
+    /// The slice shape every row shares.
+    pub shape: SliceShape,
+    /// Every row, in file and row order.
+    pub rows: Vec<IndexRow>,
+}
+
+impl ShardIndex {
+    /// Opens and validates a shard folder (see the module docs); the first problem is the
+    /// error, naming the file.
+    pub fn open(dir: &Path) -> Result<ShardIndex> {
+        let manifest = folder::finished_manifest(dir)?;
+        let files = folder::part_files(dir)?;
+        folder::check_parts_listed(dir, &manifest, &files)?;
+        let expected = manifest.rows_per_part();
+        let mut parts = Vec::with_capacity(files.len());
+        let mut rows = Vec::new();
+        for (fi, f) in files.iter().enumerate() {
+            let part = Part::open(f)?;
+            if let Some(first) = parts.first().map(|p: &Part| p.shape) {
+                if part.shape != first {
+                    return Err(Error::invalid(
+                        f,
+                        format!(
+                            "slices are {}, the folder's first part holds {first}",
+                            part.shape
+                        ),
+                    ));
+                }
+            }
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let want = expected.get(name).copied().unwrap_or(0);
+            if part.num_rows() != want {
+                return Err(Error::invalid(
+                    f,
+                    format!(
+                        "{} rows, {} lists {want}: re-ingest into a new folder",
+                        part.num_rows(),
+                        folder::MANIFEST
+                    ),
+                ));
+            }
+            rows.extend(part.index(fi)?);
+            parts.push(part);
+        }
+        let shape = parts
+            .first()
+            .map(|p| p.shape)
+            .ok_or_else(|| Error::invalid(dir, "the shards hold no part file"))?;
+        Ok(ShardIndex {
+            dir: dir.to_path_buf(),
+            parts: Arc::new(parts),
+            shape,
+            rows,
+        })
+    }
+
+    /// The part file paths, in index order.
+    pub fn files(&self) -> Arc<Vec<PathBuf>> {
+        Arc::new(self.parts.iter().map(|p| p.path.clone()).collect())
+    }
+
+    /// The prep config JSON recorded in the first part.
+    pub fn prep_config(&self) -> Option<String> {
+        self.parts
+            .first()
+            .and_then(|p| p.key_values().remove(super::schema::META_PREP_CONFIG))
+    }
+
+    /// Streams every row group in file and row order.
+    pub fn reader(&self) -> ShardReader {
+        let groups = self
+            .parts
+            .iter()
+            .enumerate()
+            .flat_map(|(fi, p)| (0..p.num_row_groups()).map(move |rg| (fi, rg)))
+            .collect();
+        ShardReader {
+            parts: self.parts.clone(),
+            groups,
+        }
+    }
+}
+
+/// Reads row groups from part files, opening each file's footer once (the training streams).
+#[derive(Debug)]
+pub struct PartCache {
+    files: Arc<Vec<PathBuf>>,
+    open: Vec<Option<Part>>,
+}
+
+impl PartCache {
+    /// A cache over `files` (nothing opened yet).
+    pub fn new(files: Arc<Vec<PathBuf>>) -> PartCache {
+        let open = vec![None; files.len()];
+        PartCache { files, open }
+    }
+
+    /// Row group `rg` of file `file`, checked.
+    pub fn read(&mut self, file: usize, rg: usize) -> Result<Vec<SliceRecord>> {
+        let path = self
+            .files
+            .get(file)
+            .ok_or_else(|| Error::invalid("<shards>", format!("no part file #{file}")))?;
+        let slot = &mut self.open[file];
+        if slot.is_none() {
+            *slot = Some(Part::open(path)?);
+        }
+        match slot {
+            Some(p) => p.read_row_group(rg),
+            None => Err(Error::invalid(path, "part not open")),
+        }
+    }
+}
+
+/// Streams the slices of a shard folder one row group at a time, in file and row order. A row
+/// group that fails to read is reported once and the stream moves on.
+#[derive(Debug)]
+pub struct ShardReader {
+    parts: Arc<Vec<Part>>,
+    groups: std::collections::VecDeque<(usize, usize)>,
+}
+
+impl Iterator for ShardReader {
+    type Item = Result<Vec<SliceRecord>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let (fi, rg) = self.groups.pop_front()?;
+        Some(match self.parts.get(fi) {
+            Some(p) => p.read_row_group(rg),
+            None => Err(Error::invalid("<shards>", format!("no part file #{fi}"))),
+        })
+    }
+}
+
+/// Validates a shard folder ([`ShardIndex::open`]) and streams its rows.
+pub fn read_shards(dir: &Path) -> Result<ShardReader> {
+    Ok(ShardIndex::open(dir)?.reader())
+}
+
+/// The part files of a shard folder, sorted (v2 `data/part-*.parquet`, or a v1 folder's parts so
+/// that readers can refuse it with the upgrade command).
+pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    folder::part_files(dir)
+}
+
+/// The `dmnet.*` key-value metadata of one part file (schema version, prep config JSON, …).
+pub fn file_metadata(file: &Path) -> Result<HashMap<String, String>> {
+    Ok(Part::open(file)?.key_values())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::schema::{ImageDtype, SliceShape};
+    use crate::shard::writer::{write_part, PartOptions};
+
+    fn record(i: i32) -> SliceRecord {
+        SliceRecord {
+            patient_key: format!("p{i}"),
+            source_path: "a.nii.gz".into(),
+            slice_index: i,
+            split: "train".into(),
+            labeled: i % 2 == 0,
+            role: if i % 2 == 0 { "labeled" } else { "unlabeled" }.into(),
+            height: 2,
+            width: 3,
+            channel_names: vec!["mri".into()],
+            image: (0..6).map(|v| v as f32 - i as f32).collect(),
+            mask: (i % 2 == 0).then(|| vec![0, 1, 1, 0, 0, 1]),
+            label_names: vec!["background".into(), "fg".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn our_parts_are_validated_from_their_footer_statistics() {
+        let t = tempfile::tempdir().unwrap();
+        for dtype in [ImageDtype::Float16, ImageDtype::Float32] {
+            let shape = SliceShape {
+                channels: 1,
+                height: 2,
+                width: 3,
+                dtype,
+            };
+            let p = t.path().join("part-00000.parquet");
+            let rows: Vec<_> = (0..5).map(record).collect();
+            let opts = PartOptions {
+                zstd_level: 3,
+                prep_config: "{}".into(),
+            };
+            write_part(&p, &rows, &shape, 2, &opts).unwrap();
+            let part = Part::open(&p).unwrap();
+            assert_eq!(part.shape, shape);
+            assert_eq!(part.num_row_groups(), 3, "5 rows in balanced groups of ≤ 2");
+            for rg in 0..3 {
+                assert!(part.stats_prove_valid(rg, 2), "{dtype:?} row group {rg}");
+                assert!(
+                    !part.stats_prove_valid(rg, 1),
+                    "mask value 1 needs 2 classes"
+                );
+            }
+            let back: Vec<_> = (0..3)
+                .flat_map(|rg| part.read_row_group(rg).unwrap())
+                .collect();
+            assert_eq!(back, rows);
+        }
+    }
+}

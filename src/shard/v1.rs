@@ -1,0 +1,223 @@
+//! Reading shard schema v1 (`schemas/shard-v1.md`: `part-*.parquet` beside `manifest.json`,
+//! `image`/`mask` as variable-length lists), kept only for `dmnet-prep upgrade`, which rewrites a
+//! v1 folder as v2. Every row is checked as the v2 reader checks it.
+use super::schema::{check_record, SliceRecord};
+use crate::{Error, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int32Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::Path;
+
+/// The v1 version string.
+pub const V1: &str = "1";
+
+/// Typed access to a record batch's columns, with errors naming the file and column.
+struct Columns<'a> {
+    batch: &'a RecordBatch,
+    origin: &'a Path,
+}
+
+impl<'a> Columns<'a> {
+    fn col(&self, name: &str) -> Result<&'a ArrayRef> {
+        self.batch.column_by_name(name).ok_or_else(|| {
+            Error::invalid(
+                self.origin,
+                format!("shard has no column `{name}` (schema v{V1})"),
+            )
+        })
+    }
+    fn wrong(&self, name: &str) -> Error {
+        let found = self
+            .batch
+            .column_by_name(name)
+            .map(|c| c.data_type().to_string())
+            .unwrap_or_default();
+        Error::invalid(
+            self.origin,
+            format!("shard column `{name}` has type {found}, not the v{V1} type"),
+        )
+    }
+    fn strs(&self, name: &str) -> Result<Vec<String>> {
+        let a = self
+            .col(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
+    }
+    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
+        let a = self
+            .col(name)?
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| self.wrong(name))?;
+        Ok(a.values().to_vec())
+    }
+    fn f64s(&self, name: &str) -> Result<Vec<f64>> {
+        let a = self
+            .col(name)?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| self.wrong(name))?;
+        Ok(a.values().to_vec())
+    }
+    fn bools(&self, name: &str) -> Result<Vec<bool>> {
+        let a = self
+            .col(name)?
+            .as_boolean_opt()
+            .ok_or_else(|| self.wrong(name))?;
+        Ok((0..a.len()).map(|i| a.value(i)).collect())
+    }
+    fn str_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
+        let l = self
+            .col(name)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        (0..l.len())
+            .map(|i| {
+                let v = l.value(i);
+                let s = v.as_string_opt::<i32>().ok_or_else(|| self.wrong(name))?;
+                Ok((0..s.len()).map(|j| s.value(j).to_string()).collect())
+            })
+            .collect()
+    }
+    /// A list column of primitives as one `Vec` per row (`None` for a null row).
+    fn prim_lists<T: arrow_array::ArrowPrimitiveType>(
+        &self,
+        name: &str,
+    ) -> Result<Vec<Option<Vec<T::Native>>>> {
+        let l = self
+            .col(name)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        let values = l
+            .values()
+            .as_primitive_opt::<T>()
+            .ok_or_else(|| self.wrong(name))?;
+        let offsets = l.value_offsets();
+        Ok((0..l.len())
+            .map(|i| {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                l.is_valid(i).then(|| values.values()[a..b].to_vec())
+            })
+            .collect())
+    }
+    fn fixed<T: arrow_array::ArrowPrimitiveType, const N: usize>(
+        &self,
+        name: &str,
+    ) -> Result<Vec<[T::Native; N]>> {
+        self.prim_lists::<T>(name)?
+            .into_iter()
+            .map(|v| {
+                v.and_then(|v| <[T::Native; N]>::try_from(v).ok())
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            self.origin,
+                            format!("shard column `{name}` must hold {N} values per row"),
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Converts a record batch read from `origin` back to slices.
+fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
+    let c = Columns { batch, origin };
+    let (keys, sources, splits, roles) = (
+        c.strs("patient_key")?,
+        c.strs("source_path")?,
+        c.strs("split")?,
+        c.strs("role")?,
+    );
+    let (index, axis, num) = (
+        c.i32s("slice_index")?,
+        c.i32s("slice_axis")?,
+        c.i32s("num_slices")?,
+    );
+    let (h, w, oh, ow) = (
+        c.i32s("height")?,
+        c.i32s("width")?,
+        c.i32s("orig_height")?,
+        c.i32s("orig_width")?,
+    );
+    let (position, labeled) = (c.f64s("slice_position")?, c.bools("labeled")?);
+    let (channels, labels) = (c.str_lists("channel_names")?, c.str_lists("label_names")?);
+    let (image, mask) = (
+        c.prim_lists::<Float32Type>("image")?,
+        c.prim_lists::<UInt8Type>("mask")?,
+    );
+    let (spacing, pixel) = (
+        c.fixed::<Float64Type, 3>("spacing")?,
+        c.fixed::<Float64Type, 2>("pixel_spacing")?,
+    );
+    let (affine, shape) = (
+        c.fixed::<Float64Type, 16>("affine")?,
+        c.fixed::<Int32Type, 3>("volume_shape")?,
+    );
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for (i, img) in image.into_iter().enumerate() {
+        let r = SliceRecord {
+            patient_key: keys[i].clone(),
+            source_path: sources[i].clone(),
+            slice_index: index[i],
+            slice_axis: axis[i],
+            slice_position: position[i],
+            num_slices: num[i],
+            split: splits[i].clone(),
+            labeled: labeled[i],
+            role: roles[i].clone(),
+            height: h[i],
+            width: w[i],
+            orig_height: oh[i],
+            orig_width: ow[i],
+            channel_names: channels[i].clone(),
+            image: img.unwrap_or_default(),
+            mask: mask[i].clone(),
+            label_names: labels[i].clone(),
+            spacing: spacing[i],
+            pixel_spacing: pixel[i],
+            affine: affine[i],
+            volume_shape: shape[i],
+        };
+        check_record(&r, origin)?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A v1 part file's rows, one `Vec` per row group, after checking its version.
+pub fn read_part(file: &Path) -> Result<Vec<Vec<SliceRecord>>> {
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| Error::invalid(file, format!("not a readable Parquet file: {e}")))?;
+    let version = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| {
+            kv.iter()
+                .find(|kv| kv.key == super::schema::META_SCHEMA_VERSION)
+                .and_then(|kv| kv.value.clone())
+        });
+    if version.as_deref() != Some(V1) {
+        return Err(Error::invalid(
+            file,
+            format!("shard schema version {version:?}, `dmnet-prep upgrade` reads version {V1}"),
+        ));
+    }
+    let sizes: Vec<usize> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows().max(0) as usize)
+        .collect();
+    let reader = builder
+        .with_batch_size(sizes.iter().copied().max().unwrap_or(1).max(1))
+        .build()
+        .map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+    let mut groups = Vec::with_capacity(sizes.len());
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::invalid(file, format!("reading Parquet: {e}")))?;
+        groups.push(batch_to_records(&batch, file)?);
+    }
+    Ok(groups)
+}
