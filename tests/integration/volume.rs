@@ -544,10 +544,10 @@ fn dcm2niix_conformance_on_shared_dicom() {
 #[test]
 fn dicom_declared_lengths_are_checked_before_parsing() {
     let dir = crate::util::pydicom_test_files();
-    let err = dmnet::volume::read_dicom_pixels(&dir.join("UN_sequence.dcm"))
-        .err()
-        .expect("UN_sequence.dcm is refused")
-        .to_string();
+    let Err(err) = dmnet::volume::read_dicom_pixels(&dir.join("UN_sequence.dcm")) else {
+        panic!("UN_sequence.dcm must be refused");
+    };
+    let err = err.to_string();
     assert!(
         err.contains("UN_sequence.dcm") && err.contains("UN with an undefined length"),
         "{err}"
