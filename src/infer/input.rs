@@ -499,8 +499,9 @@ fn finish(
     for c in &cases {
         *seen.entry(c.name.clone()).or_default() += 1;
     }
-    let (ok, dup): (Vec<NiftiCase>, Vec<NiftiCase>) =
-        cases.into_iter().partition(|c| seen[&c.name] == 1);
+    let (ok, dup): (Vec<NiftiCase>, Vec<NiftiCase>) = cases
+        .into_iter()
+        .partition(|c| seen.get(&c.name) == Some(&1));
     for c in dup {
         let file = c.files.first().cloned().unwrap_or_default();
         bad.push((

@@ -5,11 +5,12 @@
 //! ImageOrientationPatient (0020,0037) and PixelSpacing (0028,0030), and one frame per
 //! (segment, source slice) whose PlanePositionSequence (0020,9113) holds that slice's
 //! ImagePositionPatient (0020,0032) and whose DerivationImageSequence (0008,9124) references
-//! the source SOP Instance. The Common Instance Reference module lists every source instance
-//! under ReferencedSeriesSequence (0008,1115). Segments: one per foreground class, labelled with
-//! the sidecar's class names, SegmentAlgorithmType AUTOMATIC. SegmentationType BINARY: one bit
-//! per pixel, packed across frames (PS3.5 8.1.1). Frame pixel (row r, column c) of source slice
-//! k is mask voxel (c, r, k), the voxel order `volume::read_dicom_series` uses.
+//! the source SOP Instance (SpatialLocationsPreserved (0028,135A) = YES). The Common Instance
+//! Reference module lists every source instance under ReferencedSeriesSequence (0008,1115).
+//! Segments: one per foreground class, labelled with the sidecar's class names,
+//! SegmentAlgorithmType AUTOMATIC. SegmentationType BINARY: one bit per pixel, packed across
+//! frames (PS3.5 8.1.1). Frame pixel (row r, column c) of source slice k is mask voxel
+//! (c, r, k), the voxel order `volume::read_dicom_series` uses.
 use crate::volume::{DicomFile, DicomSeries, Volume};
 use crate::{Error, Result};
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
@@ -413,6 +414,7 @@ fn frame_item(s: usize, k: usize, src: &SourceSlice) -> Obj {
             VR::UI,
             src.instance_uid.as_str(),
         ),
+        el(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
         seq(
             tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
             vec![code(

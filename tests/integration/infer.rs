@@ -36,6 +36,16 @@ fn preprocess() -> PreprocessConfig {
     }
 }
 
+/// A CT model's preprocessing (HU window, then z-score), one channel `ct`.
+fn ct_preprocess() -> PreprocessConfig {
+    PreprocessConfig {
+        normalization: Normalization::Ct,
+        channels: vec!["ct".into()],
+        label_names: vec!["background".into(), "organ".into()],
+        ..preprocess()
+    }
+}
+
 /// A run dir with `config.json` and `checkpoints/best.safetensors` (random DMNet weights with
 /// randomised BN statistics and a head bias that makes the foreground class appear).
 fn make_run(dir: &Path, cfg: &ModelConfig) -> PathBuf {
@@ -64,13 +74,65 @@ fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathB
         "prep": { "preprocess": pre },
     });
     std::fs::write(run.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(
-        run.join("eval-val.json"),
-        r#"{"miou": 0.5, "mean_dice": 0.4}"#,
+    // The best checkpoint was saved at epoch 3 and evaluated on val; `last` (epoch 4) was not.
+    std::fs::copy(
+        run.join("checkpoints/best.safetensors"),
+        run.join("checkpoints/last.safetensors"),
     )
     .unwrap();
+    for (kind, epoch) in [("best", 3), ("last", 4)] {
+        let state = serde_json::json!({"epoch": epoch, "global_step": 9, "best_miou": 0.5,
+            "best_epoch": 3, "seed": 0, "loss_scale": 1.0});
+        std::fs::write(
+            run.join(format!("checkpoints/{kind}.json")),
+            state.to_string(),
+        )
+        .unwrap();
+    }
+    let report = |split: &str, epoch: usize, miou: f64| {
+        serde_json::json!({"split": split, "checkpoint": "best", "epoch": epoch,
+            "shards": "shards/la", "metrics": {"miou": miou, "mean_dice": 0.4}})
+        .to_string()
+    };
+    std::fs::write(run.join("eval-val-best.json"), report("val", 3, 0.5)).unwrap();
+    // A stale evaluation: an older best checkpoint's (epoch 2) test metrics.
+    std::fs::write(run.join("eval-test-best.json"), report("test", 2, 0.9)).unwrap();
     run
 }
+
+/// `make_run` + `dmnet-export` (`DIR/<name>.onnx`).
+fn exported(dir: &Path, name: &str, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathBuf {
+    let run = make_run_with(&dir.join(format!("{name}-run")), cfg, pre);
+    let onnx = dir.join(format!("{name}.onnx"));
+    let o = export(&run, &onnx, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    onnx
+}
+
+/// `dmnet-infer --device cpu --model M --input I --out O [extra]`, run to completion.
+fn infer_run(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    bin("dmnet-infer")
+        .args(["--device", "cpu", "--model"])
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The JSON summary dmnet-infer prints on stdout.
+fn summary_of(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", stdout(o), stderr(o)))
+}
+
+mod bad_input;
+mod compat;
+mod layouts;
+mod outputs;
 
 /// Shards of `n` slices of the volume, made with the same preprocessing as inference.
 fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
@@ -212,7 +274,19 @@ fn export_verify_and_infer_round_trip_on_a_real_la_volume() {
         sidecar["class_names"],
         serde_json::json!(["background", "left_atrium"])
     );
-    assert_eq!(sidecar["validation_metrics"]["miou"], 0.5);
+    // The metrics are those of the exported (best, epoch 3) checkpoint, never the stale test
+    // evaluation of epoch 2; they name checkpoint, split and shards.
+    let vm = &sidecar["validation_metrics"];
+    assert_eq!(vm["metrics"]["miou"], 0.5, "{vm}");
+    assert_eq!(
+        (&vm["checkpoint"], &vm["epoch"], &vm["split"], &vm["shards"]),
+        (
+            &serde_json::json!("best"),
+            &serde_json::json!(3),
+            &serde_json::json!("val"),
+            &serde_json::json!("shards/la")
+        )
+    );
     let check = r#"
 import onnx, sys, json, struct
 m = onnx.load(sys.argv[1])
@@ -706,7 +780,10 @@ fn multi_channel_cases_are_grouped_by_channel_suffix() {
     assert!(export(&run, &onnx, &[]).status.success());
     let side = dmnet::artifact::sidecar::ModelSidecar::read_for(&onnx).unwrap();
     assert_eq!(side.channel_names, ["flair", "t1ce"]);
-    match dmnet::infer::input::detect_input(&brats, &side.channel_names).unwrap() {
+    match dmnet::infer::input::detect_input(&brats, &side.channel_names)
+        .unwrap()
+        .kind
+    {
         dmnet::infer::input::InputKind::Nifti(cases) => {
             assert_eq!(cases.len(), 6);
             let c = &cases[0];
