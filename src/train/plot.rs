@@ -116,6 +116,26 @@ fn legend(area: &Area<'_>, series: &[(String, RGBColor)], text: bool) -> Result<
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
+/// Whole epochs only on the x axis.
+fn epoch_tick(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
+/// Loss ticks with two significant digits (0.15, 0.2, 1, 7).
+fn loss_tick(v: &f64) -> String {
+    let digits = (1 - v.abs().max(1e-12).log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// The loss panel: log y axis (losses span decades: L_adv ~7 next to L_dice ~0.1).
 fn loss_panel(
     area: &Area<'_>,
@@ -134,7 +154,8 @@ fn loss_panel(
     if !y0.is_finite() {
         (y0, y1) = (0.1, 1.0);
     }
-    let (y0, y1) = (y0 / 1.5, (y1 * 1.5).max(y0 * 2.0));
+    // Plotted as log10(loss) on a linear axis, labelled with the loss itself.
+    let (y0, y1) = ((y0 / 1.5).log10(), (y1 * 1.5).max(y0 * 2.0).log10());
     let (chart_area, legend_area) = area.split_vertically(area.dim_in_pixel().1 as i32 - 30);
     let mut b = ChartBuilder::on(&chart_area);
     b.margin(10);
@@ -144,17 +165,25 @@ fn loss_panel(
             .y_label_area_size(60);
     }
     let mut chart = b
-        .build_cartesian_2d(1.0..x1, (y0..y1).log_scale())
+        .build_cartesian_2d(1.0..x1, y0..y1)
         .map_err(|e| plot_err(&e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("epoch");
+        mesh.x_desc("epoch")
+            .x_labels(x1.min(10.0) as usize + 1)
+            .x_label_formatter(&epoch_tick)
+            .y_labels(10)
+            .y_label_formatter(&|v| loss_tick(&10f64.powf(*v)));
     } else {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(|e| plot_err(&e))?;
     for (_, color, data) in series {
-        let pts: Vec<(f64, f64)> = data.iter().filter(pos).copied().collect();
+        let pts: Vec<(f64, f64)> = data
+            .iter()
+            .filter(pos)
+            .map(|&(x, y)| (x, y.log10()))
+            .collect();
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(|e| plot_err(&e))?;
@@ -207,7 +236,9 @@ fn val_panel(
         .map_err(|e| plot_err(&e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("epoch");
+        mesh.x_desc("epoch")
+            .x_labels(x1.min(10.0) as usize + 1)
+            .x_label_formatter(&epoch_tick);
     } else {
         mesh.x_labels(0).y_labels(0);
     }
@@ -308,7 +339,7 @@ mod tests {
         }
     }
 
-    fn names(s: &[Series]) -> Vec<&'static str> {
+    fn names(s: &[Series<'static>]) -> Vec<&'static str> {
         s.iter().map(|x| x.0).collect()
     }
 
@@ -374,6 +405,10 @@ mod tests {
         )
         .unwrap();
         draw_curves(&[], &dir.join("none.png")).unwrap();
+        assert_eq!(
+            [0.15, 0.2, 1.0, 7.0, 12.6].map(|v| loss_tick(&v)),
+            ["0.15", "0.2", "1", "7", "13"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

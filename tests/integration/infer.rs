@@ -364,7 +364,9 @@ assert (b.header["sform_code"], b.header["qform_code"]) == (a.header["sform_code
 assert np.allclose(b.header.get_zooms(), a.header.get_zooms())
 assert set(np.unique(m)) <= {0, 1}
 pr = p.get_fdata()
-assert pr.shape == a.shape + (2,), pr.shape
+assert pr.shape == a.shape + (1, 2), pr.shape
+assert int(p.header["intent_code"]) == 1007
+pr = pr[:, :, :, 0, :]
 assert np.allclose(pr.sum(-1), 1, atol=1e-4)
 assert (np.argmax(pr, -1) == m).mean() > 0.999
 print(int(m.sum()), m.size)
