@@ -28,7 +28,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
-    /// NIfTI masks; DICOM inputs also get a DICOM SEG beside the NIfTI.
+    /// NIfTI masks; DICOM inputs also get a DICOM SEG beside the NIfTI when the series can
+    /// carry one (else a warning, e.g. without FrameOfReferenceUID).
     #[default]
     Auto,
     /// NIfTI masks only.
@@ -321,9 +322,16 @@ impl Run<'_> {
                 class_names: &self.sidecar.class_names,
                 description: &self.opts.model.display().to_string(),
             };
-            staged.write(&format!("{}.seg.dcm", case.name), |p| {
-                seg::write_seg(p, &input)
-            })?;
+            let name = format!("{}.seg.dcm", case.name);
+            let written = staged.write(&name, |p| seg::write_seg(p, &input));
+            match written {
+                // `--format auto`: the SEG is a best effort beside the NIfTI mask.
+                Err(e) if self.opts.format == OutputFormat::Auto => {
+                    staged.discard_last();
+                    tracing::warn!("no DICOM SEG for case {}: {e}", case.name);
+                }
+                r => r?,
+            }
         }
         self.outputs.extend(staged.commit()?);
         self.slices += seg.slices;
@@ -445,6 +453,13 @@ impl Staged {
         let fin = self.dir.join(name);
         self.files.push((tmp.clone(), fin));
         write(&tmp)
+    }
+
+    /// Forgets (and removes) the file of the last [`Staged::write`].
+    fn discard_last(&mut self) {
+        if let Some((tmp, _)) = self.files.pop() {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
 
     fn commit(mut self) -> Result<Vec<PathBuf>> {

@@ -192,6 +192,37 @@ fn a_dicom_seg_for_ct_3slice_reads_back_in_highdicom_with_the_source_geometry() 
     );
     eprintln!("dmnet-infer SEG: voxels per class {counts:?}");
 
+    // A copy of the series without FrameOfReferenceUID cannot carry a SEG: `auto` warns and
+    // writes the mask, `both` fails the case naming the tag.
+    let nofor = dir.path().join("no-for");
+    let strip = r#"
+import glob, os, sys, pydicom
+for f in glob.glob(sys.argv[1] + "/*.dcm"):
+    d = pydicom.dcmread(f)
+    del d.FrameOfReferenceUID
+    d.save_as(os.path.join(sys.argv[2], os.path.basename(f)))
+"#;
+    std::fs::create_dir_all(&nofor).unwrap();
+    run_ok(py().args(["-c", strip]).arg(&series).arg(&nofor));
+    let o = infer_run(&onnx, &nofor, &dir.path().join("auto"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("WARN") && stderr(&o).contains("FrameOfReferenceUID"));
+    assert!(dir.path().join("auto/no-for.nii.gz").exists());
+    assert!(!dir.path().join("auto/no-for.seg.dcm").exists());
+    let o = infer_run(
+        &onnx,
+        &nofor,
+        &dir.path().join("both"),
+        &["--format", "both"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FrameOfReferenceUID"), "{}", stderr(&o));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("both"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["summary.json"], "nothing partial");
+
     // The writer on a mask with known content: soft tissue (> 0 HU) and bone (> 300 HU) of
     // the same CT, two segments, next to the NIfTI of the same mask.
     let (all, _) = dmnet::volume::scan_dicom_dir(&series).unwrap();
