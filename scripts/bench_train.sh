@@ -11,7 +11,8 @@
 #   --install-torch  create ~/.cache/dmnet-bench/venv with torch==2.11.0 when no torch is found
 #                    (CPU wheel for --device cpu, ~200 MB; the CUDA wheel is ~2.6 GB)
 # PyTorch's Python: $DMNET_BENCH_PYTHON, else ~/.cache/dmnet-bench/venv/bin/python.
-# Output: one JSON line {"dmnet_s_per_step", "pytorch_s_per_step", "ratio", ...}.
+# Output: one JSON line {"dmnet_s_per_step", "pytorch_s_per_step", "ratio_dmnet_over_pytorch",
+#   "joint_pass_s_per_step" (0.1.0's one-pass step), "ratio_separate_over_joint", ...}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARDS="" ENC=18 WIDTH=1 SIZE=224 BATCH=8 STEPS=10 DEVICE=cpu PROFILE=debug INSTALL=0
@@ -45,15 +46,20 @@ if [ -z "$SHARDS" ]; then
       --pipeline pipelines/la2018.toml --size "$SIZE" --max-studies 10 -q
   fi
 fi
-RUN=$WORK/run-$$
-rm -rf "$RUN"
-# Two epochs: the second one's steps are timed (warm caches, no first-call overheads).
-"$BIN/dmnet-train" --shards "$SHARDS" --out "$RUN" --encoder "resnet$ENC" --size "$SIZE" \
-  --epochs 2 --max-steps-per-epoch "$STEPS" --labeled-batch "$BATCH" --unlabeled-batch "$BATCH" \
-  --device "$DEVICE" -q >/dev/null --pipeline <(printf '[train.model]\nwidth = %s\n' "$WIDTH")
-DMNET=$(python3 -c "import json,sys; r=[json.loads(l) for l in open('$RUN/metrics.jsonl')][-1]; print(r['train_seconds']/r['steps'])")
-STEPS_DONE=$(python3 -c "import json; print([json.loads(l) for l in open('$RUN/metrics.jsonl')][-1]['steps'])")
-rm -rf "$RUN"
+# Two epochs: the second one's steps are timed (warm caches, no first-call overheads). Timed
+# twice in the same run: the default step (separate labeled and unlabeled passes) and 0.1.0's
+# step (one joint pass), so a change of the step's cost shows as a ratio.
+time_step() {
+  local run=$WORK/run-$$-$1
+  rm -rf "$run"
+  "$BIN/dmnet-train" --shards "$SHARDS" --out "$run" --encoder "resnet$ENC" --size "$SIZE" \
+    --epochs 2 --max-steps-per-epoch "$STEPS" --labeled-batch "$BATCH" --unlabeled-batch "$BATCH" \
+    --unlabeled-pass "$1" --device "$DEVICE" -q >/dev/null --pipeline <(printf '[train.model]\nwidth = %s\n' "$WIDTH")
+  python3 -c "import json,sys; r=[json.loads(l) for l in open('$run/metrics.jsonl')][-1]; print(r['train_seconds']/r['steps'], r['steps'])"
+  rm -rf "$run"
+}
+read -r JOINT _ < <(time_step joint)
+read -r DMNET STEPS_DONE < <(time_step separate)
 
 PY=${DMNET_BENCH_PYTHON:-$HOME/.cache/dmnet-bench/venv/bin/python}
 if ! "$PY" -c "import torch" 2>/dev/null; then
@@ -78,8 +84,10 @@ fi
 python3 - "$DMNET" "$TORCH" <<PY
 import json, sys
 d = float(sys.argv[1]); t = None if sys.argv[2] == "null" else float(sys.argv[2])
+j = float("$JOINT")
 print(json.dumps({"dmnet_s_per_step": round(d, 4), "pytorch_s_per_step": None if t is None else round(t, 4),
                   "ratio_dmnet_over_pytorch": None if t is None else round(d / t, 3),
+                  "joint_pass_s_per_step": round(j, 4), "ratio_separate_over_joint": round(d / j, 3),
                   "encoder": "resnet$ENC", "width": $WIDTH, "size": $SIZE, "batch": "$BATCH+$BATCH",
                   "device": "$DEVICE", "profile": "$PROFILE", "steps": $STEPS_DONE}))
 PY

@@ -179,6 +179,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--pass", dest="pass_", choices=["separate", "joint"], default="separate",
+                    help="labeled and unlabeled batches through the network in two passes (dmnet's default) or one")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -197,13 +199,19 @@ def main():
     onehot = F.one_hot(y, k).permute(0, 3, 1, 2).float()
     bce = F.binary_cross_entropy_with_logits
 
-    def step():
-        x = torch.cat([xl, xu])
+    def forward(x):
         f = seg["encoder"](x)
-        l1, l2 = seg["decoder1"](f, s), seg["decoder2"](f, s)
-        p1, p2 = l1.softmax(1), l2.softmax(1)
+        return seg["decoder1"](f, s), seg["decoder2"](f, s)
+
+    def step():
+        if a.pass_ == "joint":
+            l1, l2 = forward(torch.cat([xl, xu]))
+            (l1l, l1u), (l2l, l2u) = (l1[:nl], l1[nl:]), (l2[:nl], l2[nl:])
+        else:
+            (l1l, l2l), (l1u, l2u) = forward(xl), forward(xu)
+        p1, p2 = torch.cat([l1l, l1u]).softmax(1), torch.cat([l2l, l2u]).softmax(1)
         ld = dice_loss(p1[:nl], onehot) + dice_loss(p2[:nl], onehot)
-        semi = dice_loss((l1[nl:] / 0.5).softmax(1), (l2[nl:] / 0.5).softmax(1))
+        semi = dice_loss((l1u / 0.5).softmax(1), (l2u / 0.5).softmax(1))
         z = disc(torch.cat([p1, p2]))
         adv = bce(z[:nl + nu], torch.ones_like(z[:nl + nu])) + bce(z[nl + nu:], torch.ones_like(z[nl + nu:]))
         loss = ld + 0.01 * adv + 0.1 * semi

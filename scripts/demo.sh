@@ -18,6 +18,8 @@ step "build (dev profile, shared with make test)"
 cargo build --locked --bins
 bin=target/debug
 rm -rf "$out" && mkdir -p "$out"
+# patient keys: a private salt for this demo run (README "Patient keys"; kept to resume)
+export DMNET_SALT="${DMNET_SALT:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
 
 if [[ -n "${DATA:-}" ]]; then
   input="$DATA"
@@ -38,7 +40,7 @@ fi
 
 step "train DMNet and the supervised variant on the same split ($epochs epochs each), evaluate on test"
 "$bin/dmnet-train" grid --shards "$out/shards" --out "$out/runs" --pipeline pipelines/demo.toml \
-  --variants dmnet,supervised --fractions 100 --seeds 0 --epochs "$epochs" | tee "$out/results.md"
+  --variants dmnet,supervised --fractions 100% --seeds 0 --epochs "$epochs" | tee "$out/results.md"
 
 step "export DMNet to ONNX and verify it against the tch checkpoint"
 run="$out/runs/dmnet-100pct-seed0"

@@ -22,6 +22,10 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc g++)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v readelf >/dev/null || need_apt+=(binutils)
+# cmake builds the bundled CharLS (JPEG-LS decoding, crate charls-sys); dcm2niix is the
+# reference DICOM converter the reader tests and scripts/dcm2niix_conformance.sh compare with
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v dcm2niix >/dev/null || need_apt+=(dcm2niix)
 if ((${#need_apt[@]})); then
   say "installing system packages: ${need_apt[*]}"
   if [[ $(id -u) == 0 ]]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null

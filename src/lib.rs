@@ -25,6 +25,9 @@ pub mod export;
 pub mod infer;
 pub mod prep;
 pub mod train;
+// Fuzzing entry points (cargo fuzz targets in fuzz/, their regression tests): not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(feature = "torch")]
 pub mod device;

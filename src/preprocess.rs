@@ -12,11 +12,17 @@
 //! Inference resizes the S×S probability maps back to the original H×W with the same bilinear
 //! formula ([`resize_bilinear`] with the sizes swapped) and takes the argmax there.
 //!
-//! # Slicing axis ([`through_plane_axis`])
-//! If the largest voxel spacing exceeds the smallest by more than 10 %, the axis with the
-//! largest spacing (the acquisition's through-plane axis; ties → the axis closer to world S–I).
-//! Otherwise (near-isotropic) the axis whose world direction is closest to the S–I (z) axis,
-//! i.e. axial slices. A pipeline may force an axis with `slice_axis = 0 | 1 | 2`.
+//! # Slicing axis ([`SliceAxis`], one per dataset)
+//! `slice_axis = "axial" | "coronal" | "sagittal"` slices every volume perpendicular to that
+//! world axis (S–I, A–P, L–R): through the voxel axis whose direction is closest to it, which
+//! must be within 41° (|cos| ≥ 0.75), else the volume is refused by name. `"auto"` is resolved
+//! once for a whole dataset by `dmnet-prep ingest` (the orientation most volumes' own
+//! through-plane axis has, logged) and saved resolved, so prep and inference slice alike.
+//! A volume's own through-plane axis ([`through_plane_axis`]): if the largest voxel spacing
+//! exceeds the smallest by more than 10 %, the axis with the largest spacing (ties → the axis
+//! closer to world S–I); otherwise (near-isotropic) the axis closest to S–I. An unresolved
+//! `"auto"` (old configs) slices each volume through its own through-plane axis; a number
+//! `0 | 1 | 2` (old configs) forces a voxel axis.
 use serde::{Deserialize, Serialize};
 
 use crate::volume::Volume;
@@ -57,8 +63,8 @@ pub struct PreprocessConfig {
     pub label_names: Vec<String>,
     /// In-plane output size S (slices are S×S).
     pub size: usize,
-    /// Slicing axis: `None` = automatic (see module docs), or 0 / 1 / 2.
-    pub slice_axis: Option<usize>,
+    /// Slicing orientation for the whole dataset (see module docs).
+    pub slice_axis: SliceAxis,
 }
 
 impl Default for PreprocessConfig {
@@ -70,7 +76,141 @@ impl Default for PreprocessConfig {
             label_map: Default::default(),
             label_names: Vec::new(),
             size: 224,
-            slice_axis: None,
+            slice_axis: SliceAxis::Auto,
+        }
+    }
+}
+
+/// The slicing orientation of a dataset (`slice_axis` in `[prep.preprocess]`). Serialised as
+/// `"auto"`, `"axial"`, `"coronal"`, `"sagittal"`, or a voxel axis number (older configs;
+/// `null` reads as `"auto"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "Option<SliceAxisRepr>", into = "SliceAxisRepr")]
+pub enum SliceAxis {
+    /// Decided for the whole dataset at prep time (see module docs).
+    #[default]
+    Auto,
+    /// Perpendicular to world S–I.
+    Axial,
+    /// Perpendicular to world A–P.
+    Coronal,
+    /// Perpendicular to world L–R.
+    Sagittal,
+    /// A fixed voxel axis 0, 1 or 2 (older configs).
+    Voxel(usize),
+}
+
+/// How a [`SliceAxis`] is written in TOML / JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SliceAxisRepr {
+    Name(String),
+    Index(usize),
+}
+
+impl TryFrom<Option<SliceAxisRepr>> for SliceAxis {
+    type Error = String;
+    fn try_from(v: Option<SliceAxisRepr>) -> std::result::Result<Self, String> {
+        Ok(match v {
+            None => SliceAxis::Auto,
+            Some(SliceAxisRepr::Index(i)) if i < 3 => SliceAxis::Voxel(i),
+            Some(SliceAxisRepr::Index(i)) => {
+                return Err(format!("slice_axis {i} is not 0, 1 or 2"))
+            }
+            Some(SliceAxisRepr::Name(n)) => match n.to_ascii_lowercase().as_str() {
+                "auto" => SliceAxis::Auto,
+                "axial" => SliceAxis::Axial,
+                "coronal" => SliceAxis::Coronal,
+                "sagittal" => SliceAxis::Sagittal,
+                _ => {
+                    return Err(format!(
+                        "slice_axis {n:?} is not \"axial\", \"sagittal\", \"coronal\" or \"auto\""
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl From<SliceAxis> for SliceAxisRepr {
+    fn from(a: SliceAxis) -> Self {
+        match a {
+            SliceAxis::Voxel(i) => SliceAxisRepr::Index(i),
+            named => SliceAxisRepr::Name(named.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for SliceAxis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SliceAxis::Auto => f.write_str("auto"),
+            SliceAxis::Axial => f.write_str("axial"),
+            SliceAxis::Coronal => f.write_str("coronal"),
+            SliceAxis::Sagittal => f.write_str("sagittal"),
+            SliceAxis::Voxel(i) => write!(f, "voxel axis {i}"),
+        }
+    }
+}
+
+impl SliceAxis {
+    /// The world axis (0 = L–R, 1 = A–P, 2 = S–I) a named orientation is perpendicular to.
+    pub fn world_axis(self) -> Option<usize> {
+        match self {
+            SliceAxis::Sagittal => Some(0),
+            SliceAxis::Coronal => Some(1),
+            SliceAxis::Axial => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The orientation perpendicular to world axis `w` (0 = L–R, 1 = A–P, else S–I).
+    pub fn from_world_axis(w: usize) -> SliceAxis {
+        match w {
+            0 => SliceAxis::Sagittal,
+            1 => SliceAxis::Coronal,
+            _ => SliceAxis::Axial,
+        }
+    }
+
+    /// The orientation of slices through voxel axis `axis` of `vol`: the world axis its
+    /// direction is closest to.
+    pub fn of_voxel_axis(vol: &Volume, axis: usize) -> SliceAxis {
+        let d = vol.axis_direction(axis);
+        let w = (0..3)
+            .max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs()))
+            .unwrap_or(2);
+        SliceAxis::from_world_axis(w)
+    }
+
+    /// The voxel axis of `vol` to slice through; `case` names the volume in errors.
+    pub fn voxel_axis(self, vol: &Volume, case: &str) -> Result<usize> {
+        match self {
+            SliceAxis::Auto => Ok(through_plane_axis(vol)),
+            SliceAxis::Voxel(a) if a < 3 => Ok(a),
+            SliceAxis::Voxel(a) => Err(Error::Config {
+                path: "<pipeline>".into(),
+                msg: format!("slice_axis {a} is not 0, 1 or 2"),
+            }),
+            named => {
+                let w = named.world_axis().unwrap_or(2);
+                let cos = |a: usize| vol.axis_direction(a)[w].abs();
+                let best = (0..3)
+                    .max_by(|&a, &b| cos(a).total_cmp(&cos(b)))
+                    .unwrap_or(2);
+                if cos(best) >= 0.75 {
+                    Ok(best)
+                } else {
+                    Err(Error::invalid(
+                        &vol.source,
+                        format!(
+                            "case {case}: cannot slice {named}: no voxel axis is within 41° of the {} axis (closest: axis {best}, {:.0}° off); set slice_axis to another orientation",
+                            ["L-R", "A-P", "S-I"][w],
+                            cos(best).clamp(0.0, 1.0).acos().to_degrees()
+                        ),
+                    ))
+                }
+            }
         }
     }
 }
@@ -166,7 +306,7 @@ pub fn through_plane_axis(vol: &Volume) -> usize {
     let anisotropic = smax > 1.1 * smin;
     (0..3)
         .filter(|&a| !anisotropic || sp[a] > smax / 1.1)
-        .max_by(|&a, &b| si(a).partial_cmp(&si(b)).unwrap().then(b.cmp(&a)))
+        .max_by(|&a, &b| si(a).total_cmp(&si(b)).then(b.cmp(&a)))
         .unwrap_or(2)
 }
 
@@ -309,16 +449,13 @@ pub fn prepare_volume(
     }
     let mut geometry = first;
     geometry.data = Vec::new();
-    let axis = match cfg.slice_axis {
-        Some(a) if a < 3 => a,
-        Some(a) => {
-            return Err(Error::Config {
-                path: "<pipeline>".into(),
-                msg: format!("slice_axis {a} is not 0, 1 or 2"),
-            })
-        }
-        None => through_plane_axis(&geometry),
-    };
+    if geometry.is_empty() {
+        return Err(Error::invalid(
+            &geometry.source,
+            format!("case {case}: volume dims {:?} hold no voxel", geometry.dims),
+        ));
+    }
+    let axis = cfg.slice_axis.voxel_axis(&geometry, case)?;
     Ok(PreparedVolume {
         channels: data,
         channel_names: names,
@@ -425,6 +562,24 @@ mod tests {
         }
         // axis 2, k = 1: pixel (r, c) = voxel (r, c, 1) = r + 2c + 6
         assert_eq!(extract_slice(&vol, dims, 2, 1), vec![6, 8, 10, 7, 9, 11]);
+    }
+
+    #[test]
+    fn slice_axis_reads_names_numbers_and_null() {
+        let read = |j: &str| serde_json::from_str::<SliceAxis>(j);
+        assert_eq!(read("\"axial\"").unwrap(), SliceAxis::Axial);
+        assert_eq!(read("\"Sagittal\"").unwrap(), SliceAxis::Sagittal);
+        assert_eq!(read("null").unwrap(), SliceAxis::Auto);
+        assert_eq!(read("2").unwrap(), SliceAxis::Voxel(2));
+        assert!(read("3").unwrap_err().to_string().contains("not 0, 1 or 2"));
+        assert!(read("\"oblique\"")
+            .unwrap_err()
+            .to_string()
+            .contains("axial"));
+        for a in [SliceAxis::Auto, SliceAxis::Coronal, SliceAxis::Voxel(1)] {
+            let j = serde_json::to_string(&a).unwrap();
+            assert_eq!(read(&j).unwrap(), a, "{j}");
+        }
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! What a run writes besides its config: one [`EpochRecord`] per line of `RUN/metrics.jsonl`,
 //! the resume state beside each checkpoint ([`TrainState`]) and the run's [`RunSummary`].
 //! Torch-free.
-use crate::metrics::SegMetrics;
+use crate::metrics::{Diagnostics, SegMetrics};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// One epoch of training (a line of `metrics.jsonl`). Losses are means over the epoch's steps.
+/// One validation round of training (a line of `metrics.jsonl`; `eval_every` steps, one
+/// labeled epoch by default). Losses are means over the round's steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
-    /// Epoch number, from 1.
+    /// Round number, from 1.
     pub epoch: usize,
+    /// Optimiser steps taken at the end of the round.
+    #[serde(default)]
+    pub step: usize,
     /// Segmenter learning rate at the epoch's last step.
     pub lr: f64,
     /// Discriminator learning rate at the epoch's last step.
@@ -21,13 +25,22 @@ pub struct EpochRecord {
     pub loss_dice: f64,
     /// L_semi (0 for variants without unlabeled data).
     pub loss_semi: f64,
-    /// Adversarial loss of the segmenter (0 without discriminator).
+    /// Adversarial loss of the segmenter on labeled batches (0 without discriminator).
     pub loss_adv: f64,
+    /// Adversarial loss of the segmenter on unlabeled batches.
+    #[serde(default)]
+    pub loss_adv_unlabeled: f64,
+    /// Ramp-up factor of the unlabeled terms at the round's last step.
+    #[serde(default)]
+    pub ramp: f64,
     /// Discriminator loss (0 without discriminator).
     pub loss_dis: f64,
     /// Validation metrics (None when the shards have no val split).
     pub val: Option<SegMetrics>,
-    /// Training steps this epoch.
+    /// Validation diagnostics: foreground fractions, agreement of the two decoders.
+    #[serde(default)]
+    pub val_diagnostics: Option<Diagnostics>,
+    /// Training steps this round.
     pub steps: usize,
     /// Training slices per second (labeled + unlabeled).
     pub slices_per_s: f64,
@@ -37,10 +50,10 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
-/// Resume state saved beside a checkpoint (`checkpoints/<kind>.json`).
+/// Resume state saved with a checkpoint (`checkpoints/<kind>/state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
-    /// Epochs completed.
+    /// Validation rounds completed.
     pub epoch: usize,
     /// Optimiser steps taken (the poly schedule's iteration).
     pub global_step: usize,
@@ -48,7 +61,7 @@ pub struct TrainState {
     pub best_miou: Option<f64>,
     /// Epoch of the best checkpoint.
     pub best_epoch: Option<usize>,
-    /// Base seed; every epoch's shuffles, flips and libtorch RNG derive from (seed, epoch), so
+    /// Base seed; every round's shuffles, flips and libtorch RNG derive from (seed, round), so
     /// this and `epoch` are the whole RNG state.
     pub seed: u64,
     /// Loss scale of mixed precision.
@@ -117,11 +130,7 @@ impl CheckpointKind {
     }
 }
 
-/// The resume state saved beside a run's checkpoint (`RUN/checkpoints/<kind>.json`).
+/// The resume state saved beside a run's checkpoint `kind`.
 pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
-    let json = run_dir
-        .join("checkpoints")
-        .join(format!("{}.json", kind.name()));
-    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid(&json, e.to_string()))
+    super::RunDir::new(run_dir).state(kind)
 }

@@ -1,24 +1,214 @@
-//! Training configuration (the `[train]` table of a pipeline file, with `[train.model]`) and
-//! the complete run config written to `RUN/config.json`. Torch-free. Defaults are the paper's
-//! (§4.2): Adam 1e-4 / 1e-5 (discriminator), weight decay 5e-5, poly 0.9, 150 epochs, flip 0.5.
+//! Training configuration (the `[train]` table of a pipeline file, with `[train.model]` and
+//! `[train.loss]`) and the complete run config written to `RUN/config.json`. Torch-free.
+//! Defaults are the paper's (§4.2: Adam 1e-4 / 1e-5 for the discriminator, weight decay 5e-5,
+//! poly 0.9, 150 epochs, flip 0.5; §4.2 λ1 = 0.01, λ2 = 0.1, T = 0.5) except where
+//! `docs/results-la2018.md` measured a better choice (the unlabeled pass, the L_semi form and
+//! its ramp-up; the page gives the table and the reason).
 use crate::cli::DeviceChoice;
 use crate::model::ModelConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A fraction in (0, 1]. Written `0.1` or `"10%"` in configs and on command lines; a bare
+/// number above 1 is refused (it would be ambiguous).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Fraction(f64);
+
+impl Fraction {
+    /// All of it.
+    pub const ONE: Fraction = Fraction(1.0);
+    /// The value in (0, 1].
+    pub fn get(self) -> f64 {
+        self.0
+    }
+    /// A fraction from a value in (0, 1].
+    pub fn new(v: f64) -> std::result::Result<Fraction, String> {
+        if v > 0.0 && v <= 1.0 {
+            Ok(Fraction(v))
+        } else if v > 1.0 && v <= 100.0 {
+            Err(format!(
+                "{v} is not a fraction in (0, 1]: write {} or \"{v}%\"",
+                v / 100.0
+            ))
+        } else {
+            Err(format!("{v} is not a fraction in (0, 1]"))
+        }
+    }
+    /// The value as a percentage, for names and tables (`10`).
+    pub fn percent(self) -> f64 {
+        self.0 * 100.0
+    }
+}
+
+impl std::str::FromStr for Fraction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Fraction, String> {
+        let t = s.trim();
+        match t.strip_suffix('%') {
+            Some(p) => {
+                let v: f64 = p
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not a percentage"))?;
+                Fraction::new(v / 100.0)
+            }
+            None => Fraction::new(t.parse().map_err(|_| format!("{s:?} is not a number"))?),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Fraction, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(v) => Fraction::new(v),
+            Raw::Text(s) => s.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Fraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}%", self.percent())
+    }
+}
+
+/// How a DMNet step feeds the labeled and the unlabeled slices to the network (paper §3.1:
+/// "by using labeled and unlabeled data in turn").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlabeledPass {
+    /// Two forward passes, one per batch, their losses summed and back-propagated once. Every
+    /// BatchNorm normalises the labeled slices with labeled statistics only; the running
+    /// statistics are updated by both passes (the model is evaluated on all kinds of slices).
+    #[default]
+    Separate,
+    /// One forward pass over the concatenated batch (the 0.1.0 behaviour, kept as an
+    /// ablation: the labeled loss then back-propagates through statistics that include the
+    /// unlabeled slices).
+    Joint,
+}
+
+/// The form of L_semi, the agreement loss between the two decoders on unlabeled slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SemiLoss {
+    /// The paper's §3.3: `1 − (1/K) Σ_k 2 Σ s1·s2 / Σ (s1 + s2)` over batch and pixels.
+    #[default]
+    DicePaper,
+    /// `1 − (1/K) Σ_k 2 Σ s1·s2 / Σ (s1² + s2²)` (V-Net's squared denominator): its only
+    /// optimum is s1 = s2, so agreement cannot be bought with extra foreground.
+    DiceSquared,
+    /// MC-Net's mutual consistency: per-pixel mean squared error of each decoder's
+    /// probabilities against the other decoder's sharpened, detached probabilities.
+    Mse,
+}
+
+/// The losses and their weights (paper §3.2–3.5; `[train.loss]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// λ1: weight of the adversarial loss on labeled batches.
+    pub lambda_adv: f64,
+    /// Weight of the adversarial loss on unlabeled batches (`None`: λ1, as in the paper).
+    pub lambda_adv_unlabeled: Option<f64>,
+    /// λ2: weight of L_semi.
+    pub lambda_semi: f64,
+    /// Sharpening temperature T (variants that sharpen).
+    pub temperature: f64,
+    /// The form of L_semi.
+    pub semi_loss: SemiLoss,
+    /// Detach each sharpened mask when it serves as the other decoder's target in the Dice
+    /// forms of L_semi (the paper back-propagates through both; `mse` always detaches).
+    pub semi_stop_gradient: bool,
+    /// Sigmoid ramp-up (SSL4MIS `sigmoid_rampup`, `exp(−5(1 − t)²)`) of λ2 and of the
+    /// unlabeled adversarial weight over this fraction of the run's steps; 0 = full weight
+    /// from the first step (the paper).
+    pub ramp_up: f64,
+    /// How labeled and unlabeled slices go through the network.
+    pub unlabeled_pass: UnlabeledPass,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            lambda_adv: 0.01,
+            lambda_adv_unlabeled: None,
+            lambda_semi: 1.0,
+            temperature: 0.5,
+            semi_loss: SemiLoss::default(),
+            semi_stop_gradient: false,
+            ramp_up: 0.4,
+            unlabeled_pass: UnlabeledPass::default(),
+        }
+    }
+}
+
+impl LossConfig {
+    /// The unlabeled adversarial weight.
+    pub fn lambda_adv_unlabeled(&self) -> f64 {
+        self.lambda_adv_unlabeled.unwrap_or(self.lambda_adv)
+    }
+    /// The ramp-up factor in [0, 1] at `step` of `total` steps.
+    pub fn ramp(&self, step: usize, total: usize) -> f64 {
+        let len = self.ramp_up * total as f64;
+        if len <= 0.0 || step as f64 >= len {
+            return 1.0;
+        }
+        let t = 1.0 - step as f64 / len;
+        (-5.0 * t * t).exp()
+    }
+    fn validate(&self) -> std::result::Result<(), String> {
+        let weights = [
+            self.lambda_adv,
+            self.lambda_adv_unlabeled(),
+            self.lambda_semi,
+        ];
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err("loss weights (lambda_*) must be finite and ≥ 0".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(format!("temperature must be > 0, got {}", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.ramp_up) {
+            return Err(format!(
+                "ramp_up is a fraction of the run's steps in [0, 1], got {}",
+                self.ramp_up
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Hyper-parameters of one training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// The network and loss weights (`[train.model]`). Its `in_channels`, `num_classes` and
-    /// `input_size` are filled in from the shards (and `size`) when a run starts.
+    /// The network (`[train.model]`). Its `in_channels`, `num_classes` and `input_size` are
+    /// filled in from the shards when a run starts.
     pub model: ModelConfig,
-    /// Input size S; `None`: the shards' slice size. Slices of another size are resized
-    /// (bilinear images, nearest masks) on the fly.
+    /// The losses (`[train.loss]`).
+    pub loss: LossConfig,
+    /// Expected slice size S. Prep is the only resampler: shards of another size are an error
+    /// that says to re-ingest. `None`: the shards' size.
     pub size: Option<usize>,
-    /// Epochs; one epoch is one pass over the (fraction-selected) labeled training slices.
+    /// Run length in epochs of the labeled slices (⌈labeled slices / labeled_batch⌉ steps each)
+    /// when `steps` is not given.
     pub epochs: usize,
+    /// Run length in optimiser steps, independent of the labeled fraction; wins over `epochs`.
+    /// The poly schedule and the ramp-up follow it.
+    pub steps: Option<usize>,
+    /// Steps between validations (and checkpoints). `None`: one labeled epoch, but at least
+    /// 1/50 of the run.
+    pub eval_every: Option<usize>,
     /// Labeled slices per step.
     pub labeled_batch: usize,
     /// Unlabeled slices per step (variants with unlabeled data).
@@ -35,14 +225,19 @@ pub struct TrainConfig {
     pub poly_power: f64,
     /// Probability of a horizontal flip per slice.
     pub flip_prob: f64,
-    /// Fraction (0, 1] of the training labeled slices used with labels (0.1/0.3/0.5/1.0).
-    pub labeled_fraction: f64,
+    /// Fraction of the *training labeled slices* used with labels (paper §4.1: 10/30/50/100 %),
+    /// `0.1` or `"10%"`. (Which *patients* are labeled at all is prep's
+    /// `labeled_patient_fraction`.)
+    pub labeled_slice_fraction: Fraction,
     /// Seed of initialisation, fraction selection, shuffling and flips.
     pub seed: u64,
     /// auto | cpu | cuda.
     pub device: DeviceChoice,
     /// Mixed precision (autocast + dynamic loss scaling) on CUDA; ignored on CPU (logged).
     pub amp: bool,
+    /// Same seed, same numbers, across processes: one libtorch thread on CPU (multi-threaded
+    /// reductions sum in a schedule-dependent order) and deterministic algorithms on CUDA.
+    pub deterministic: bool,
     /// Cap on steps per epoch (`None`: ⌈labeled slices / labeled_batch⌉). For smoke runs.
     pub max_steps_per_epoch: Option<usize>,
     /// Batches held in each prefetch queue.
@@ -55,8 +250,11 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             model: ModelConfig::default(),
+            loss: LossConfig::default(),
             size: None,
             epochs: 150,
+            steps: None,
+            eval_every: None,
             labeled_batch: 8,
             unlabeled_batch: 8,
             eval_batch: 16,
@@ -65,14 +263,36 @@ impl Default for TrainConfig {
             weight_decay: 5e-5,
             poly_power: 0.9,
             flip_prob: 0.5,
-            labeled_fraction: 1.0,
+            labeled_slice_fraction: Fraction::ONE,
             seed: 0,
             device: DeviceChoice::Auto,
             amp: false,
+            deterministic: false,
             max_steps_per_epoch: None,
             prefetch: 4,
             shuffle_window: 256,
         }
+    }
+}
+
+/// How long a run is and how often it validates, resolved from [`TrainConfig`] and the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Schedule {
+    /// Optimiser steps in the whole run (the poly schedule's `max_iter`).
+    pub total_steps: usize,
+    /// Steps between validations; a "round" (`epoch` in `metrics.jsonl`) is this many steps.
+    pub eval_every: usize,
+}
+
+impl Schedule {
+    /// Rounds in the run (the last one may be shorter).
+    pub fn rounds(&self) -> usize {
+        self.total_steps.div_ceil(self.eval_every.max(1))
+    }
+    /// Steps in round `r` (from 1).
+    pub fn steps_in(&self, r: usize) -> usize {
+        let start = (r - 1) * self.eval_every;
+        self.eval_every.min(self.total_steps.saturating_sub(start))
     }
 }
 
@@ -96,6 +316,23 @@ impl TrainConfig {
         }
     }
 
+    /// The run's length and validation interval for `labeled` training slices.
+    pub fn schedule(&self, labeled: usize) -> Schedule {
+        let mut epoch = labeled.div_ceil(self.labeled_batch.max(1)).max(1);
+        if let Some(cap) = self.max_steps_per_epoch {
+            epoch = epoch.min(cap.max(1));
+        }
+        let total = self.steps.unwrap_or(epoch * self.epochs).max(1);
+        let every = self
+            .eval_every
+            .unwrap_or_else(|| epoch.max(total.div_ceil(50)))
+            .clamp(1, total);
+        Schedule {
+            total_steps: total,
+            eval_every: every,
+        }
+    }
+
     /// Checks the fields (and the model config).
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| {
@@ -105,14 +342,17 @@ impl TrainConfig {
             })
         };
         self.model.validate()?;
+        if let Err(msg) = self.loss.validate() {
+            return bad(&msg);
+        }
         if self.epochs == 0 || self.labeled_batch == 0 || self.eval_batch == 0 {
             return bad("epochs, labeled_batch and eval_batch must be ≥ 1");
         }
+        if self.steps == Some(0) || self.eval_every == Some(0) {
+            return bad("steps and eval_every must be ≥ 1");
+        }
         if self.model.variant.uses_unlabeled() && self.unlabeled_batch == 0 {
             return bad("unlabeled_batch must be ≥ 1 for variants that use unlabeled slices");
-        }
-        if !(self.labeled_fraction > 0.0 && self.labeled_fraction <= 1.0) {
-            return bad("labeled_fraction must be in (0, 1]");
         }
         if !(0.0..=1.0).contains(&self.flip_prob) {
             return bad("flip_prob must be in [0, 1]");
@@ -132,8 +372,10 @@ pub struct DataSummary {
     pub unlabeled: usize,
     /// Validation slices.
     pub val: usize,
-    /// Steps per epoch.
-    pub steps_per_epoch: usize,
+    /// The run's length and validation interval, fixed when the run starts (a resume with a
+    /// new `--steps` extends `total_steps`, see the README).
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Slice size in the shards (height = width).
     pub shard_size: usize,
     /// Channel names of the images.

@@ -253,9 +253,11 @@ pub fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
         N::Zscore => "normalise each channel: z-score over all voxels".into(),
         N::None => "no intensity normalisation".into(),
     };
+    use crate::preprocess::SliceAxis as A;
     let axis = match p.slice_axis {
-        Some(a) => format!("slice through voxel axis {a}"),
-        None => "slice through the through-plane axis (largest spacing; near-isotropic: the axis closest to S-I)".into(),
+        A::Voxel(a) => format!("slice through voxel axis {a}"),
+        A::Auto => "slice through the through-plane axis (largest spacing; near-isotropic: the axis closest to S-I)".into(),
+        named => format!("slice {named}: through the voxel axis closest to the world {} axis", ["L-R", "A-P", "S-I"][named.world_axis().unwrap_or(2)]),
     };
     vec![
         "read the volume (NIfTI with scl_slope/inter applied, or a DICOM series)".into(),

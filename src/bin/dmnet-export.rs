@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", dmnet::error::report_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -92,6 +92,10 @@ struct RunArgs {
     /// Shard inputs: only rows of this split (train, val, test).
     #[arg(long)]
     split: Option<String>,
+    /// 4-D inputs (a 4-D NIfTI, a DICOM series with repeated positions): segment this time
+    /// point (0-based); 3-D inputs are read as they are. Without it a 4-D input is an error.
+    #[arg(long)]
+    timepoint: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> dmnet::Result<ExitCode> {
         batch: r.batch,
         probabilities: r.probabilities,
         split: r.split,
+        timepoint: r.timepoint,
         ort_lib: cli.ort_lib,
         tta: r.tta,
         format: r.format,
@@ -146,7 +151,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
     run(cli).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", dmnet::error::report_line(&e));
         ExitCode::FAILURE
     })
 }

@@ -108,9 +108,14 @@ struct IngestArgs {
     /// Write raw patient ids instead of salted hashes.
     #[arg(long)]
     keep_patient_ids: bool,
-    /// Salt for patient keys (default: $DMNET_SALT, else a fixed project salt).
+    /// Salt for patient keys (default: $DMNET_SALT; without either, a PUBLIC built-in salt
+    /// is used with a warning: anyone with the PatientIDs could recompute the keys).
     #[arg(long)]
     salt: Option<String>,
+    /// The output will be shared: require a private salt (>= 16 characters, from --salt or
+    /// DMNET_SALT) and refuse --keep-patient-ids.
+    #[arg(long)]
+    shareable: bool,
     /// Slices per row group.
     #[arg(long)]
     row_group_slices: Option<usize>,
@@ -129,6 +134,10 @@ struct IngestArgs {
     /// Only the first N studies (sorted by name).
     #[arg(long)]
     max_studies: Option<usize>,
+    /// 4-D inputs (4-D NIfTI, DICOM series with repeated positions): ingest this time point
+    /// (0-based); 3-D volumes are read as they are. Without it a 4-D study fails by name.
+    #[arg(long)]
+    timepoint: Option<usize>,
 }
 
 impl IngestArgs {
@@ -165,6 +174,9 @@ impl IngestArgs {
         if let Some(v) = self.file_mb {
             c.file_bytes = v << 20;
         }
+        if self.timepoint.is_some() {
+            c.timepoint = self.timepoint;
+        }
         c.validate().map_err(|m| anyhow::anyhow!("config: {m}"))?;
         Ok(c)
     }
@@ -176,7 +188,7 @@ fn main() -> ExitCode {
     match run(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dmnet::error::report_line(e.as_ref()));
             ExitCode::from(1)
         }
     }
@@ -191,11 +203,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 out: a.out.clone(),
                 threads: a.threads,
                 splits: a.splits.clone(),
-                salt: a
-                    .salt
-                    .clone()
-                    .or_else(|| std::env::var("DMNET_SALT").ok())
-                    .unwrap_or_else(|| "dmnet-default-salt".into()),
+                salt: dmnet::prep::split::resolve_salt(
+                    a.salt.as_deref(),
+                    std::env::var("DMNET_SALT").ok().as_deref(),
+                    cfg.keep_patient_ids,
+                    a.shareable,
+                )?,
                 worker: (a.worker_index, a.num_workers),
                 max_studies: a.max_studies,
             };
@@ -203,6 +216,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Inspect { dir, json } => {
             let r = dmnet::prep::inspect(&dir)?;
+            if let Ok(m) = dmnet::prep::Manifest::load(&dir.join("manifest.json")) {
+                if !m.config.keep_patient_ids
+                    && dmnet::prep::split::is_public_salt(&m.salt_fingerprint)
+                {
+                    tracing::warn!("{}", dmnet::prep::split::PUBLIC_SALT_WARNING);
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -212,6 +232,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     println!("  {split:<5} patients {p:>4}  {roles:?}");
                 }
                 println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
+                println!(
+                    "slice orientations: {:?}  modalities: {:?}  source slice sizes: {:?}",
+                    r.orientations, r.modalities, r.source_sizes
+                );
                 println!("mask pixels per class: {:?}", r.class_pixels);
                 println!(
                     "labeled slices with foreground: {}",
@@ -271,5 +295,8 @@ fn report(prefix: &str, m: &dmnet::prep::Manifest) -> anyhow::Result<ExitCode> {
         m.totals.slices,
         serde_json::to_string(&m.counts)?
     );
+    if !m.config.keep_patient_ids && dmnet::prep::split::is_public_salt(&m.salt_fingerprint) {
+        tracing::warn!("{}", dmnet::prep::split::PUBLIC_SALT_WARNING);
+    }
     Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
 }

@@ -1,10 +1,11 @@
 //! dmnet-train: train DMNet with tch on CUDA or CPU, evaluate a run's checkpoints.
 use clap::{Args, Parser, Subcommand};
-use dmnet::artifact::{CheckpointKind, TrainConfig};
+use dmnet::artifact::{CheckpointKind, Fraction, SemiLoss, TrainConfig, UnlabeledPass};
 use dmnet::cli::{DeviceChoice, LogArgs};
 use dmnet::model::{Encoder, Variant};
+use dmnet::train::grid::{read_plan, Arm, GridPlan};
 use dmnet::train::grid_run::GridSpec;
-use dmnet::train::RunSpec;
+use dmnet::train::{Extend, RunSpec};
 use std::path::PathBuf;
 
 /// Train DMNet (shared encoder, U-Net + DeepLab v3+ decoders, FCN discriminator) with libtorch.
@@ -14,8 +15,8 @@ use std::path::PathBuf;
     about,
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
-      dmnet-train --shards shards/la2018 --out runs/la-dmnet-10 --pipeline pipelines/la2018.toml --labeled-fraction 10\n  \
-      dmnet-train --shards shards/la2018 --out runs/la-sup --variant supervised --encoder resnet18 --size 224 --epochs 50\n  \
+      dmnet-train --shards shards/la2018 --out runs/la-dmnet-10 --pipeline pipelines/la2018.toml --labeled-fraction 10%\n  \
+      dmnet-train --shards shards/la2018 --out runs/la-sup --variant supervised --encoder resnet18 --steps 2000\n  \
       dmnet-train --out runs/la-dmnet-10 --shards shards/la2018 --resume\n  \
       dmnet-train eval --run runs/la-dmnet-10 --shards shards/la2018 --split test --checkpoint best\n  \
       dmnet-train check-device --device auto"
@@ -43,19 +44,27 @@ struct TrainArgs {
     /// Training variant (the paper's ablations).
     #[arg(long, value_enum)]
     variant: Option<Variant>,
-    /// Fraction of the training labeled slices used with labels: 0.1 or 10 (percent), … 1 / 100.
+    /// Fraction of the training labeled slices used with labels: 0.1 or 10%.
     #[arg(long)]
-    labeled_fraction: Option<f64>,
-    /// Epochs (default 150).
+    labeled_fraction: Option<Fraction>,
+    /// Run length in epochs of the labeled slices (default 150; --steps wins).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Run length in optimiser steps, independent of the labeled fraction. With --resume:
+    /// extend a run to this many steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Steps between validations and checkpoints (default: one labeled epoch, at least 1/50
+    /// of the run).
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// Encoder depth.
     #[arg(long, value_enum)]
     encoder: Option<Encoder>,
     /// Width multiplier of all layers (1 = the paper's network).
     #[arg(long)]
     width: Option<f64>,
-    /// Input size S (a multiple of 16; default: the shards' slice size, others are resized).
+    /// Slice size S the shards must have (prep is the only resampler; default: theirs).
     #[arg(long)]
     size: Option<usize>,
     /// Labeled slices per step.
@@ -64,6 +73,24 @@ struct TrainArgs {
     /// Unlabeled slices per step.
     #[arg(long)]
     unlabeled_batch: Option<usize>,
+    /// The form of L_semi.
+    #[arg(long, value_enum)]
+    semi_loss: Option<SemiLoss>,
+    /// λ2, the weight of L_semi.
+    #[arg(long)]
+    lambda_semi: Option<f64>,
+    /// λ1, the weight of the adversarial loss on labeled batches.
+    #[arg(long)]
+    lambda_adv: Option<f64>,
+    /// Weight of the adversarial loss on unlabeled batches (default: λ1).
+    #[arg(long)]
+    lambda_adv_unlabeled: Option<f64>,
+    /// Sigmoid ramp-up of the unlabeled terms over this fraction of the run (0 = none).
+    #[arg(long)]
+    ramp_up: Option<f64>,
+    /// How labeled and unlabeled slices go through the network.
+    #[arg(long, value_enum)]
+    unlabeled_pass: Option<UnlabeledPass>,
     /// Cap on steps per epoch (smoke runs, benchmarks).
     #[arg(long)]
     max_steps_per_epoch: Option<usize>,
@@ -76,7 +103,11 @@ struct TrainArgs {
     /// Mixed precision on CUDA (ignored with a warning on CPU).
     #[arg(long)]
     amp: bool,
-    /// Continue the run in --out from its last checkpoint (its config.json is used).
+    /// Same seed, same numbers in every process (one libtorch CPU thread).
+    #[arg(long)]
+    deterministic: bool,
+    /// Continue the run in --out from its last checkpoint (its config.json is used; --steps or
+    /// --epochs extend it).
     #[arg(long)]
     resume: bool,
 }
@@ -101,6 +132,10 @@ enum Cmd {
         /// auto | cpu | cuda
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Evaluate even when the shards' channels, modality, classes or slice size differ
+        /// from the run's training data (a warning instead of an error).
+        #[arg(long)]
+        allow_mismatch: bool,
     },
     /// Run variants × labeled fractions × seeds, evaluate each on the test split (best and last
     /// checkpoints) and write OUT/grid.md (mean ± sd tables, the paper's layout) + OUT/grid.json.
@@ -115,7 +150,11 @@ enum Cmd {
 
 #[derive(Args)]
 struct GridArgs {
-    /// Variants (rows), comma-separated.
+    /// Arms (rows) to run from the pipeline's [grid.arms] tables, comma-separated (default:
+    /// all of them).
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<String>,
+    /// Without [grid.arms]: variants (rows), comma-separated.
     #[arg(
         long,
         value_enum,
@@ -123,57 +162,42 @@ struct GridArgs {
         default_value = "dmnet,supervised"
     )]
     variants: Vec<Variant>,
-    /// Labeled fractions (columns), comma-separated: 0.1 or 10 (percent).
-    #[arg(long, value_delimiter = ',', default_value = "10,30")]
-    fractions: Vec<f64>,
-    /// Seeds, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    /// Labeled fractions (columns) for every arm, comma-separated: 0.1 or 10%.
+    #[arg(long, value_delimiter = ',')]
+    fractions: Vec<Fraction>,
+    /// Seeds for every arm, comma-separated.
+    #[arg(long, value_delimiter = ',')]
     seeds: Vec<u64>,
+    /// Arm that paired differences are taken against (default: [grid] baseline, else
+    /// `supervised` when it is an arm).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Runs trained at once (use --deterministic: one CPU thread per run).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     #[command(flatten)]
     train: TrainArgs,
 }
 
-fn grid_spec(a: GridArgs) -> anyhow::Result<GridSpec> {
-    let base = train_spec(a.train)?;
-    Ok(GridSpec {
-        shards: base.shards,
-        out: base.out,
-        pipeline: base.pipeline,
-        base: base.train,
-        variants: a.variants,
-        fractions: a
-            .fractions
-            .iter()
-            .map(|&f| if f > 1.0 { f / 100.0 } else { f })
-            .collect(),
-        seeds: a.seeds,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-    })
-}
-
-fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
-    let (Some(shards), Some(out)) = (a.shards, a.out) else {
-        anyhow::bail!("--shards and --out are required to train (see --help)");
-    };
-    let mut t = match &a.pipeline {
-        Some(p) => TrainConfig::from_pipeline(p)?,
-        None => TrainConfig::default(),
-    };
-    if let Some(v) = a.variant {
-        t.model.variant = v;
-    }
-    if let Some(f) = a.labeled_fraction {
-        t.labeled_fraction = if f > 1.0 { f / 100.0 } else { f };
-    }
-    if let Some(e) = a.encoder {
-        t.model.encoder = e;
-    }
+/// Applies the flags that were given on top of `t`.
+fn apply(a: &TrainArgs, t: &mut TrainConfig) {
     macro_rules! set {
         ($($field:ident => $($path:ident).+),*) => { $(if let Some(v) = a.$field { t.$($path).+ = v; })* };
     }
-    set!(epochs => epochs, width => model.width,
-         labeled_batch => labeled_batch, unlabeled_batch => unlabeled_batch, seed => seed,
-         device => device);
+    set!(variant => model.variant, labeled_fraction => labeled_slice_fraction, epochs => epochs,
+         encoder => model.encoder, width => model.width, labeled_batch => labeled_batch,
+         unlabeled_batch => unlabeled_batch, semi_loss => loss.semi_loss,
+         lambda_semi => loss.lambda_semi, lambda_adv => loss.lambda_adv, ramp_up => loss.ramp_up,
+         unlabeled_pass => loss.unlabeled_pass, seed => seed, device => device);
+    if a.steps.is_some() {
+        t.steps = a.steps;
+    }
+    if a.eval_every.is_some() {
+        t.eval_every = a.eval_every;
+    }
+    if a.lambda_adv_unlabeled.is_some() {
+        t.loss.lambda_adv_unlabeled = a.lambda_adv_unlabeled;
+    }
     if a.size.is_some() {
         t.size = a.size;
     }
@@ -181,12 +205,117 @@ fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
         t.max_steps_per_epoch = a.max_steps_per_epoch;
     }
     t.amp |= a.amp;
+    t.deterministic |= a.deterministic;
+}
+
+fn base_config(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    Ok(match &a.pipeline {
+        Some(p) => TrainConfig::from_pipeline(p)?,
+        None => TrainConfig::default(),
+    })
+}
+
+fn grid_spec(a: GridArgs) -> anyhow::Result<GridSpec> {
+    let (Some(shards), Some(out)) = (a.train.shards.clone(), a.train.out.clone()) else {
+        anyhow::bail!("--shards and --out are required (see --help)");
+    };
+    let plan = match &a.train.pipeline {
+        Some(p) => read_plan(p)?,
+        None => GridPlan {
+            arms: Vec::new(),
+            baseline: None,
+        },
+    };
+    let mut arms = if plan.arms.is_empty() {
+        let base = base_config(&a.train)?;
+        a.variants
+            .iter()
+            .map(|&v| {
+                let mut train = base.clone();
+                train.model.variant = v;
+                Arm {
+                    name: v.name().into(),
+                    description: String::new(),
+                    train,
+                    fractions: Vec::new(),
+                    seeds: Vec::new(),
+                }
+            })
+            .collect()
+    } else if a.arms.is_empty() {
+        plan.arms
+    } else {
+        a.arms
+            .iter()
+            .map(|n| {
+                plan.arms
+                    .iter()
+                    .find(|arm| &arm.name == n)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = plan.arms.iter().map(|x| x.name.as_str()).collect();
+                        anyhow::anyhow!(
+                            "no arm {n:?} in the pipeline's [grid.arms] (there are: {})",
+                            known.join(", ")
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    for arm in &mut arms {
+        apply(&a.train, &mut arm.train);
+        if !a.fractions.is_empty() || arm.fractions.is_empty() {
+            arm.fractions = if a.fractions.is_empty() {
+                vec![
+                    "10%".parse().map_err(anyhow::Error::msg)?,
+                    "30%".parse().map_err(anyhow::Error::msg)?,
+                ]
+            } else {
+                a.fractions.clone()
+            };
+        }
+        if !a.seeds.is_empty() || arm.seeds.is_empty() {
+            arm.seeds = if a.seeds.is_empty() {
+                vec![0, 1, 2]
+            } else {
+                a.seeds.clone()
+            };
+        }
+    }
+    let baseline = a.baseline.or(plan.baseline).or_else(|| {
+        arms.iter()
+            .any(|x| x.name == "supervised")
+            .then(|| "supervised".into())
+    });
+    Ok(GridSpec {
+        shards,
+        out,
+        pipeline: a.train.pipeline,
+        arms,
+        baseline,
+        jobs: a.jobs,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
+
+fn train_spec(a: TrainArgs) -> anyhow::Result<RunSpec> {
+    let (Some(shards), Some(out)) = (a.shards.clone(), a.out.clone()) else {
+        anyhow::bail!("--shards and --out are required to train (see --help)");
+    };
+    let mut t = base_config(&a)?;
+    apply(&a, &mut t);
+    let extend = match (a.resume, a.steps, a.epochs) {
+        (true, Some(n), _) => Some(Extend::Steps(n)),
+        (true, None, Some(e)) => Some(Extend::Epochs(e)),
+        _ => None,
+    };
     Ok(RunSpec {
         shards,
         out,
         pipeline: a.pipeline,
         train: t,
         resume: a.resume,
+        extend,
     })
 }
 
@@ -203,7 +332,8 @@ fn main() -> std::process::ExitCode {
             split,
             checkpoint,
             device,
-        }) => dmnet::train::evaluate(&run, &shards, &split, checkpoint, device)
+            allow_mismatch,
+        }) => dmnet::train::evaluate(&run, &shards, &split, checkpoint, device, allow_mismatch)
             .map(|r| {
                 println!(
                     "{}",
@@ -233,7 +363,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", dmnet::error::report_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

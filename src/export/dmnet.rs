@@ -1,6 +1,7 @@
 //! The DMNet inference graph (paper §3.1; contract "DMNet architecture v1"): ResNet encoder,
 //! U-Net decoder 1, DeepLab v3+ decoder 2, and as the output `probabilities` the average of the
-//! two decoders' softmax maps [N, K, S, S], plus `labels` = argmax as uint8 [N, S, S].
+//! two decoders' softmax maps [N, K, S, S], plus `labels` = argmax as uint8 [N, S, S]. The
+//! nodes are read off the network description ([`crate::model::arch`]), like the tch model.
 //! Batch-norm stays as BatchNormalization nodes in inference form (running statistics), so
 //! every initializer is a checkpoint variable under its own name. The batch is dynamic; H and
 //! W are fixed to the training size S (every upsampling target is a constant, as in tch).
@@ -8,173 +9,54 @@ use super::graph::{ConvOpts, Dim, GraphBuilder, T};
 use super::onnx::{tensor_proto::DataType, ModelProto};
 use super::weights::Weights;
 pub use crate::artifact::sidecar::{INPUT, LABELS, PROBABILITIES};
-use crate::model::{weight_specs, ModelConfig, LOW_LEVEL_CHANNELS};
+use crate::model::arch::{ConvSpec, Module, Op, Segmenter, BN_EPS};
+use crate::model::{weight_specs, ModelConfig};
 use crate::Result;
 
-const BN_EPS: f32 = 1e-5;
-
-struct Ctx<'a> {
-    g: GraphBuilder,
-    cfg: &'a ModelConfig,
+/// Writes the nodes of `module` (from the network description) into `g`; returns its outputs.
+fn module(g: &mut GraphBuilder, m: &Module, inputs: &[&T]) -> Vec<T> {
+    let full = |name: &str, leaf: &str| format!("{}.{name}.{leaf}", m.name);
+    m.eval(inputs, |node, x| match &node.op {
+        Op::Conv(c) | Op::ConvTranspose(c) => {
+            let ConvSpec {
+                name,
+                cout,
+                k,
+                stride,
+                pad,
+                dilation,
+                bias,
+                ..
+            } = c;
+            let (w, b) = (full(name, "weight"), full(name, "bias"));
+            let b = bias.then_some(b.as_str());
+            let o = ConvOpts {
+                stride: *stride,
+                pad: *pad,
+                dilation: *dilation,
+            };
+            match node.op {
+                Op::Conv(_) => g.conv(x[0], &w, b, *cout, *k, o),
+                _ => g.conv_transpose(x[0], &w, b, *cout, *k, o),
+            }
+        }
+        Op::BatchNorm { name, .. } => {
+            g.batch_norm(x[0], &format!("{}.{name}", m.name), BN_EPS as f32)
+        }
+        Op::Relu => g.relu(x[0]),
+        &Op::MaxPool { k, stride, pad } => g.max_pool(x[0], k, stride, pad),
+        Op::Add => g.add(x[0], x[1]),
+        Op::Concat => g.concat(x),
+        Op::Resize if (x[0].h, x[0].w) == (x[1].h, x[1].w) => x[0].clone(),
+        Op::Resize => g.resize_to(x[0], x[1].h, x[1].w),
+        Op::GlobalAvgPool => g.global_avg_pool(x[0]),
+    })
 }
 
-impl Ctx<'_> {
-    /// Bias-free (or biased) conv whose weight is the initializer `<p>.weight`.
-    fn conv(&mut self, x: &T, p: &str, cout: usize, k: usize, o: ConvOpts, bias: bool) -> T {
-        let w = format!("{p}.weight");
-        let b = format!("{p}.bias");
-        self.g.conv(x, &w, bias.then_some(b.as_str()), cout, k, o)
-    }
-    fn conv_bn(&mut self, x: &T, conv: &str, bn: &str, cout: usize, k: usize, o: ConvOpts) -> T {
-        let y = self.conv(x, conv, cout, k, o, false);
-        self.g.batch_norm(&y, bn, BN_EPS)
-    }
-    /// `<p>.conv` + `<p>.bn` + ReLU (DeepLab naming).
-    fn conv_bn_relu(&mut self, x: &T, p: &str, cout: usize, k: usize, dil: usize) -> T {
-        let pad = dil * (k / 2);
-        let o = ConvOpts {
-            stride: 1,
-            pad,
-            dilation: dil,
-        };
-        let y = self.conv_bn(x, &format!("{p}.conv"), &format!("{p}.bn"), cout, k, o);
-        self.g.relu(&y)
-    }
-    fn resize(&mut self, x: &T, h: usize, w: usize) -> T {
-        if x.h == h && x.w == w {
-            return x.clone();
-        }
-        self.g.resize_to(x, h, w)
-    }
-
-    fn block(&mut self, x: &T, q: &str, planes: usize, stride: usize) -> T {
-        let bottleneck = self.cfg.encoder.bottleneck();
-        let e = self.cfg.encoder.expansion();
-        let cout = planes * e;
-        let convs: Vec<(usize, usize, usize)> = if bottleneck {
-            vec![(planes, 1, 1), (planes, 3, stride), (cout, 1, 1)]
-        } else {
-            vec![(planes, 3, stride), (planes, 3, 1)]
-        };
-        let mut y = x.clone();
-        for (i, &(c, k, s)) in convs.iter().enumerate() {
-            let o = ConvOpts::new(s, k / 2);
-            y = self.conv_bn(
-                &y,
-                &format!("{q}.conv{}", i + 1),
-                &format!("{q}.bn{}", i + 1),
-                c,
-                k,
-                o,
-            );
-            if i + 1 < convs.len() {
-                y = self.g.relu(&y);
-            }
-        }
-        let id = if stride != 1 || x.c != cout {
-            let d = format!("{q}.downsample");
-            self.conv_bn(
-                x,
-                &format!("{d}.0"),
-                &format!("{d}.1"),
-                cout,
-                1,
-                ConvOpts::new(stride, 0),
-            )
-        } else {
-            x.clone()
-        };
-        let sum = self.g.add(&y, &id);
-        self.g.relu(&sum)
-    }
-
-    /// f1..f5 of the encoder under prefix `p`.
-    fn encoder(&mut self, x: &T, p: &str) -> Vec<T> {
-        let c64 = self.cfg.c(64);
-        let y = self.conv_bn(
-            x,
-            &format!("{p}.conv1"),
-            &format!("{p}.bn1"),
-            c64,
-            7,
-            ConvOpts::new(2, 3),
-        );
-        let f1 = self.g.relu(&y);
-        let mut x = self.g.max_pool(&f1, 3, 2, 1);
-        let mut feats = vec![f1];
-        for (li, (&nominal, &n)) in [64, 128, 256, 512]
-            .iter()
-            .zip(self.cfg.encoder.blocks().iter())
-            .enumerate()
-        {
-            let planes = self.cfg.c(nominal);
-            for b in 0..n {
-                let stride = if b == 0 && li > 0 { 2 } else { 1 };
-                x = self.block(&x, &format!("{p}.layer{}.{b}", li + 1), planes, stride);
-            }
-            feats.push(x.clone());
-        }
-        feats
-    }
-
-    fn decoder1(&mut self, f: &[T], size: usize) -> T {
-        let outs = crate::model::decoder1_channels(self.cfg);
-        let mut x = f[4].clone();
-        for (i, &c) in outs.iter().enumerate() {
-            x = if i < 4 {
-                let skip = &f[3 - i];
-                let up = self.resize(&x, skip.h, skip.w);
-                self.g.concat(&[&up, skip])
-            } else {
-                self.resize(&x, size, size)
-            };
-            let p = format!("decoder1.blocks.{i}");
-            for j in 1..=2 {
-                let y = self.conv_bn(
-                    &x,
-                    &format!("{p}.conv{j}"),
-                    &format!("{p}.bn{j}"),
-                    c,
-                    3,
-                    ConvOpts::new(1, 1),
-                );
-                x = self.g.relu(&y);
-            }
-        }
-        let k = self.cfg.num_classes;
-        self.conv(&x, "decoder1.head", k, 1, ConvOpts::new(1, 0), true)
-    }
-
-    fn decoder2(&mut self, f: &[T], size: usize) -> T {
-        let a = crate::model::aspp_channels(self.cfg);
-        let x = self.resize(&f[4], f[3].h, f[3].w);
-        let mut branches = Vec::new();
-        for (i, (k, d)) in [(1, 1), (3, 6), (3, 12), (3, 18)].into_iter().enumerate() {
-            branches.push(self.conv_bn_relu(&x, &format!("decoder2.aspp.b{i}"), a, k, d));
-        }
-        let pooled = self.g.global_avg_pool(&x);
-        let pooled = self.conv(
-            &pooled,
-            "decoder2.aspp.pool.conv",
-            a,
-            1,
-            ConvOpts::new(1, 0),
-            true,
-        );
-        let pooled = self.g.relu(&pooled);
-        branches.push(self.resize(&pooled, x.h, x.w));
-        let refs: Vec<&T> = branches.iter().collect();
-        let cat = self.g.concat(&refs);
-        let x = self.conv_bn_relu(&cat, "decoder2.aspp.project", a, 1, 1);
-        let x = self.resize(&x, f[1].h, f[1].w);
-        let low = self.conv_bn_relu(&f[1], "decoder2.low", LOW_LEVEL_CHANNELS, 1, 1);
-        let x = self.g.concat(&[&x, &low]);
-        let x = self.conv_bn_relu(&x, "decoder2.conv1", a, 3, 1);
-        let x = self.conv_bn_relu(&x, "decoder2.conv2", a, 3, 1);
-        let k = self.cfg.num_classes;
-        let logits = self.conv(&x, "decoder2.head", k, 1, ConvOpts::new(1, 0), true);
-        self.resize(&logits, size, size)
-    }
+/// Decoder `d` on the image and features `f` (see [`Segmenter`] for the wiring).
+fn decode(g: &mut GraphBuilder, d: &Module, x: &T, f: &[T]) -> T {
+    let inputs: Vec<&T> = std::iter::once(x).chain(f).collect();
+    module(g, d, &inputs).remove(0)
 }
 
 /// Builds the DMNet inference model for `cfg` from the checkpoint `weights` (every tensor of
@@ -193,38 +75,38 @@ pub fn build_model(
         g.initializer(&spec.name, shape, data);
     }
     let s = cfg.input_size;
-    let mut ctx = Ctx { g, cfg };
-    let x = ctx.g.input_nchw(INPUT, cfg.in_channels, s, s);
-    let f = ctx.encoder(&x, "encoder");
-    let logits1 = ctx.decoder1(&f, s);
-    let f2 = if cfg.variant.separate_encoders() {
-        ctx.encoder(&x, "encoder2")
-    } else {
-        f
+    let net = Segmenter::new(cfg);
+    let x = g.input_nchw(INPUT, cfg.in_channels, s, s);
+    let f = module(&mut g, &net.encoder, &[&x]);
+    let logits1 = decode(&mut g, &net.decoder1, &x, &f);
+    let f2 = match &net.encoder2 {
+        Some(e2) => module(&mut g, e2, &[&x]),
+        None => f,
     };
-    let logits2 = ctx.decoder2(&f2, s);
-    let p1 = ctx.g.softmax(&logits1);
-    let p2 = ctx.g.softmax(&logits2);
-    let probs = ctx.g.average(&p1, &p2, PROBABILITIES);
-    ctx.g.argmax_u8(&probs, LABELS);
+    let logits2 = decode(&mut g, &net.decoder2, &x, &f2);
+    let p1 = g.softmax(&logits1);
+    let p2 = g.softmax(&logits2);
+    let probs = g.average(&p1, &p2, PROBABILITIES);
+    g.argmax_u8(&probs, LABELS);
     let k = cfg.num_classes;
     let n = || Dim::Param("N".into());
-    ctx.g.output(
+    g.output(
         PROBABILITIES,
         DataType::Float,
         &[n(), Dim::Fixed(k), Dim::Fixed(s), Dim::Fixed(s)],
     );
-    ctx.g.output(
+    g.output(
         LABELS,
         DataType::Uint8,
         &[n(), Dim::Fixed(s), Dim::Fixed(s)],
     );
     let doc = format!(
-        "DMNet (Fang & Li, MICCAI 2020), encoder {}, width {}, variant {}: probabilities = \
-         (softmax(U-Net logits) + softmax(DeepLab v3+ logits)) / 2",
+        "DMNet (Fang & Li, MICCAI 2020), encoder {}, width {}, variant {}, ASPP rates {:?}: \
+         probabilities = (softmax(U-Net logits) + softmax(DeepLab v3+ logits)) / 2",
         cfg.encoder.name(),
         cfg.width,
-        cfg.variant.name()
+        cfg.variant.name(),
+        cfg.aspp_rates.resolve(s)
     );
-    Ok(ctx.g.finish(metadata, &doc))
+    Ok(g.finish(metadata, &doc))
 }

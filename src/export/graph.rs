@@ -2,8 +2,10 @@
 //! named like the checkpoint's variables, the handful of operators DMNet needs (Conv with
 //! stride/padding/dilation, BatchNormalization in inference form, Relu, MaxPool, Add, Concat,
 //! bilinear Resize to an explicit size, GlobalAveragePool, Softmax, averaging, ArgMax → uint8)
-//! and a dynamic batch dimension. Shapes are tracked on the Rust side ([`T`]) so every
-//! upsampling target is a constant, as in the tch model (contract "DMNet architecture v1").
+//! and a dynamic batch dimension; ConvTranspose too, so every op of the network description
+//! has an ONNX form (only the discriminator, which is not exported, uses it). Shapes are
+//! tracked on the Rust side ([`T`]) so every upsampling target is a constant, as in the tch
+//! model (contract "DMNet architecture v1").
 //!
 //! Resize reproduces tch `upsample_bilinear2d(size, align_corners = false)`: ONNX Resize with
 //! `mode = linear`, `coordinate_transformation_mode = half_pixel` and explicit `sizes`
@@ -286,6 +288,39 @@ impl GraphBuilder {
         ];
         let name = self.node("Conv", &inputs, attrs, None);
         let out = |n: usize| (n + 2 * o.pad - o.dilation * (k - 1) - 1) / o.stride + 1;
+        T {
+            name,
+            c: cout,
+            h: out(x.h),
+            w: out(x.w),
+        }
+    }
+
+    /// ConvTranspose with weight `[cin, cout, k, k]` (an initializer `w`) and optional bias
+    /// `b`; PyTorch `conv_transpose2d` semantics (no output padding).
+    pub fn conv_transpose(
+        &mut self,
+        x: &T,
+        w: &str,
+        b: Option<&str>,
+        cout: usize,
+        k: usize,
+        o: ConvOpts,
+    ) -> T {
+        let mut inputs = vec![x.name.as_str(), w];
+        if let Some(b) = b {
+            inputs.push(b);
+        }
+        let (p, s, d) = (o.pad as i64, o.stride as i64, o.dilation as i64);
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[s, s]),
+            attr_ints("pads", &[p, p, p, p]),
+            attr_ints("dilations", &[d, d]),
+            attr_i("group", 1),
+        ];
+        let name = self.node("ConvTranspose", &inputs, attrs, None);
+        let out = |n: usize| (n - 1) * o.stride + o.dilation * (k - 1) + 1 - 2 * o.pad;
         T {
             name,
             c: cout,

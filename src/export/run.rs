@@ -1,4 +1,4 @@
-//! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}.safetensors`,
+//! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}/`,
 //! `eval-<split>-<checkpoint>.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
 //! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
 use super::{dmnet, graph};
@@ -134,51 +134,54 @@ pub fn read_run_config(
     Ok((model, prep, channels, classes))
 }
 
-/// The checkpoint file of a run (`best` or `last`).
+/// The checkpoint weights of a run (`best` or `last`).
 pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
-    if which != "best" && which != "last" {
-        return Err(Error::Config {
-            path: "<cli>".into(),
-            msg: format!("--checkpoint must be best or last, got {which}"),
-        });
-    }
-    let p = run.join("checkpoints").join(format!("{which}.safetensors"));
-    if !p.exists() {
-        return Err(Error::invalid(&p, "checkpoint not found"));
-    }
-    Ok(p)
+    let kind = match which {
+        "best" => crate::artifact::CheckpointKind::Best,
+        "last" => crate::artifact::CheckpointKind::Last,
+        _ => {
+            return Err(Error::Config {
+                path: "<cli>".into(),
+                msg: format!("--checkpoint must be best or last, got {which}"),
+            })
+        }
+    };
+    Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
 /// The metrics of the exported checkpoint: `RUN/eval-<split>-<checkpoint>.json` (written by
 /// `dmnet-train eval`; val first, then test) whose checkpoint is the exported one and whose
-/// epoch is the epoch that checkpoint was saved at (`checkpoints/<kind>.json`), so a stale
-/// evaluation of an older best checkpoint, or of the other checkpoint, is never carried. The
-/// value names its checkpoint, epoch, split and shard folder. `None` (logged) when no such
-/// evaluation exists.
+/// validation round (`epoch`) and optimiser step are those the checkpoint was saved at
+/// (`checkpoints/<kind>/state.json`), so a stale evaluation of an older best checkpoint, or of
+/// the other checkpoint, is never carried. The value names its checkpoint, round, step, split
+/// and shard folder. `None` (logged) when no such evaluation exists.
 pub fn validation_metrics(run: &Path, checkpoint: &str) -> Option<Value> {
     let kind = match checkpoint {
         "last" => crate::artifact::CheckpointKind::Last,
         _ => crate::artifact::CheckpointKind::Best,
     };
-    let epoch = crate::artifact::read_state(run, kind).ok().map(|s| s.epoch);
+    let saved = crate::artifact::read_state(run, kind)
+        .ok()
+        .map(|s| (s.epoch, s.global_step));
+    let at = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|e| e as usize);
     for split in ["val", "test"] {
         let path = run.join(format!("eval-{split}-{checkpoint}.json"));
         let Ok(v) = read_json(&path) else { continue };
         let same_ckpt = v.get("checkpoint").and_then(Value::as_str) == Some(checkpoint);
-        let same_epoch = v.get("epoch").and_then(Value::as_u64).map(|e| e as usize) == epoch;
-        if same_ckpt && same_epoch && v.get("metrics").is_some() {
+        let evaluated = at(&v, "epoch").zip(at(&v, "step"));
+        if same_ckpt && saved.is_some() && evaluated == saved && v.get("metrics").is_some() {
             return Some(v);
         }
         tracing::warn!(
-            "{}: not an evaluation of the exported {checkpoint} checkpoint (epoch {:?}); ignored",
+            "{}: not an evaluation of the exported {checkpoint} checkpoint \
+             (round, step {saved:?}; evaluated {evaluated:?}); ignored",
             path.display(),
-            epoch
         );
     }
     tracing::warn!(
-        "validation metrics: none (no `dmnet-train eval --checkpoint {checkpoint}` of epoch {}); \
+        "validation metrics: none (no `dmnet-train eval --checkpoint {checkpoint}` of round {}); \
          the sidecar's validation_metrics is null",
-        epoch.map_or("?".into(), |e| e.to_string())
+        saved.map_or("?".into(), |(e, _)| e.to_string())
     );
     None
 }

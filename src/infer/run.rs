@@ -59,6 +59,9 @@ pub struct InferOptions {
     pub split: Option<String>,
     /// ONNX Runtime library override.
     pub ort_lib: Option<PathBuf>,
+    /// Time point of 4-D inputs (`None`: a 4-D input is an error); the mask has the 3-D
+    /// volume's geometry.
+    pub timepoint: Option<usize>,
     /// Test-time augmentation.
     pub tta: Tta,
     /// Output files of volume cases.
@@ -80,6 +83,7 @@ impl InferOptions {
             batch: 8,
             probabilities: false,
             split: None,
+            timepoint: None,
             ort_lib: None,
             tta: Tta::None,
             format: OutputFormat::Auto,
@@ -138,10 +142,14 @@ struct VolumeCase<'a> {
 }
 
 impl VolumeCase<'_> {
-    fn load(&self) -> Result<Vec<Volume>> {
+    /// Reads the case's channel volumes (time point `t` of 4-D inputs).
+    fn load(&self, t: Option<usize>) -> Result<Vec<Volume>> {
         match self.source {
-            Source::Nifti(files) => files.iter().map(|f| crate::volume::read_nifti(f)).collect(),
-            Source::Dicom(series) => crate::volume::read_dicom_series(series).map(|v| vec![v]),
+            Source::Nifti(files) => files
+                .iter()
+                .map(|f| crate::volume::read_nifti_at(f, t))
+                .collect(),
+            Source::Dicom(series) => crate::volume::read_dicom_at(series, t).map(|v| vec![v]),
         }
     }
     fn modality(&self) -> Option<Modality> {
@@ -277,7 +285,7 @@ impl Run<'_> {
 
     /// One volume case: read, check, segment, write its outputs, compare with its label.
     fn volume(&mut self, case: &VolumeCase) -> Result<()> {
-        let vols = case.load()?;
+        let vols = case.load(self.opts.timepoint)?;
         let data = DataFacts {
             source: case.input.clone(),
             num_channels: Some(vols.len()),

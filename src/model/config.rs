@@ -1,6 +1,6 @@
 //! The model configuration (torch-free: the exporter and dmnet-infer read it): encoder depth and
-//! width, classes, input size, the ablation variant (paper §4.3, Table 1) and the loss weights
-//! λ1, λ2 and sharpening temperature T (paper §3.2–3.4).
+//! width, classes, input size and the ablation variant (paper §4.3, Table 1). The loss weights
+//! live in the training config (`artifact::LossConfig`).
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -117,7 +117,7 @@ impl Variant {
     }
 }
 
-/// The network and its loss weights. Saved in every run's `config.json` and model sidecar.
+/// The network. Saved in every run's `config.json` and model sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -133,15 +133,10 @@ pub struct ModelConfig {
     pub input_size: usize,
     /// Training variant (ablation).
     pub variant: Variant,
-    /// λ1: weight of the adversarial loss.
-    pub lambda_adv: f64,
-    /// λ2: weight of L_semi.
-    pub lambda_semi: f64,
-    /// Sharpening temperature T.
-    pub temperature: f64,
-    /// Detach each sharpened mask when it serves as the other decoder's target in L_semi
-    /// (the paper back-propagates through both; default off).
-    pub semi_stop_gradient: bool,
+    /// Dilation rates of the three atrous ASPP branches of decoder 2: `"auto"` (scaled with
+    /// the stride-16 feature size, [`AsppRates::resolve`]) or three integers. A config without
+    /// the key (every run config written before it existed) gets DeepLab v3+'s `[6, 12, 18]`.
+    pub aspp_rates: AsppRates,
 }
 
 impl Default for ModelConfig {
@@ -153,11 +148,98 @@ impl Default for ModelConfig {
             width: 1.0,
             input_size: 224,
             variant: Variant::Dmnet,
-            lambda_adv: 0.01,
-            lambda_semi: 0.1,
-            temperature: 0.5,
-            semi_stop_gradient: false,
+            aspp_rates: AsppRates::default(),
         }
+    }
+}
+
+/// DeepLab v3+'s ASPP rates at output stride 16 (Chen et al. 2018), tuned for ~512² inputs,
+/// i.e. a 32×32 stride-16 feature map; architecture v1 used them at every size.
+pub(crate) const DEEPLAB_ASPP_RATES: [usize; 3] = [6, 12, 18];
+
+/// The stride-16 feature size DeepLab v3+'s rates were chosen for (512 / 16).
+const DEEPLAB_FEATURE_SIZE: usize = 32;
+
+/// The dilation rates of decoder 2's three atrous ASPP branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsppRates {
+    /// Scaled with the input size S (see [`AsppRates::resolve`]); written `"auto"`.
+    Auto,
+    /// These three rates at every size; written `[r1, r2, r3]`.
+    Fixed([usize; 3]),
+}
+
+impl Default for AsppRates {
+    /// `[6, 12, 18]`: what a config without the key means (architecture v1).
+    fn default() -> Self {
+        AsppRates::Fixed(DEEPLAB_ASPP_RATES)
+    }
+}
+
+impl AsppRates {
+    /// The rates for input size S. `Auto`: with F = S/16 the stride-16 feature size, each of
+    /// DeepLab's 6, 12, 18 is scaled by F/32 and rounded half up, at least 1, then raised where
+    /// needed to exceed the previous one (distinct, increasing): S = 512 → 6/12/18,
+    /// 240 → 3/6/8, 224 → 3/5/8, 128 → 2/3/5, 64 → 1/2/3.
+    pub fn resolve(self, input_size: usize) -> [usize; 3] {
+        match self {
+            AsppRates::Fixed(r) => r,
+            AsppRates::Auto => {
+                let f = input_size / SIZE_MULTIPLE;
+                let mut out = [0; 3];
+                let mut prev = 0;
+                for (o, &base) in out.iter_mut().zip(&DEEPLAB_ASPP_RATES) {
+                    let scaled = (base * f + DEEPLAB_FEATURE_SIZE / 2) / DEEPLAB_FEATURE_SIZE;
+                    *o = scaled.max(1).max(prev + 1);
+                    prev = *o;
+                }
+                out
+            }
+        }
+    }
+}
+
+impl Serialize for AsppRates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            AsppRates::Auto => s.serialize_str("auto"),
+            AsppRates::Fixed(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AsppRates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AsppRates;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""auto" or three dilation rates such as [6, 12, 18]"#)
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                match v {
+                    "auto" => Ok(AsppRates::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut rates = Vec::new();
+                while let Some(r) = seq.next_element::<usize>()? {
+                    rates.push(r);
+                }
+                let n = rates.len();
+                let r = <[usize; 3]>::try_from(rates)
+                    .map_err(|_| serde::de::Error::invalid_length(n, &self))?;
+                Ok(AsppRates::Fixed(r))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -204,15 +286,69 @@ impl ModelConfig {
         if !(self.width > 0.0 && self.width.is_finite()) {
             return Err(bad(format!("width must be > 0, got {}", self.width)));
         }
-        if self.temperature.is_nan() || self.temperature <= 0.0 {
-            return Err(bad(format!(
-                "temperature must be > 0, got {}",
-                self.temperature
-            )));
-        }
-        if self.lambda_adv < 0.0 || self.lambda_semi < 0.0 {
-            return Err(bad("lambda_adv and lambda_semi must be ≥ 0".into()));
+        if let AsppRates::Fixed(r) = self.aspp_rates {
+            if r.contains(&0) {
+                return Err(bad(format!("aspp_rates must be ≥ 1, got {r:?}")));
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_aspp_rates_scale_with_the_stride16_map_and_stay_distinct() {
+        let auto = |s| AsppRates::Auto.resolve(s);
+        assert_eq!(auto(512), [6, 12, 18]);
+        assert_eq!(auto(240), [3, 6, 8]);
+        assert_eq!(auto(224), [3, 5, 8]);
+        assert_eq!(auto(128), [2, 3, 5]);
+        assert_eq!(auto(64), [1, 2, 3]);
+        assert_eq!(auto(32), [1, 2, 3]);
+        for s in (32..=1024).step_by(16) {
+            let r = auto(s);
+            assert!(r[0] >= 1 && r[0] < r[1] && r[1] < r[2], "{s}: {r:?}");
+        }
+        assert_eq!(AsppRates::Fixed([2, 4, 7]).resolve(64), [2, 4, 7]);
+    }
+
+    #[test]
+    fn aspp_rates_read_auto_or_three_integers_and_default_to_deeplab() {
+        let json = |s: &str| serde_json::from_str::<ModelConfig>(s);
+        // A config written before the key existed keeps the rates it was trained with.
+        assert_eq!(
+            json("{}").unwrap().aspp_rates,
+            AsppRates::Fixed([6, 12, 18])
+        );
+        assert_eq!(
+            ModelConfig::default().aspp_rates,
+            AsppRates::Fixed([6, 12, 18])
+        );
+        let auto = json(r#"{"aspp_rates": "auto"}"#).unwrap();
+        assert_eq!(auto.aspp_rates, AsppRates::Auto);
+        let text = serde_json::to_string(&auto).unwrap();
+        assert!(text.contains(r#""aspp_rates":"auto""#), "{text}");
+        assert_eq!(json(&text).unwrap(), auto);
+        let toml: ModelConfig = toml::from_str("aspp_rates = [2, 4, 7]").unwrap();
+        assert_eq!(toml.aspp_rates, AsppRates::Fixed([2, 4, 7]));
+        for bad in [r#""automatic""#, "[6, 12]", "[6, 12, 18, 24]", "6"] {
+            let err = json(&format!(r#"{{"aspp_rates": {bad}}}"#)).unwrap_err();
+            let err = err.to_string();
+            assert!(
+                err.contains(r#"expected "auto" or three dilation rates"#),
+                "{bad}: {err}"
+            );
+        }
+        let err = json(r#"{"aspp_rates": [-1, 2, 3]}"#).unwrap_err();
+        assert!(err.to_string().contains("-1"), "{err}");
+        let zero = json(r#"{"aspp_rates": [0, 2, 3]}"#).unwrap();
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("aspp_rates"));
     }
 }

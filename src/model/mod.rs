@@ -1,17 +1,16 @@
 //! The DMNet network (paper §3.1): a shared ResNet encoder, a U-Net decoder, a DeepLab v3+
-//! decoder and the FCN discriminator (§3.4). The configuration and the weight-name list are
-//! torch-free (the exporter and dmnet-infer use them); the tch modules need feature `torch`.
+//! decoder and the FCN discriminator (§3.4). `arch.rs` describes it once, torch-free; the weight
+//! names and optimiser groups ([`weight_specs`], [`param_groups`]), the ONNX exporter and the
+//! tch modules (feature `torch`) are all read off that description.
+pub(crate) mod arch;
 mod config;
 mod names;
 #[cfg(feature = "torch")]
 mod net;
 
-pub use config::{validate_input_size, Encoder, ModelConfig, Variant, SIZE_MULTIPLE};
+pub use config::{validate_input_size, AsppRates, Encoder, ModelConfig, Variant, SIZE_MULTIPLE};
 pub use names::{
-    aspp_channels, decoder1_channels, discriminator_channels, discriminator_specs,
-    encoder_channels, weight_names, weight_specs, WeightSpec, LOW_LEVEL_CHANNELS,
+    discriminator_specs, param_groups, weight_names, weight_specs, ParamGroups, WeightSpec,
 };
 #[cfg(feature = "torch")]
-pub use net::{
-    resize, DeepLabDecoder, Discriminator, DmNet, DmNetOutput, ResNetEncoder, UNetDecoder,
-};
+pub use net::{resize, Discriminator, DmNet, DmNetOutput};

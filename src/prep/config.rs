@@ -71,6 +71,22 @@ pub struct PrepConfig {
     pub zstd_level: i32,
     /// Preprocessing (shared with inference).
     pub preprocess: PreprocessConfig,
+    /// Time point (0-based) read from every 4-D series or 4-D NIfTI (3-D volumes are read as
+    /// they are); `None`: a 4-D input is a per-study error (`--timepoint N`).
+    pub timepoint: Option<usize>,
+    /// Mixtures `inspect` accepts instead of reporting a broken invariant: `"orientation"`
+    /// (slices of several orientations), `"modality"` (several channel sets, e.g. CT and MR).
+    pub allow_mixed: Vec<Mixture>,
+}
+
+/// A mixture of shards that `inspect` reports as broken unless the pipeline allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mixture {
+    /// Slices of several orientations (axial, coronal, sagittal).
+    Orientation,
+    /// Several channel sets / modalities.
+    Modality,
 }
 
 impl Default for PrepConfig {
@@ -89,6 +105,8 @@ impl Default for PrepConfig {
             file_bytes: 256 << 20,
             zstd_level: 3,
             preprocess: PreprocessConfig::default(),
+            timepoint: None,
+            allow_mixed: Vec::new(),
         }
     }
 }
@@ -127,9 +145,11 @@ impl PrepConfig {
 
     /// Checks value ranges; returns a message for a config error.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.preprocess.size == 0 {
-            return Err("preprocess.size must be > 0".into());
-        }
+        // the size the network accepts (model::SIZE_MULTIPLE), checked before any work
+        crate::model::validate_input_size(self.preprocess.size).map_err(|e| match e {
+            Error::Config { msg, .. } => format!("--size / preprocess.size: {msg}"),
+            other => other.to_string(),
+        })?;
         if self.split_ratio.iter().sum::<u32>() == 0 || self.split_ratio[0] == 0 {
             return Err(format!(
                 "split_ratio {:?}: train share must be > 0",

@@ -10,9 +10,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{IngestOptions, Layout, PrepConfig};
-use super::layout::{discover, LabelSource, Study};
+use super::layout::{discover, Discovery, LabelSource, Study};
 use super::split::{patient_key, salt_fingerprint, Splits};
-use super::study::{process_study, StudyPlan};
+use super::study::{process_study, resolve_slice_axis, StudyPlan};
 use super::writer::{journal_path, read_journal, ShardWriter, StudyEntry};
 use crate::{Error, Result};
 
@@ -41,6 +41,10 @@ pub struct Manifest {
     pub totals: Totals,
     /// Every study of this worker's share.
     pub studies: Vec<StudyEntry>,
+    /// Dataset-level warnings from listing the input (e.g. a case without its label), each
+    /// naming the file(s).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Totals of a manifest.
@@ -118,12 +122,17 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let start = Instant::now();
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let (layout, mut studies) = discover(&opts.input, cfg.layout, &cfg.preprocess.channels)?;
+    let Discovery {
+        layout,
+        mut studies,
+        warnings,
+    } = discover(&opts.input, cfg.layout, &cfg.preprocess.channels)?;
     if let Some(n) = opts.max_studies {
         studies.truncate(n);
     }
     let mut cfg = cfg.clone();
     cfg.layout = layout;
+    cfg.preprocess.slice_axis = resolve_slice_axis(&studies, cfg.preprocess.slice_axis);
     check_config(out, &cfg)?;
     check_salt(out, &opts.salt)?;
     let key = |s: &Study| patient_key(&s.patient, &opts.salt, cfg.keep_patient_ids);
@@ -183,6 +192,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         counts: BTreeMap::new(),
         totals: Totals::default(),
         studies: done.into_values().chain(new_entries).collect(),
+        warnings,
     };
     manifest.recount();
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
@@ -326,14 +336,19 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    let r = study
-                        .error
-                        .as_ref()
-                        .map_or(Ok(()), |e| {
-                            Err(Error::invalid(&study.source_path, e.clone()))
-                        })
-                        .and_then(|_| plan(study, splits, cfg, key))
-                        .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)));
+                    // a panic (a bug) fails this study only; the others go on (issue 12)
+                    let what = format!("case {}", study.name);
+                    let r = crate::error::catch_panic(&study.source_path, &what, || {
+                        crate::error::debug_injected_panic(&study.name);
+                        study
+                            .error
+                            .as_ref()
+                            .map_or(Ok(()), |e| {
+                                Err(Error::invalid(&study.source_path, e.clone()))
+                            })
+                            .and_then(|_| plan(study, splits, cfg, key))
+                            .and_then(|p| process_study(study, &p, cfg).map(|recs| (p, recs)))
+                    });
                     let _ = tx.send((*study, r));
                 });
             })

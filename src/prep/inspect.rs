@@ -5,12 +5,16 @@
 //! Invariants: schema version 1 in every file; no patient in two splits; `role` agrees with
 //! `labeled` and a mask is present exactly on labeled rows; unlabeled rows only in `train`;
 //! mask values < number of label names; finite image values; `slice_index < num_slices`;
-//! no duplicate (patient, source, slice, role) row; counts equal `manifest.json`'s.
+//! no duplicate (patient, source, slice, role) row; counts equal `manifest.json`'s; one slice
+//! orientation (axial / coronal / sagittal, from each row's affine and `slice_axis`) and one
+//! channel set (modality) for the whole folder, unless the pipeline's `allow_mixed` lists
+//! `"orientation"` / `"modality"`. Orientations, modalities and source slice sizes are reported.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 
+use super::config::Mixture;
 use super::ingest::Manifest;
 use crate::shard::schema::read_shards;
 use crate::Result;
@@ -32,6 +36,12 @@ pub struct InspectReport {
     pub channels: Vec<String>,
     /// Slice sizes seen (H×W).
     pub sizes: Vec<String>,
+    /// Rows per slice orientation (`axial`, `coronal`, `sagittal`).
+    pub orientations: BTreeMap<String, u64>,
+    /// Rows per channel set (modality), e.g. `ct` or `flair+t1ce`.
+    pub modalities: BTreeMap<String, u64>,
+    /// Rows per source slice size before resizing (`orig_height`×`orig_width`).
+    pub source_sizes: BTreeMap<String, u64>,
     /// Broken invariants (empty = all good).
     pub problems: Vec<String>,
 }
@@ -136,6 +146,13 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 }
             }
             sizes.insert(format!("{}x{}", r.height, r.width));
+            *rep.orientations
+                .entry(orientation(&r.affine, r.slice_axis))
+                .or_default() += 1;
+            *rep.modalities.entry(r.channel_names.join("+")).or_default() += 1;
+            *rep.source_sizes
+                .entry(format!("{}x{}", r.orig_height, r.orig_width))
+                .or_default() += 1;
         }
     }
     for s in split_of.values() {
@@ -143,8 +160,17 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     }
     rep.sizes = sizes.into_iter().collect();
     let mp = dir.join("manifest.json");
-    if mp.exists() {
-        let m = Manifest::load(&mp)?;
+    let manifest = if mp.exists() {
+        Some(Manifest::load(&mp)?)
+    } else {
+        None
+    };
+    let allowed = manifest
+        .as_ref()
+        .map(|m| m.config.allow_mixed.clone())
+        .unwrap_or_default();
+    check_mixture(&mut rep, &allowed);
+    if let Some(m) = manifest {
         if m.counts != rep.counts {
             let msg = format!(
                 "manifest.json counts {:?} differ from the rows {:?}",
@@ -154,6 +180,47 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
         }
     }
     Ok(rep)
+}
+
+/// The orientation of slices through voxel axis `axis` of a row's affine (row-major 4×4): the
+/// world axis that voxel axis is closest to (L–R sagittal, A–P coronal, S–I axial).
+fn orientation(affine: &[f64; 16], axis: i32) -> String {
+    let Ok(a) = usize::try_from(axis) else {
+        return format!("slice_axis {axis}");
+    };
+    if a > 2 {
+        return format!("slice_axis {axis}");
+    }
+    let d = [affine[a], affine[4 + a], affine[8 + a]];
+    let w = (0..3)
+        .max_by(|&i, &j| d[i].abs().total_cmp(&d[j].abs()))
+        .unwrap_or(2);
+    ["sagittal", "coronal", "axial"][w].to_string()
+}
+
+/// Several orientations or channel sets in one folder are a broken invariant unless allowed.
+/// Reported first (a folder-level fact, never crowded out by per-row problems).
+fn check_mixture(rep: &mut InspectReport, allowed: &[Mixture]) {
+    let list = |m: &BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("{k} ({n} rows)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if rep.orientations.len() > 1 && !allowed.contains(&Mixture::Orientation) {
+        let msg = format!(
+            "slices of several orientations: {}; one slice axis per dataset (slice_axis in [prep.preprocess], or allow_mixed = [\"orientation\"])",
+            list(&rep.orientations)
+        );
+        rep.problems.insert(0, msg);
+    }
+    if rep.modalities.len() > 1 && !allowed.contains(&Mixture::Modality) {
+        let msg = format!(
+            "several channel sets (modalities): {}; keep one with channels in [prep.preprocess], or allow_mixed = [\"modality\"]",
+            list(&rep.modalities)
+        );
+        rep.problems.insert(0, msg);
+    }
 }
 
 fn problem(rep: &mut InspectReport, m: String) {

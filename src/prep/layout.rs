@@ -1,7 +1,11 @@
-//! Input layouts → a list of [`Study`] (one image volume, its channels, optional labels).
+//! Input layouts → a list of [`Study`] (one image volume, its channels, optional labels) and
+//! the dataset-level warnings recorded in the manifest.
 //! `kits19`, `brats` (channels chosen by the pipeline; a missing one is a per-case error),
-//! `msd` / nnU-Net raw (`imagesTs/` = unlabeled), `dicom` (series by SeriesInstanceUID, labels
-//! from a DICOM SEG referencing the series), `manifest` CSV, and `auto` detection.
+//! `msd` / nnU-Net raw v1 and v2 (`imagesTs/` = unlabeled; see [`msd`] for the naming rules),
+//! `dicom` (series by SeriesInstanceUID, labels from a DICOM SEG referencing the series),
+//! `manifest` CSV, and `auto` detection. A case that cannot be listed correctly (a missing
+//! channel, a duplicate case ID, an empty `patient_id`) becomes a failed study with one line
+//! naming its file(s); nothing is skipped without a word.
 use std::path::{Path, PathBuf};
 
 use super::config::Layout;
@@ -109,9 +113,22 @@ pub fn detect(input: &Path) -> Result<Layout> {
     Ok(Layout::Dicom)
 }
 
+/// What [`discover`] found: the layout used, the studies (sorted by name) and dataset-level
+/// warnings (a case without its label, a SEG referencing no series of the input, …), each
+/// naming the file(s) concerned.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The layout used (after detection).
+    pub layout: Layout,
+    /// The studies, sorted by name.
+    pub studies: Vec<Study>,
+    /// Warnings to record in the manifest (also logged).
+    pub warnings: Vec<String>,
+}
+
 /// Lists the studies of `input` for `layout` (`Auto` detects it and logs the choice).
 /// `channels` = the pipeline's channel names (brats: file suffixes).
-pub fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<(Layout, Vec<Study>)> {
+pub fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<Discovery> {
     let layout = if layout == Layout::Auto {
         let l = detect(input)?;
         tracing::info!("layout: detected {l:?} in {}", input.display());
@@ -122,13 +139,13 @@ pub fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<(La
     if input.is_dir() && sorted_dir(input)?.is_empty() {
         return Err(Error::invalid(input, "empty input folder"));
     }
-    let mut studies = match layout {
-        Layout::Kits19 => kits19(input)?,
-        Layout::Brats => brats(input, channels)?,
+    let (mut studies, warnings) = match layout {
+        Layout::Kits19 => (kits19(input)?, Vec::new()),
+        Layout::Brats => (brats(input, channels)?, Vec::new()),
         Layout::Msd => msd(input)?,
         Layout::Dicom => dicom(input)?,
-        Layout::Manifest => manifest(input)?,
-        Layout::Auto => unreachable!(),
+        Layout::Manifest => (manifest(input)?, Vec::new()),
+        Layout::Auto => unreachable!("resolved above"),
     };
     studies.sort_by(|a, b| a.name.cmp(&b.name));
     if studies.is_empty() {
@@ -137,7 +154,27 @@ pub fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<(La
             format!("no studies found for layout {layout:?}"),
         ));
     }
-    Ok((layout, studies))
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Discovery {
+        layout,
+        studies,
+        warnings,
+    })
+}
+
+/// A study that fails with `error` (listed so that the failure is reported, never skipped).
+fn failed_study(name: String, patient: String, source_path: String, error: String) -> Study {
+    Study {
+        name,
+        patient,
+        images: StudyImages::Nifti(Vec::new()),
+        label: LabelSource::None,
+        source_path,
+        dataset_labels: Vec::new(),
+        error: Some(error),
+    }
 }
 
 fn nifti_study(
@@ -235,21 +272,27 @@ fn brats(input: &Path, channels: &[String]) -> Result<Vec<Study>> {
     Ok(out)
 }
 
-/// Label names from an MSD (`{"0": "background"}`) or nnU-Net v2 (`{"background": 0}`) map.
-fn dataset_labels(v: &serde_json::Value) -> Vec<String> {
+/// Label names from an MSD (`{"0": "background"}`) or nnU-Net v2 (`{"background": 0}`) map;
+/// region-based v2 labels (a list of values) are not supported and produce a warning.
+fn dataset_labels(v: &serde_json::Value, dj: &Path, warnings: &mut Vec<String>) -> Vec<String> {
     let Some(m) = v.get("labels").and_then(|l| l.as_object()) else {
         return Vec::new();
     };
-    let mut pairs: Vec<(usize, String)> = m
-        .iter()
-        .filter_map(|(k, v)| {
-            if let Ok(i) = k.parse::<usize>() {
-                v.as_str().map(|s| (i, s.to_string()))
-            } else {
-                v.as_u64().map(|i| (i as usize, k.clone()))
+    let mut pairs: Vec<(usize, String)> = Vec::new();
+    for (k, v) in m {
+        if let Ok(i) = k.parse::<usize>() {
+            if let Some(s) = v.as_str() {
+                pairs.push((i, s.to_string()));
             }
-        })
-        .collect();
+        } else if let Some(i) = v.as_u64().filter(|&i| i < 256) {
+            pairs.push((i as usize, k.clone()));
+        } else {
+            warnings.push(format!(
+                "{}: label {k:?} = {v} is not a class number (nnU-Net region labels are not supported); ignored",
+                dj.display()
+            ));
+        }
+    }
     pairs.sort();
     let mut names = Vec::new();
     for (i, n) in pairs {
@@ -261,7 +304,7 @@ fn dataset_labels(v: &serde_json::Value) -> Vec<String> {
     names
 }
 
-/// Channel names from `modality` (MSD) or `channel_names` (nnU-Net v2).
+/// Channel names from `modality` (MSD, nnU-Net v1) or `channel_names` (nnU-Net v2).
 fn dataset_channels(v: &serde_json::Value) -> Vec<String> {
     let m = v
         .get("channel_names")
@@ -276,108 +319,381 @@ fn dataset_channels(v: &serde_json::Value) -> Vec<String> {
     pairs.into_iter().map(|(_, n)| n).collect()
 }
 
-/// Image files of an MSD/nnU-Net case: `<case>_0000.nii.gz…` (nnU-Net) or `<case>.nii.gz`.
-fn msd_images(dir: &Path, case: &str, names: &[String]) -> Vec<(String, PathBuf)> {
-    let single = dir.join(format!("{case}.nii.gz"));
-    if single.exists() {
-        let n = names.first().cloned().unwrap_or_else(|| "image".into());
-        return vec![(n, single)];
-    }
-    let mut out = Vec::new();
-    for i in 0.. {
-        let p = dir.join(format!("{case}_{i:04}.nii.gz"));
-        if !p.exists() {
-            break;
-        }
-        let n = names
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("channel{i}"));
-        out.push((n, p));
-    }
-    out
+/// How the image files of an MSD-style folder are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// MSD: `imagesTr/<case>.nii.gz` (all channels in one file).
+    Msd,
+    /// nnU-Net raw (v1 and v2): `imagesTr/<case>_<XXXX>.nii.gz`, one file per channel XXXX.
+    NnUnet,
 }
 
-fn msd(input: &Path) -> Result<Vec<Study>> {
-    let dj = input.join("dataset.json");
-    let meta: serde_json::Value = if dj.exists() {
-        let t = std::fs::read_to_string(&dj).map_err(|e| Error::io(&dj, e))?;
-        serde_json::from_str(&t).map_err(|e| Error::invalid(&dj, format!("bad JSON: {e}")))?
-    } else {
-        serde_json::Value::Null
-    };
-    let labels = dataset_labels(&meta);
-    let chans = dataset_channels(&meta);
+/// `name_0003` → `("name", 3)`.
+fn split_channel(stem: &str) -> Option<(&str, usize)> {
+    let (case, idx) = stem.rsplit_once('_')?;
+    (idx.len() == 4 && idx.bytes().all(|b| b.is_ascii_digit()) && !case.is_empty())
+        .then(|| (case, idx.parse().unwrap_or(0)))
+}
+
+/// The NIfTI files of a folder as (stem, path), hidden files (`._x`, `.x`) left out; other
+/// files are listed in `others`.
+fn nifti_stems(dir: &Path, others: &mut Vec<PathBuf>) -> Result<Vec<(String, PathBuf)>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
-    for (sub, labeled) in [("imagesTr", true), ("imagesTs", false)] {
-        let dir = input.join(sub);
-        if !dir.is_dir() {
+    for p in sorted_dir(dir)? {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            others.push(p);
+            continue;
+        };
+        if name.starts_with('.') {
             continue;
         }
-        let mut cases: Vec<String> = sorted_dir(&dir)?
-            .iter()
-            .filter_map(|p| {
-                p.file_name()?
-                    .to_str()
-                    .and_then(strip_nii)
-                    .map(str::to_string)
-            })
-            .filter(|n| !n.starts_with('.'))
-            .map(|n| match n.rsplit_once('_') {
-                Some((c, idx))
-                    if idx.len() == 4
-                        && idx.chars().all(|c| c.is_ascii_digit())
-                        && !dir.join(format!("{n}.nii.gz")).exists() =>
-                {
-                    c.to_string()
-                }
-                _ => n,
-            })
-            .collect();
-        cases.dedup();
-        for case in cases {
-            let imgs = msd_images(&dir, &case, &chans);
-            if imgs.is_empty() {
-                continue;
-            }
-            let label = labeled
-                .then(|| input.join("labelsTr").join(format!("{case}.nii.gz")))
-                .filter(|p| p.exists());
-            let mut s = nifti_study(input, case, imgs, label);
-            s.dataset_labels = labels.clone();
-            out.push(s);
+        match strip_nii(name) {
+            Some(stem) if p.is_file() => out.push((stem.to_string(), p.clone())),
+            _ => others.push(p),
         }
     }
     Ok(out)
 }
 
-fn dicom(input: &Path) -> Result<Vec<Study>> {
+/// Decides the naming of an MSD-style folder: nnU-Net when `dataset.json` is v2
+/// (`channel_names` / `file_ending`); else nnU-Net when every image ends in `_XXXX` and the
+/// labels are named after the stripped names (v1), or there are no labels and every stripped
+/// case has a `_0000` file; else MSD.
+fn detect_naming(v2: bool, images: &[&(String, PathBuf)], labels: &[(String, PathBuf)]) -> Naming {
+    if v2 {
+        return Naming::NnUnet;
+    }
+    if images.is_empty() || images.iter().any(|(s, _)| split_channel(s).is_none()) {
+        return Naming::Msd;
+    }
+    let label: std::collections::BTreeSet<&str> = labels.iter().map(|(s, _)| s.as_str()).collect();
+    let stripped = images
+        .iter()
+        .filter(|(s, _)| split_channel(s).is_some_and(|(c, _)| label.contains(c)))
+        .count();
+    let full = images
+        .iter()
+        .filter(|(s, _)| label.contains(s.as_str()))
+        .count();
+    if !label.is_empty() {
+        return if stripped > full {
+            Naming::NnUnet
+        } else {
+            Naming::Msd
+        };
+    }
+    let stems: std::collections::BTreeSet<&str> = images.iter().map(|(s, _)| s.as_str()).collect();
+    let all_have_0000 = images.iter().all(|(s, _)| {
+        split_channel(s).is_some_and(|(c, _)| stems.contains(format!("{c}_0000").as_str()))
+    });
+    if all_have_0000 {
+        Naming::NnUnet
+    } else {
+        Naming::Msd
+    }
+}
+
+/// One case of an MSD-style folder: its channel files by index.
+#[derive(Default)]
+struct MsdCase {
+    channels: std::collections::BTreeMap<usize, PathBuf>,
+    /// Problems found while grouping (duplicate files, a name that breaks the naming).
+    problems: Vec<String>,
+}
+
+/// Groups the image files of one folder into cases under `naming`.
+fn group_cases(
+    files: &[(String, PathBuf)],
+    naming: Naming,
+) -> std::collections::BTreeMap<String, MsdCase> {
+    let mut cases: std::collections::BTreeMap<String, MsdCase> = Default::default();
+    for (stem, path) in files {
+        let (case, ch) = match naming {
+            Naming::Msd => (stem.as_str(), 0),
+            Naming::NnUnet => match split_channel(stem) {
+                Some(v) => v,
+                None => {
+                    cases.entry(stem.clone()).or_default().problems.push(format!(
+                        "{}: nnU-Net raw names images <case>_<XXXX>.nii.gz (XXXX = 4-digit channel)",
+                        path.display()
+                    ));
+                    continue;
+                }
+            },
+        };
+        let c = cases.entry(case.to_string()).or_default();
+        if let Some(prev) = c.channels.insert(ch, path.clone()) {
+            c.problems.push(format!(
+                "duplicate case ID {case}: {} and {} are the same case and channel",
+                prev.display(),
+                path.display()
+            ));
+        }
+    }
+    cases
+}
+
+/// The channel files of a case in order, or why they are incomplete: nnU-Net channels must be
+/// `0..n` (n from `dataset.json` when it lists channels).
+fn case_channels(
+    case: &str,
+    c: &MsdCase,
+    naming: Naming,
+    names: &[String],
+) -> std::result::Result<Vec<(String, PathBuf)>, String> {
+    if let Some(p) = c.problems.first() {
+        return Err(p.clone());
+    }
+    let want = match naming {
+        Naming::Msd => 1,
+        Naming::NnUnet if !names.is_empty() => names.len(),
+        Naming::NnUnet => c.channels.keys().max().map_or(1, |m| m + 1),
+    };
+    let missing: Vec<String> = (0..want)
+        .filter(|i| !c.channels.contains_key(i))
+        .map(|i| format!("{case}_{i:04}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "case {case}: missing channel file(s) {} (expected {want} channel(s) {case}_0000…)",
+            missing.join(", ")
+        ));
+    }
+    if let Some(extra) = c.channels.keys().find(|&&i| i >= want) {
+        return Err(format!(
+            "case {case}: channel file {case}_{extra:04} but dataset.json lists {want} channel(s)"
+        ));
+    }
+    Ok(c.channels
+        .iter()
+        .map(|(&i, p)| {
+            let n = names.get(i).cloned().unwrap_or_else(|| match naming {
+                Naming::Msd => "image".into(),
+                Naming::NnUnet => format!("channel{i}"),
+            });
+            (n, p.clone())
+        })
+        .collect())
+}
+
+/// Reads `dataset.json` (Null when absent) and checks a v2 `file_ending`.
+fn read_dataset_json(input: &Path) -> Result<serde_json::Value> {
+    let dj = input.join("dataset.json");
+    if !dj.exists() {
+        return Ok(serde_json::Value::Null);
+    }
+    let t = std::fs::read_to_string(&dj).map_err(|e| Error::io(&dj, e))?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&t).map_err(|e| Error::invalid(&dj, format!("bad JSON: {e}")))?;
+    if let Some(end) = meta.get("file_ending").and_then(|v| v.as_str()) {
+        if end != ".nii.gz" && end != ".nii" {
+            return Err(Error::invalid(
+                &dj,
+                format!("file_ending {end:?}: only NIfTI (.nii.gz, .nii) is supported"),
+            ));
+        }
+    }
+    Ok(meta)
+}
+
+/// MSD and nnU-Net raw (v1, v2) folders: `dataset.json`, `imagesTr/`, `labelsTr/`, optional
+/// `imagesTs/` (unlabeled). Naming: see [`detect_naming`]; nnU-Net channels `_0000…` are
+/// grouped into one study with channel names from `channel_names` (v2) / `modality`, labels
+/// are `labelsTr/<case>.nii.gz` (or `.nii`). Warnings: no `labelsTr/` (per dataset), an
+/// `imagesTr` case without a label or a label without an image (per case), non-NIfTI files.
+/// A case ID found twice (imagesTr and imagesTs, `.nii` and `.nii.gz`) fails every copy,
+/// naming the files.
+fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
+    let meta = read_dataset_json(input)?;
+    let mut warnings = Vec::new();
+    let labels = dataset_labels(&meta, &input.join("dataset.json"), &mut warnings);
+    let chans = dataset_channels(&meta);
+    let v2 = meta.get("channel_names").is_some() || meta.get("file_ending").is_some();
+    let mut others = Vec::new();
+    let tr = nifti_stems(&input.join("imagesTr"), &mut others)?;
+    let ts = nifti_stems(&input.join("imagesTs"), &mut others)?;
+    let label_dir = input.join("labelsTr");
+    let label_files = nifti_stems(&label_dir, &mut others)?;
+    for p in &others {
+        warnings.push(format!(
+            "{}: not a NIfTI file (.nii.gz, .nii); skipped",
+            p.display()
+        ));
+    }
+    let all: Vec<&(String, PathBuf)> = tr.iter().chain(&ts).collect();
+    let naming = detect_naming(v2, &all, &label_files);
+    tracing::info!(
+        "msd layout: {} naming{}",
+        if naming == Naming::NnUnet {
+            "nnU-Net raw (<case>_<XXXX> channels)"
+        } else {
+            "MSD (<case>.nii.gz)"
+        },
+        if v2 { " (dataset.json v2)" } else { "" }
+    );
+    if !tr.is_empty() && !label_dir.is_dir() {
+        warnings.push(format!(
+            "{}: no labelsTr/ folder: every imagesTr case is ingested unlabeled",
+            input.display()
+        ));
+    }
+    let mut label_of: std::collections::BTreeMap<&str, Vec<&PathBuf>> = Default::default();
+    for (s, p) in &label_files {
+        label_of.entry(s.as_str()).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut used_labels = std::collections::BTreeSet::new();
+    for (files, labeled) in [(&tr, true), (&ts, false)] {
+        for (case, c) in group_cases(files, naming) {
+            let first = c.channels.values().next().cloned();
+            let imgs = case_channels(&case, &c, naming, &chans);
+            let label = if labeled {
+                match label_of.get(case.as_str()).map(Vec::as_slice) {
+                    Some([one]) => Some((*one).clone()),
+                    Some(many) => {
+                        let names: Vec<String> =
+                            many.iter().map(|p| p.display().to_string()).collect();
+                        let e = format!("duplicate label for case {case}: {}", names.join(" and "));
+                        out.push(failed_study(
+                            case_name(input, &first, &case),
+                            case.clone(),
+                            rel_or(input, &first, &case),
+                            e,
+                        ));
+                        used_labels.insert(case.clone());
+                        continue;
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+            if labeled {
+                used_labels.insert(case.clone());
+                if label.is_none() && label_dir.is_dir() {
+                    warnings.push(format!(
+                        "case {case}: {} has no label in labelsTr/ (looked for {case}.nii.gz / {case}.nii); ingested unlabeled",
+                        first.as_deref().map(|p| rel(input, p)).unwrap_or_default()
+                    ));
+                }
+            }
+            match imgs {
+                Ok(imgs) => {
+                    let mut s = nifti_study(input, case, imgs, label);
+                    s.dataset_labels = labels.clone();
+                    out.push(s);
+                }
+                Err(e) => out.push(failed_study(
+                    case_name(input, &first, &case),
+                    case.clone(),
+                    rel_or(input, &first, &case),
+                    e,
+                )),
+            }
+        }
+    }
+    for (s, p) in &label_files {
+        if !used_labels.contains(s) {
+            warnings.push(format!(
+                "{}: label without an image in imagesTr/; ignored",
+                p.display()
+            ));
+        }
+    }
+    fail_duplicate_cases(&mut out);
+    Ok((out, warnings))
+}
+
+/// A study's name from its first file (relative), else the case.
+fn case_name(input: &Path, first: &Option<PathBuf>, case: &str) -> String {
+    rel_or(input, first, case)
+}
+
+fn rel_or(input: &Path, first: &Option<PathBuf>, case: &str) -> String {
+    first
+        .as_deref()
+        .map(|p| rel(input, p))
+        .unwrap_or_else(|| case.to_string())
+}
+
+/// The same case ID (patient) in several studies of an MSD folder (imagesTr and imagesTs):
+/// every copy fails, naming all the files.
+fn fail_duplicate_cases(studies: &mut [Study]) {
+    let mut by_case: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, s) in studies.iter().enumerate() {
+        by_case.entry(s.patient.clone()).or_default().push(i);
+    }
+    for (case, idx) in by_case.into_iter().filter(|(_, v)| v.len() > 1) {
+        let files: Vec<String> = idx
+            .iter()
+            .map(|&i| studies[i].source_path.clone())
+            .collect();
+        for &i in &idx {
+            if studies[i].error.is_none() {
+                studies[i].error = Some(format!(
+                    "duplicate case ID {case}: {} (a case must appear once; remove the extra copies)",
+                    files.join(" and ")
+                ));
+            }
+        }
+    }
+}
+
+/// DICOM trees: one study per image series; its label is the DICOM SEG that references it.
+/// Warnings: a SEG that references no image series of the input (naming both), a series
+/// referenced by several SEGs, and a tree that mixes modalities.
+fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     let (series, bad) = scan_dicom_dir(input)?;
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     for (path, why) in bad {
         let r = rel(input, &path);
-        out.push(Study {
-            name: r.clone(),
-            patient: r.clone(),
-            images: StudyImages::Nifti(Vec::new()),
-            label: LabelSource::None,
-            source_path: r,
-            dataset_labels: Vec::new(),
-            error: Some(why),
-        });
+        out.push(failed_study(r.clone(), r.clone(), r, why));
     }
-    for s in series.iter().filter(|s| !s.is_seg) {
-        let seg = series
+    let images: Vec<&DicomSeries> = series.iter().filter(|s| !s.is_seg).collect();
+    for seg in series.iter().filter(|s| s.is_seg) {
+        let refs = seg.referenced_series.as_deref();
+        if !images.iter().any(|s| Some(s.series_uid.as_str()) == refs) {
+            let file = seg
+                .files
+                .first()
+                .map(|f| rel(input, &f.path))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "DICOM SEG {file} references series {}, which is not in the input; ignored",
+                refs.unwrap_or("(none: no ReferencedSeriesSequence)")
+            ));
+        }
+    }
+    for s in &images {
+        let segs: Vec<&DicomSeries> = series
             .iter()
-            .find(|g| g.is_seg && g.referenced_series.as_deref() == Some(s.series_uid.as_str()));
+            .filter(|g| g.is_seg && g.referenced_series.as_deref() == Some(s.series_uid.as_str()))
+            .collect();
+        let seg_file = segs
+            .first()
+            .and_then(|g| g.files.first())
+            .map(|f| f.path.clone());
+        if segs.len() > 1 {
+            warnings.push(format!(
+                "series {} is referenced by {} DICOM SEGs; using {}",
+                s.series_uid,
+                segs.len(),
+                seg_file
+                    .as_deref()
+                    .map(|p| rel(input, p))
+                    .unwrap_or_default()
+            ));
+        }
         let folder = rel(input, &s.folder());
         out.push(Study {
             name: format!("{folder}#{}", s.series_uid),
             patient: s.patient.clone(),
-            images: StudyImages::Dicom(Box::new(s.clone())),
-            label: seg.map_or(LabelSource::None, |g| {
-                LabelSource::DicomSeg(g.files[0].path.clone())
-            }),
+            images: StudyImages::Dicom(Box::new((*s).clone())),
+            label: seg_file.map_or(LabelSource::None, LabelSource::DicomSeg),
             source_path: folder,
             dataset_labels: Vec::new(),
             error: None,
@@ -386,18 +702,37 @@ fn dicom(input: &Path) -> Result<Vec<Study>> {
     if out.is_empty() {
         return Err(Error::invalid(input, "no DICOM files found"));
     }
+    let mut modalities: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in &images {
+        *modalities.entry(s.modality.as_str()).or_default() += 1;
+    }
+    if modalities.len() > 1 {
+        let list: Vec<String> = modalities
+            .iter()
+            .map(|(m, n)| format!("{m} ({n} series)"))
+            .collect();
+        warnings.push(format!(
+            "{}: the DICOM tree mixes modalities {}; set channels = [\"<modality>\"] in [prep.preprocess] to keep one (the others then fail by name)",
+            input.display(),
+            list.join(", ")
+        ));
+    }
     // one class list for the whole tree (labeled and unlabeled series alike): the first SEG's
     let names = series
         .iter()
         .find(|s| s.is_seg)
-        .and_then(|s| crate::volume::read_seg_names(&s.files[0].path).ok())
+        .and_then(|s| s.files.first())
+        .and_then(|f| crate::volume::read_seg_names(&f.path).ok())
         .unwrap_or_default();
     for s in &mut out {
         s.dataset_labels = names.clone();
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
+/// A CSV manifest `patient_id,<image columns…>,label` (paths relative to the CSV). A row with
+/// an empty `patient_id` or image cell fails naming the row; rows listing the same image fail
+/// naming both rows.
 fn manifest(input: &Path) -> Result<Vec<Study>> {
     let csv_path = if input.is_file() {
         input.to_path_buf()
@@ -416,15 +751,24 @@ fn manifest(input: &Path) -> Result<Vec<Study>> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    if headers.len() < 3 || headers[0] != "patient_id" || headers.last().unwrap() != "label" {
+    if headers.len() < 3
+        || headers.first().map(String::as_str) != Some("patient_id")
+        || headers.last().map(String::as_str) != Some("label")
+    {
         return Err(Error::invalid(
             &csv_path,
             format!("header {headers:?}: expected patient_id,<image columns…>,label"),
         ));
     }
-    let mut out = Vec::new();
+    let csv_name = csv_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out: Vec<Study> = Vec::new();
+    let mut first_row: std::collections::BTreeMap<PathBuf, (usize, usize)> = Default::default();
     for (i, row) in rdr.records().enumerate() {
-        let row = row.map_err(|e| Error::invalid(&csv_path, format!("row {}: {e}", i + 2)))?;
+        let line = i + 2;
+        let row = row.map_err(|e| Error::invalid(&csv_path, format!("row {line}: {e}")))?;
         let get = |j: usize| row.get(j).unwrap_or("").trim().to_string();
         let imgs: Vec<(String, PathBuf)> = (1..headers.len() - 1)
             .map(|j| (headers[j].clone(), base.join(get(j))))
@@ -433,6 +777,27 @@ fn manifest(input: &Path) -> Result<Vec<Study>> {
         let label = (!label.is_empty()).then(|| base.join(label));
         let mut s = nifti_study(&base, get(0), imgs, label);
         s.name = format!("{}#{}", get(0), s.source_path);
+        if get(0).is_empty() {
+            s.error = Some(format!("{csv_name} row {line}: empty patient_id"));
+        } else if let Some(j) = (1..headers.len() - 1).find(|&j| get(j).is_empty()) {
+            s.error = Some(format!(
+                "{csv_name} row {line}: empty image column {:?}",
+                headers[j]
+            ));
+        }
+        let image = base.join(get(1));
+        let key = std::fs::canonicalize(&image).unwrap_or(image.clone());
+        if let Some(&(line0, idx0)) = first_row.get(&key) {
+            let e = format!(
+                "{csv_name} rows {line0} and {line} list the same image {} (duplicate case)",
+                image.display()
+            );
+            s.name = format!("{}#row{line}", s.name);
+            s.error = Some(e.clone());
+            out[idx0].error.get_or_insert(e);
+        } else if !get(1).is_empty() {
+            first_row.insert(key, (line, out.len()));
+        }
         out.push(s);
     }
     Ok(out)

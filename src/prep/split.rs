@@ -25,6 +25,74 @@ pub fn patient_key(raw: &str, salt: &str, keep: bool) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// The salt used when neither `--salt` nor `DMNET_SALT` is given. It is published in this
+/// source code, so anyone holding a list of PatientIDs can recompute the keys made with it:
+/// fine for a local experiment, never for shards that leave the machine ([`resolve_salt`]).
+pub const PUBLIC_SALT: &str = "dmnet-default-salt";
+
+/// The shortest salt `--shareable` accepts (a short salt can be guessed, and with it every key).
+pub const MIN_SHAREABLE_SALT_LEN: usize = 16;
+
+/// Chooses the patient-key salt (policy of issue 12, README "Patient keys"):
+/// `--salt` (`flag`), else `DMNET_SALT` (`env`); an empty value counts as absent.
+/// - Neither given: [`PUBLIC_SALT`] with a loud warning (keys can be recomputed from
+///   PatientIDs) — unless `keep_ids`, where keys are the raw ids and the salt is unused.
+/// - `shareable` (the output is meant to leave this machine): a salt of at least
+///   [`MIN_SHAREABLE_SALT_LEN`] characters other than the public one is required, and
+///   `--keep-patient-ids` is refused.
+pub fn resolve_salt(
+    flag: Option<&str>,
+    env: Option<&str>,
+    keep_ids: bool,
+    shareable: bool,
+) -> Result<String> {
+    let cli = |msg: String| Error::Config {
+        path: "<cli>".into(),
+        msg,
+    };
+    let given = [flag, env].into_iter().flatten().find(|s| !s.is_empty());
+    if shareable {
+        if keep_ids {
+            return Err(cli(
+                "--shareable refuses --keep-patient-ids: shared shards must not carry raw patient ids".into(),
+            ));
+        }
+        return match given {
+            None => Err(cli(format!(
+                "--shareable needs a private salt (--salt or DMNET_SALT, at least {MIN_SHAREABLE_SALT_LEN} characters): \
+                 the built-in salt is public, so anyone with a list of PatientIDs could recompute the keys"
+            ))),
+            Some(s) if s == PUBLIC_SALT || s.chars().count() < MIN_SHAREABLE_SALT_LEN => {
+                Err(cli(format!(
+                    "--shareable needs a private salt of at least {MIN_SHAREABLE_SALT_LEN} characters, \
+                     not the public built-in one (got {} characters)",
+                    s.chars().count()
+                )))
+            }
+            Some(s) => Ok(s.to_string()),
+        };
+    }
+    match given {
+        Some(s) => Ok(s.to_string()),
+        None if keep_ids => Ok(PUBLIC_SALT.to_string()),
+        None => {
+            tracing::warn!("{PUBLIC_SALT_WARNING}");
+            Ok(PUBLIC_SALT.to_string())
+        }
+    }
+}
+
+/// The warning printed when the keys are salted with [`PUBLIC_SALT`].
+pub const PUBLIC_SALT_WARNING: &str =
+    "NO --salt / DMNET_SALT: patient keys use the PUBLIC built-in salt, so anyone with a list of \
+     PatientIDs can recompute them. Keep these shards private, or re-run with a private \
+     --salt (and --shareable to enforce it) before sharing them.";
+
+/// Whether a manifest's salt fingerprint is that of [`PUBLIC_SALT`].
+pub fn is_public_salt(fingerprint: &str) -> bool {
+    fingerprint == salt_fingerprint(PUBLIC_SALT)
+}
+
 /// A short fingerprint of the salt (recorded in the manifest to catch a resume with another
 /// salt; it does not reveal the salt).
 pub fn salt_fingerprint(salt: &str) -> String {
@@ -145,4 +213,43 @@ pub fn draw_paper(
     let mut u: Vec<usize> = rest.choose_multiple(rng, n_unlabeled).copied().collect();
     u.sort();
     (Some(l), u)
+}
+
+#[cfg(test)]
+mod salt_tests {
+    use super::*;
+
+    #[test]
+    fn salt_policy() {
+        let long = "a-private-salt-of-24-chr";
+        // flag beats env; empty counts as absent
+        assert_eq!(
+            resolve_salt(Some("f"), Some("e"), false, false).unwrap(),
+            "f"
+        );
+        assert_eq!(
+            resolve_salt(Some(""), Some("e"), false, false).unwrap(),
+            "e"
+        );
+        assert_eq!(
+            resolve_salt(None, Some(""), false, false).unwrap(),
+            PUBLIC_SALT
+        );
+        assert_eq!(resolve_salt(None, None, true, false).unwrap(), PUBLIC_SALT);
+        // shareable: a private salt of >= 16 characters, no raw ids
+        assert_eq!(resolve_salt(None, Some(long), false, true).unwrap(), long);
+        for (flag, keep, what) in [
+            (None, false, "needs a private salt"),
+            (Some("short"), false, "got 5 characters"),
+            (Some(PUBLIC_SALT), false, "not the public built-in one"),
+            (Some(long), true, "refuses --keep-patient-ids"),
+        ] {
+            let e = resolve_salt(flag, None, keep, true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{e}");
+        }
+        assert!(is_public_salt(&salt_fingerprint(PUBLIC_SALT)));
+        assert!(!is_public_salt(&salt_fingerprint(long)));
+    }
 }

@@ -6,8 +6,12 @@ use super::config::{PrepConfig, Protocol};
 use super::layout::{LabelSource, Study, StudyImages};
 use super::split::{draw_paper, study_rng};
 use crate::preprocess::{map_labels, prepare_volume, PreparedVolume};
+use crate::preprocess::{through_plane_axis, SliceAxis};
 use crate::shard::schema::SliceRecord;
-use crate::volume::{read_dicom_seg, read_dicom_series, read_nifti, read_nifti_label, Volume};
+use crate::volume::{
+    dicom_series_geometry, read_dicom_at, read_dicom_seg, read_nifti_at, read_nifti_geometry,
+    read_nifti_label, Volume,
+};
 use crate::{Error, Result};
 
 /// How one study is used: its patient key, split, and whether its labels are used.
@@ -36,7 +40,7 @@ pub fn load_study(
             StudyImages::Nifti(chans) => {
                 let mut vols = Vec::new();
                 for (_, p) in chans {
-                    vols.push(read_nifti(p)?);
+                    vols.push(read_nifti_at(p, cfg.timepoint)?);
                 }
                 let names = chans.iter().map(|(n, _)| n.clone()).collect();
                 let labels = match &study.label {
@@ -46,7 +50,7 @@ pub fn load_study(
                 (vols, names, labels, Vec::new())
             }
             StudyImages::Dicom(series) => {
-                let v = read_dicom_series(series)?;
+                let v = read_dicom_at(series, cfg.timepoint)?;
                 let (labels, seg_names) = match &study.label {
                     LabelSource::DicomSeg(p) => {
                         let l = read_dicom_seg(p, series, &v)?;
@@ -88,6 +92,47 @@ pub fn load_study(
     Ok((prepared, mask, label_names))
 }
 
+/// The geometry (no voxels) of a study's first image, read from headers only.
+fn study_geometry(study: &Study) -> Result<Volume> {
+    match &study.images {
+        StudyImages::Nifti(chans) => match chans.first() {
+            Some((_, p)) => read_nifti_geometry(p),
+            None => Err(Error::invalid(&study.source_path, "no image")),
+        },
+        StudyImages::Dicom(series) => dicom_series_geometry(series),
+    }
+}
+
+/// Resolves `slice_axis = "auto"` once for the whole dataset: the orientation (axial, coronal,
+/// sagittal) that most volumes' own through-plane axis has (ties: axial, then coronal),
+/// from headers only; logged with the counts. Other settings are returned as they are.
+/// Studies whose header cannot be read are left out here (they fail later by name).
+pub fn resolve_slice_axis(studies: &[Study], axis: SliceAxis) -> SliceAxis {
+    if axis != SliceAxis::Auto {
+        return axis;
+    }
+    let mut counts = [0usize; 3];
+    for s in studies.iter().filter(|s| s.error.is_none()) {
+        if let Ok(g) = study_geometry(s) {
+            let o = SliceAxis::of_voxel_axis(&g, through_plane_axis(&g));
+            counts[o.world_axis().unwrap_or(2)] += 1;
+        }
+    }
+    // ties → axial (world 2), then coronal (1), then sagittal (0)
+    let w = [2, 1, 0]
+        .into_iter()
+        .max_by_key(|&w| (counts[w], w))
+        .unwrap_or(2);
+    let chosen = SliceAxis::from_world_axis(w);
+    tracing::info!(
+        "slice axis: auto → {chosen} for the whole dataset (volumes whose own through-plane axis is axial {}, coronal {}, sagittal {})",
+        counts[2],
+        counts[1],
+        counts[0]
+    );
+    chosen
+}
+
 /// Keeps the pipeline's channels, in its order (empty = all). A missing one is an error.
 fn select_channels(
     vols: Vec<Volume>,
@@ -114,7 +159,11 @@ fn select_channels(
                     ),
                 )
             })?;
-        out.push(slots[i].take().expect("channel used once"));
+        let v = slots[i].take().ok_or_else(|| Error::Config {
+            path: "<pipeline>".into(),
+            msg: format!("channel {w:?} is listed twice in channels"),
+        })?;
+        out.push(v);
     }
     Ok((out, want.to_vec()))
 }

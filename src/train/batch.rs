@@ -1,11 +1,10 @@
 //! Shard batches → tensors: images `[N, C, S, S]`, masks `[N, S, S]` (int64), pixel spacing
-//! per slice; resizing when the model's input size differs from the shards' slice size
-//! (bilinear for images, nearest for masks, spacing rescaled), and the random horizontal flip
-//! (paper §4.2, p = 0.5).
+//! per slice, and the random horizontal flip (paper §4.2, p = 0.5). Slices come at the model's
+//! input size: prep is the only resampler.
 use crate::shard::schema::SliceRecord;
 use crate::{Error, Result};
 use rand::Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// A batch on the device.
 pub struct TensorBatch {
@@ -13,11 +12,11 @@ pub struct TensorBatch {
     pub images: Tensor,
     /// Class masks `[N, S, S]`, int64 (None for unlabeled batches).
     pub masks: Option<Tensor>,
-    /// mm per pixel (rows, cols) at size S, per slice.
+    /// mm per pixel (rows, cols), per slice.
     pub spacing: Vec<[f64; 2]>,
 }
 
-/// Converts records (all the same shape) to tensors at `size`×`size` on `device`.
+/// Converts records (all `size`×`size`, `channels` channels) to tensors on `device`.
 pub fn to_tensors(
     records: &[SliceRecord],
     size: usize,
@@ -32,43 +31,28 @@ pub fn to_tensors(
     let mut masks = Vec::with_capacity(records.len() * h * w);
     let all_masked = records.iter().all(|r| r.mask.is_some());
     for r in records {
-        if r.height as usize != h || r.width as usize != w || r.image.len() != channels * h * w {
+        let mask_ok = r.mask.as_ref().is_none_or(|m| m.len() == h * w);
+        if r.height as usize != size
+            || r.width as usize != size
+            || r.image.len() != channels * h * w
+            || !mask_ok
+        {
             return Err(Error::Shape {
                 path: r.source_path.clone().into(),
                 case: format!("{} slice {}", r.patient_key, r.slice_index),
-                expected: vec![channels, h, w],
+                expected: vec![channels, size, size],
                 found: vec![r.channel_names.len(), r.height as usize, r.width as usize],
             });
         }
         img.extend_from_slice(&r.image);
-        if all_masked {
-            masks.extend(r.mask.as_ref().expect("checked").iter().map(|&v| v as i64));
+        if let (true, Some(m)) = (all_masked, &r.mask) {
+            masks.extend(m.iter().map(|&v| v as i64));
         }
     }
     let n = records.len() as i64;
-    let mut images = Tensor::from_slice(&img).reshape([n, channels as i64, h as i64, w as i64]);
-    let mut mask_t =
-        all_masked.then(|| Tensor::from_slice(&masks).reshape([n, h as i64, w as i64]));
-    let s = size as i64;
-    if h != size || w != size {
-        images = images.upsample_bilinear2d([s, s], false, None, None);
-        mask_t = mask_t.map(|m| {
-            m.unsqueeze(1)
-                .to_kind(Kind::Float)
-                .upsample_nearest2d([s, s], None, None)
-                .squeeze_dim(1)
-                .to_kind(Kind::Int64)
-        });
-    }
-    let spacing = records
-        .iter()
-        .map(|r| {
-            [
-                r.pixel_spacing[0] * h as f64 / size as f64,
-                r.pixel_spacing[1] * w as f64 / size as f64,
-            ]
-        })
-        .collect();
+    let images = Tensor::from_slice(&img).reshape([n, channels as i64, h as i64, w as i64]);
+    let mask_t = all_masked.then(|| Tensor::from_slice(&masks).reshape([n, h as i64, w as i64]));
+    let spacing = records.iter().map(|r| r.pixel_spacing).collect();
     Ok(TensorBatch {
         images: images.to_device(device),
         masks: mask_t.map(|m| m.to_device(device)),

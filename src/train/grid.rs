@@ -1,13 +1,152 @@
-//! The paper's experiment grid (Tables 1 and 3): variants × labeled fractions × seeds, each
-//! evaluated on the test split with the best-on-validation and the last checkpoint, summarised
-//! as mean ± sample standard deviation over seeds. This part is torch-free: it aggregates the
-//! per-run results that `dmnet-train grid` collects.
+//! The experiment grid (the paper's Tables 1 and 3, and this project's ablations): arms ×
+//! labeled fractions × seeds, each run evaluated on the test split with the best-on-validation
+//! and the last checkpoint, summarised as mean ± sample standard deviation over seeds, with
+//! paired per-seed differences against a baseline arm. An arm is a named set of overrides of
+//! the `[train]` table (`[grid.arms.<name>]` in a pipeline file), so every ablation is
+//! configuration. Torch-free: this part reads pipeline tables and aggregates results.
+use crate::artifact::{Fraction, TrainConfig};
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One arm of the grid: a name, its training config, and the fractions and seeds it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arm {
+    /// Row name in the tables (`supervised`, `dmnet`, `joint-control`, …).
+    pub name: String,
+    /// One line saying what the arm changes.
+    pub description: String,
+    /// The complete training config (base `[train]` with the arm's overrides).
+    pub train: TrainConfig,
+    /// Labeled fractions it runs.
+    pub fractions: Vec<Fraction>,
+    /// Seeds it runs.
+    pub seeds: Vec<u64>,
+}
+
+/// The `[grid]` table of a pipeline file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GridTable {
+    #[serde(default)]
+    fractions: Vec<Fraction>,
+    #[serde(default)]
+    seeds: Vec<u64>,
+    #[serde(default)]
+    baseline: Option<String>,
+    #[serde(default)]
+    arms: toml::Table,
+}
+
+/// The arms and the baseline of a pipeline's `[grid]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridPlan {
+    /// The arms, in file order.
+    pub arms: Vec<Arm>,
+    /// The arm paired differences are taken against.
+    pub baseline: Option<String>,
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn config_err(path: &Path, msg: String) -> Error {
+    Error::Config {
+        path: path.into(),
+        msg,
+    }
+}
+
+/// Reads the arms of `[grid.arms.*]` from a pipeline file; each arm's keys other than
+/// `description`, `fractions` and `seeds` override the file's `[train]` table. Arms without
+/// fractions or seeds take `[grid] fractions`/`seeds`, then 10 %, 30 % and seeds 0, 1, 2.
+pub fn read_plan(path: &Path) -> Result<GridPlan> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| config_err(path, e.to_string()))?;
+    let base = match doc.get("train") {
+        Some(toml::Value::Table(t)) => t.clone(),
+        _ => toml::Table::new(),
+    };
+    let grid: GridTable = match doc.get("grid") {
+        Some(g) => g
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| config_err(path, format!("[grid]: {e}")))?,
+        None => GridTable::default(),
+    };
+    let mut arms = Vec::new();
+    for (name, v) in &grid.arms {
+        let toml::Value::Table(over) = v else {
+            return Err(config_err(
+                path,
+                format!("[grid.arms.{name}] must be a table"),
+            ));
+        };
+        let mut over = over.clone();
+        let err = |e: toml::de::Error| config_err(path, format!("[grid.arms.{name}]: {e}"));
+        let description = over
+            .remove("description")
+            .and_then(|d| d.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let fractions: Vec<Fraction> = match over.remove("fractions") {
+            Some(v) => v.try_into().map_err(err)?,
+            None => grid.fractions.clone(),
+        };
+        let seeds: Vec<u64> = match over.remove("seeds") {
+            Some(v) => v.try_into().map_err(err)?,
+            None => grid.seeds.clone(),
+        };
+        let mut table = base.clone();
+        merge(&mut table, &over);
+        let train: TrainConfig = toml::Value::Table(table).try_into().map_err(err)?;
+        arms.push(Arm {
+            name: name.clone(),
+            description,
+            train,
+            fractions: if fractions.is_empty() {
+                vec![
+                    Fraction::new(0.1).map_err(|e| config_err(path, e))?,
+                    Fraction::new(0.3).map_err(|e| config_err(path, e))?,
+                ]
+            } else {
+                fractions
+            },
+            seeds: if seeds.is_empty() {
+                vec![0, 1, 2]
+            } else {
+                seeds
+            },
+        });
+    }
+    if let Some(b) = &grid.baseline {
+        if !arms.iter().any(|a| &a.name == b) {
+            return Err(config_err(
+                path,
+                format!("[grid] baseline {b:?} is not an arm"),
+            ));
+        }
+    }
+    Ok(GridPlan {
+        arms,
+        baseline: grid.baseline,
+    })
+}
 
 /// One evaluated run of the grid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GridResult {
+    /// Arm name.
+    pub arm: String,
     /// Variant name (`dmnet`, `supervised`, …).
     pub variant: String,
     /// Fraction of the training labeled slices used (0–1].
@@ -16,10 +155,28 @@ pub struct GridResult {
     pub seed: u64,
     /// `best` (on validation) or `last`.
     pub checkpoint: String,
-    /// Test mIoU (mean over classes including background), 0–1.
+    /// Optimiser steps when the checkpoint was saved.
+    pub step: usize,
+    /// Test mIoU (mean over classes including background, pooled over slices), 0–1.
     pub miou: f64,
-    /// Test Dice of the foreground classes, 0–1.
+    /// Test Dice of the foreground classes pooled over slices, 0–1.
     pub dice: f64,
+    /// Mean per-case (3-D) Dice on test, 0–1.
+    pub case_dice: f64,
+    /// Mean per-case Jaccard on test, 0–1.
+    pub case_jaccard: f64,
+    /// Mean per-case HD95 on test (mm).
+    pub case_hd95_mm: Option<f64>,
+    /// Mean per-case ASD on test (mm).
+    pub case_asd_mm: Option<f64>,
+    /// Share of test pixels predicted as foreground.
+    pub predicted_foreground: f64,
+    /// Share of test pixels that are foreground.
+    pub true_foreground: f64,
+    /// Dice between the two decoders' foreground on test.
+    pub decoder_dice: f64,
+    /// The run's best validation mIoU (what checkpoint selection saw), 0–1.
+    pub val_miou: Option<f64>,
     /// The run directory.
     pub run_dir: String,
 }
@@ -39,74 +196,194 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// A Markdown table in the layout of the paper's Tables 1/3: one row per variant (in the order
-/// given), one column per labeled fraction, cells `mean ± sd` in percent over seeds, for one
-/// checkpoint kind and one metric (`miou` or `dice`).
-pub fn markdown_table(
-    results: &[GridResult],
-    variants: &[String],
-    checkpoint: &str,
-    metric: &str,
-) -> String {
-    let mut fractions: Vec<f64> = results.iter().map(|r| r.fraction).collect();
-    fractions.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    fractions.dedup();
-    let mut cells: BTreeMap<(String, u64), Vec<f64>> = BTreeMap::new();
-    for r in results.iter().filter(|r| r.checkpoint == checkpoint) {
-        let v = if metric == "dice" { r.dice } else { r.miou };
-        cells
-            .entry((r.variant.clone(), (r.fraction * 1e6).round() as u64))
-            .or_default()
-            .push(v * 100.0);
+/// A metric of a [`GridResult`] as a percentage (or mm), with its column title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Test mIoU %.
+    Miou,
+    /// Test Dice % pooled over slices.
+    SliceDice,
+    /// Mean per-case Dice %.
+    CaseDice,
+    /// Mean per-case HD95 (mm).
+    CaseHd95,
+    /// Mean per-case ASD (mm).
+    CaseAsd,
+    /// Predicted foreground % of test pixels.
+    PredictedForeground,
+    /// Dice % between the decoders.
+    DecoderDice,
+    /// Best validation mIoU %.
+    ValMiou,
+}
+
+impl Metric {
+    fn title(self) -> &'static str {
+        match self {
+            Metric::Miou => "test mIoU %",
+            Metric::SliceDice => "test Dice % (slices pooled)",
+            Metric::CaseDice => "test per-case Dice %",
+            Metric::CaseHd95 => "test per-case HD95 mm",
+            Metric::CaseAsd => "test per-case ASD mm",
+            Metric::PredictedForeground => "predicted foreground % of test pixels",
+            Metric::DecoderDice => "Dice % between the two decoders (test)",
+            Metric::ValMiou => "best val mIoU %",
+        }
     }
-    let header: Vec<String> = fractions
-        .iter()
-        .map(|f| format!("{:.0}%", f * 100.0))
-        .collect();
-    let mut out = format!(
-        "| {} ({checkpoint}) | {} |\n",
-        metric_name(metric),
-        header.join(" | ")
-    );
-    out += &format!("|---|{}\n", "---|".repeat(fractions.len()));
-    for v in variants {
-        let row: Vec<String> = fractions
-            .iter()
-            .map(
-                |f| match cells.get(&(v.clone(), (f * 1e6).round() as u64)) {
-                    Some(vals) => {
-                        let (m, s) = mean_sd(vals);
-                        format!("{m:.1} ± {s:.1} (n={})", vals.len())
-                    }
-                    None => "–".into(),
-                },
-            )
-            .collect();
-        out += &format!("| {v} | {} |\n", row.join(" | "));
+    fn of(self, r: &GridResult) -> Option<f64> {
+        match self {
+            Metric::Miou => Some(r.miou * 100.0),
+            Metric::SliceDice => Some(r.dice * 100.0),
+            Metric::CaseDice => Some(r.case_dice * 100.0),
+            Metric::CaseHd95 => r.case_hd95_mm,
+            Metric::CaseAsd => r.case_asd_mm,
+            Metric::PredictedForeground => Some(r.predicted_foreground * 100.0),
+            Metric::DecoderDice => Some(r.decoder_dice * 100.0),
+            Metric::ValMiou => r.val_miou.map(|v| v * 100.0),
+        }
+    }
+}
+
+fn key(f: f64) -> u64 {
+    (f * 1e6).round() as u64
+}
+
+fn fractions_of(results: &[GridResult]) -> Vec<f64> {
+    let mut f: Vec<f64> = results.iter().map(|r| r.fraction).collect();
+    f.sort_by(f64::total_cmp);
+    f.dedup();
+    f
+}
+
+/// Values of `metric` per (arm, fraction) and seed, for one checkpoint kind.
+fn cells(
+    results: &[GridResult],
+    checkpoint: &str,
+    metric: Metric,
+) -> BTreeMap<(String, u64), BTreeMap<u64, f64>> {
+    let mut out: BTreeMap<(String, u64), BTreeMap<u64, f64>> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.checkpoint == checkpoint) {
+        if let Some(v) = metric.of(r) {
+            out.entry((r.arm.clone(), key(r.fraction)))
+                .or_default()
+                .insert(r.seed, v);
+        }
     }
     out
 }
 
-fn metric_name(metric: &str) -> &'static str {
-    if metric == "dice" {
-        "Dice %"
-    } else {
-        "mIoU %"
+fn header(title: String, fractions: &[f64]) -> String {
+    let cols: Vec<String> = fractions
+        .iter()
+        .map(|f| format!("{:.0}%", f * 100.0))
+        .collect();
+    format!(
+        "| {title} | {} |\n|---|{}\n",
+        cols.join(" | "),
+        "---|".repeat(fractions.len())
+    )
+}
+
+/// A Markdown table in the layout of the paper's Tables 1/3: one row per arm (in the order
+/// given), one column per labeled fraction, cells `mean ± sd (n)` over seeds.
+pub fn markdown_table(
+    results: &[GridResult],
+    arms: &[String],
+    checkpoint: &str,
+    metric: Metric,
+) -> String {
+    let fractions = fractions_of(results);
+    let c = cells(results, checkpoint, metric);
+    let mut out = header(format!("{} ({checkpoint})", metric.title()), &fractions);
+    for a in arms {
+        let row: Vec<String> = fractions
+            .iter()
+            .map(|f| match c.get(&(a.clone(), key(*f))) {
+                Some(v) => {
+                    let vals: Vec<f64> = v.values().copied().collect();
+                    let (m, s) = mean_sd(&vals);
+                    format!("{m:.1} ± {s:.1} (n={})", vals.len())
+                }
+                None => "–".into(),
+            })
+            .collect();
+        out += &format!("| {a} | {} |\n", row.join(" | "));
     }
+    out
+}
+
+/// Paired differences `arm − baseline` over the seeds both ran: `mean ± sd (n), mean/se`,
+/// where se = sd/√n; |mean/se| > 2 is the issue's bar for a gain.
+pub fn paired_table(
+    results: &[GridResult],
+    arms: &[String],
+    baseline: &str,
+    checkpoint: &str,
+    metric: Metric,
+) -> String {
+    let fractions = fractions_of(results);
+    let c = cells(results, checkpoint, metric);
+    let mut out = header(
+        format!(
+            "Δ {} vs {baseline} ({checkpoint}), paired by seed",
+            metric.title()
+        ),
+        &fractions,
+    );
+    for a in arms.iter().filter(|a| a.as_str() != baseline) {
+        let row: Vec<String> = fractions
+            .iter()
+            .map(|f| {
+                let (Some(x), Some(b)) = (
+                    c.get(&(a.clone(), key(*f))),
+                    c.get(&(baseline.to_string(), key(*f))),
+                ) else {
+                    return "–".into();
+                };
+                let d: Vec<f64> = x
+                    .iter()
+                    .filter_map(|(s, v)| b.get(s).map(|w| v - w))
+                    .collect();
+                if d.is_empty() {
+                    return "–".into();
+                }
+                let (m, s) = mean_sd(&d);
+                let se = s / (d.len() as f64).sqrt();
+                let ratio = if se > 0.0 {
+                    format!("{:+.1}", m / se)
+                } else {
+                    "–".into()
+                };
+                format!("{m:+.1} ± {s:.1} (n={}), mean/se {ratio}", d.len())
+            })
+            .collect();
+        out += &format!("| {a} | {} |\n", row.join(" | "));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn r(variant: &str, fraction: f64, seed: u64, ck: &str, miou: f64) -> GridResult {
+    fn r(arm: &str, fraction: f64, seed: u64, ck: &str, miou: f64) -> GridResult {
         GridResult {
-            variant: variant.into(),
+            arm: arm.into(),
+            variant: arm.into(),
             fraction,
             seed,
             checkpoint: ck.into(),
+            step: 10,
             miou,
             dice: miou / 2.0,
+            case_dice: miou / 2.0,
+            case_jaccard: 0.0,
+            case_hd95_mm: None,
+            case_asd_mm: None,
+            predicted_foreground: 0.1,
+            true_foreground: 0.1,
+            decoder_dice: 0.9,
+            val_miou: None,
             run_dir: String::new(),
         }
     }
@@ -131,12 +408,90 @@ mod tests {
             r("supervised", 0.1, 0, "best", 0.70),
             r("dmnet", 0.1, 0, "last", 0.10),
         ];
-        let t = markdown_table(&rs, &["supervised".into(), "dmnet".into()], "best", "miou");
+        let t = markdown_table(
+            &rs,
+            &["supervised".into(), "dmnet".into()],
+            "best",
+            Metric::Miou,
+        );
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "| mIoU % (best) | 10% | 30% |");
+        assert_eq!(lines[0], "| test mIoU % (best) | 10% | 30% |");
         assert_eq!(lines[2], "| supervised | 70.0 ± 0.0 (n=1) | – |");
         assert_eq!(lines[3], "| dmnet | 85.0 ± 7.1 (n=2) | 95.0 ± 0.0 (n=1) |");
-        let dice = markdown_table(&rs, &["dmnet".into()], "last", "dice");
+        let dice = markdown_table(&rs, &["dmnet".into()], "last", Metric::SliceDice);
         assert!(dice.contains("| dmnet | 5.0 ± 0.0 (n=1) | – |"), "{dice}");
+    }
+
+    #[test]
+    fn paired_differences_use_common_seeds_only() {
+        let rs = vec![
+            r("dmnet", 0.1, 0, "best", 0.80),
+            r("dmnet", 0.1, 1, "best", 0.84),
+            r("dmnet", 0.1, 2, "best", 0.99),
+            r("supervised", 0.1, 0, "best", 0.70),
+            r("supervised", 0.1, 1, "best", 0.72),
+        ];
+        let t = paired_table(
+            &rs,
+            &["supervised".into(), "dmnet".into()],
+            "supervised",
+            "best",
+            Metric::Miou,
+        );
+        // differences 10 and 12 (seed 2 has no baseline): mean 11, sd 1.414, se 1, ratio 11
+        assert!(
+            t.contains("| dmnet | +11.0 ± 1.4 (n=2), mean/se +11.0 |"),
+            "{t}"
+        );
+        assert!(!t.contains("| supervised |"), "{t}");
+    }
+
+    #[test]
+    fn arms_override_the_train_table_and_inherit_grid_lists() {
+        let dir = std::env::temp_dir().join(format!("dmnet-grid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("g.toml");
+        std::fs::write(
+            &p,
+            r#"
+[train]
+lr = 1e-3
+[train.model]
+width = 0.25
+[grid]
+fractions = ["10%", 0.3]
+seeds = [0, 1]
+baseline = "supervised"
+[grid.arms.supervised]
+model = { variant = "supervised" }
+[grid.arms.joint]
+description = "the joint pass"
+seeds = [5]
+loss = { unlabeled_pass = "joint", lambda_semi = 0.0 }
+"#,
+        )
+        .unwrap();
+        let plan = read_plan(&p).unwrap();
+        assert_eq!(plan.baseline.as_deref(), Some("supervised"));
+        let (sup, joint) = (&plan.arms[0], &plan.arms[1]);
+        assert_eq!(sup.name, "supervised");
+        assert_eq!(sup.train.model.variant, crate::model::Variant::Supervised);
+        assert_eq!(sup.train.lr, 1e-3);
+        assert_eq!(sup.train.model.width, 0.25);
+        assert_eq!(sup.seeds, [0, 1]);
+        assert_eq!(
+            sup.fractions.iter().map(|f| f.get()).collect::<Vec<_>>(),
+            [0.1, 0.3]
+        );
+        assert_eq!(joint.seeds, [5]);
+        assert_eq!(joint.train.loss.lambda_semi, 0.0);
+        assert_eq!(
+            joint.train.model.width, 0.25,
+            "deep merge keeps [train.model]"
+        );
+        assert_eq!(joint.description, "the joint pass");
+        std::fs::write(&p, "[grid]\nbaseline = \"nope\"\n[grid.arms.a]\n").unwrap();
+        assert!(read_plan(&p).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,14 +1,15 @@
-//! `dmnet-train grid`: runs variants × labeled fractions × seeds on one shard folder (the
-//! paper's Tables 1 and 3), evaluates every run on the test split with its best-on-validation
-//! and its last checkpoint, and rewrites `OUT/grid.json` and `OUT/grid.md` after each run, so a
-//! partial grid is readable and a rerun skips finished runs.
-use super::grid::{markdown_table, GridResult};
-use super::{evaluate, run, RunSpec};
-use crate::artifact::{read_state, CheckpointKind, TrainConfig};
-use crate::cli::DeviceChoice;
-use crate::model::Variant;
+//! `dmnet-train grid`: runs arms × labeled fractions × seeds on one shard folder, evaluates
+//! every run on the test split with its best-on-validation and its last checkpoint, and
+//! rewrites `OUT/grid.json` and `OUT/grid.md` after each run, so a partial grid is readable and
+//! a rerun skips finished runs. `jobs` runs that many cells at once (threads of one process;
+//! with `deterministic` each run uses one libtorch thread, so 2 jobs fill 2 cores).
+use super::eval::{evaluate, EvalReport};
+use super::grid::{markdown_table, paired_table, Arm, GridResult, Metric};
+use super::{run, RunSpec};
+use crate::artifact::{read_state, CheckpointKind, Fraction, RunConfig};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// What the grid runs.
 #[derive(Debug, Clone)]
@@ -17,81 +18,171 @@ pub struct GridSpec {
     pub shards: PathBuf,
     /// Output folder: one run dir per cell plus grid.json / grid.md.
     pub out: PathBuf,
-    /// Pipeline the base config came from (recorded).
+    /// Pipeline the configs came from (recorded).
     pub pipeline: Option<PathBuf>,
-    /// Base hyper-parameters; variant, fraction and seed are set per cell.
-    pub base: TrainConfig,
-    /// Variants (rows of the table).
-    pub variants: Vec<Variant>,
-    /// Labeled fractions in (0, 1] (columns).
-    pub fractions: Vec<f64>,
-    /// Seeds (aggregated as mean ± sd).
-    pub seeds: Vec<u64>,
+    /// The arms (rows), each with its config, fractions and seeds.
+    pub arms: Vec<Arm>,
+    /// Arm that paired differences are taken against.
+    pub baseline: Option<String>,
+    /// Cells run at once.
+    pub jobs: usize,
     /// The command line, written at the top of grid.md.
     pub command: String,
 }
 
-fn cell_dir(out: &Path, v: Variant, fraction: f64, seed: u64) -> PathBuf {
-    out.join(format!(
-        "{}-{:.0}pct-seed{seed}",
-        v.name(),
-        fraction * 100.0
-    ))
+/// One cell: an arm at one fraction and seed.
+#[derive(Debug, Clone)]
+struct Cell<'a> {
+    arm: &'a Arm,
+    fraction: Fraction,
+    seed: u64,
+    dir: PathBuf,
 }
 
-/// Whether a run dir holds a finished run of `epochs` epochs.
-fn finished(run_dir: &Path, epochs: usize) -> bool {
-    read_state(run_dir, CheckpointKind::Last).is_ok_and(|s| s.epoch >= epochs)
+fn cells(spec: &GridSpec) -> Vec<Cell<'_>> {
+    let mut out = Vec::new();
+    for arm in &spec.arms {
+        for &fraction in &arm.fractions {
+            for &seed in &arm.seeds {
+                let dir = spec.out.join(format!(
+                    "{}-{:.0}pct-seed{seed}",
+                    arm.name,
+                    fraction.percent()
+                ));
+                out.push(Cell {
+                    arm,
+                    fraction,
+                    seed,
+                    dir,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a run dir holds a finished run.
+fn finished(run_dir: &Path) -> bool {
+    let Ok(rc) = RunConfig::load(run_dir) else {
+        return false;
+    };
+    let total = rc.data.schedule.total_steps;
+    read_state(run_dir, CheckpointKind::Last).is_ok_and(|s| total > 0 && s.global_step >= total)
+}
+
+/// Trains (or resumes, or skips) one cell and evaluates both checkpoints on test.
+fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
+    if !finished(&c.dir) {
+        let mut t = c.arm.train.clone();
+        t.labeled_slice_fraction = c.fraction;
+        t.seed = c.seed;
+        let resume = c.dir.join("config.json").exists();
+        run(&RunSpec {
+            shards: spec.shards.clone(),
+            out: c.dir.clone(),
+            pipeline: spec.pipeline.clone(),
+            train: t,
+            resume,
+            extend: None,
+        })?;
+    }
+    let val_miou = read_state(&c.dir, CheckpointKind::Best)
+        .ok()
+        .and_then(|s| s.best_miou);
+    [CheckpointKind::Best, CheckpointKind::Last]
+        .into_iter()
+        .map(|kind| {
+            let r = evaluate(
+                &c.dir,
+                &spec.shards,
+                "test",
+                kind,
+                c.arm.train.device,
+                false,
+            )?;
+            Ok(result(c, &r, val_miou))
+        })
+        .collect()
+}
+
+fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
+    GridResult {
+        arm: c.arm.name.clone(),
+        variant: c.arm.train.model.variant.name().into(),
+        fraction: c.fraction.get(),
+        seed: c.seed,
+        checkpoint: r.checkpoint.name().into(),
+        step: r.step,
+        miou: r.metrics.miou,
+        dice: r.metrics.mean_dice,
+        case_dice: r.case_summary.dice,
+        case_jaccard: r.case_summary.jaccard,
+        case_hd95_mm: r.case_summary.hd95_mm,
+        case_asd_mm: r.case_summary.asd_mm,
+        predicted_foreground: r.diagnostics.predicted_foreground,
+        true_foreground: r.diagnostics.true_foreground,
+        decoder_dice: r.diagnostics.decoder_dice,
+        val_miou,
+        run_dir: c.dir.display().to_string(),
+    }
 }
 
 /// Runs (or resumes) the whole grid and returns every evaluated result.
 pub fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
     std::fs::create_dir_all(&spec.out).map_err(|e| Error::io(&spec.out, e))?;
-    let total = spec.variants.len() * spec.fractions.len() * spec.seeds.len();
-    let mut results = Vec::new();
-    let mut k = 0;
-    for &v in &spec.variants {
-        for &fraction in &spec.fractions {
-            for &seed in &spec.seeds {
-                k += 1;
-                let dir = cell_dir(&spec.out, v, fraction, seed);
-                tracing::info!(
-                    "grid {k}/{total}: {} {:.0}% seed {seed} → {}",
-                    v.name(),
-                    fraction * 100.0,
-                    dir.display()
-                );
-                if !finished(&dir, spec.base.epochs) {
-                    let mut t = spec.base.clone();
-                    t.model.variant = v;
-                    t.labeled_fraction = fraction;
-                    t.seed = seed;
-                    let resume = dir.join("config.json").exists();
-                    run(&RunSpec {
-                        shards: spec.shards.clone(),
-                        out: dir.clone(),
-                        pipeline: spec.pipeline.clone(),
-                        train: t,
-                        resume,
-                    })?;
+    let todo = cells(spec);
+    let total = todo.len();
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<GridResult>> = Mutex::new(Vec::new());
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..spec.jobs.clamp(1, total.max(1)) {
+            s.spawn(|| loop {
+                let k = {
+                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                    if *n >= total || failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                        return;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                let c = &todo[k];
+                let _span = tracing::info_span!("cell", name = %format!("{}-{}%-seed{}", c.arm.name, c.fraction.percent(), c.seed)).entered();
+                tracing::info!("grid {}/{total}: {}", k + 1, c.dir.display());
+                match run_cell(spec, c) {
+                    Ok(rs) => {
+                        let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
+                        all.extend(rs);
+                        if let Err(e) = write_outputs(spec, &all) {
+                            tracing::warn!("grid outputs not written: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{}: {e}", c.dir.display());
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    }
                 }
-                for kind in [CheckpointKind::Best, CheckpointKind::Last] {
-                    let r = evaluate(&dir, &spec.shards, "test", kind, spec.base.device)?;
-                    results.push(GridResult {
-                        variant: v.name().into(),
-                        fraction,
-                        seed,
-                        checkpoint: kind.name().into(),
-                        miou: r.metrics.miou,
-                        dice: r.metrics.mean_dice,
-                        run_dir: dir.display().to_string(),
-                    });
-                }
-                write_outputs(spec, &results)?;
-            }
+            });
         }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
     }
-    Ok(results)
+    let mut all = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    all.sort_by(|a, b| {
+        (&a.arm, key(a.fraction), a.seed, &a.checkpoint).cmp(&(
+            &b.arm,
+            key(b.fraction),
+            b.seed,
+            &b.checkpoint,
+        ))
+    });
+    write_outputs(spec, &all)?;
+    Ok(all)
+}
+
+fn key(f: f64) -> u64 {
+    (f * 1e6).round() as u64
 }
 
 fn machine() -> String {
@@ -100,7 +191,7 @@ fn machine() -> String {
         .and_then(|t| {
             t.lines()
                 .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+                .and_then(|l| l.split(':').nth(1).map(|s| s.trim().to_string()))
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism()
@@ -109,41 +200,66 @@ fn machine() -> String {
     format!("{cores} cores ({cpu})")
 }
 
+fn arm_lines(spec: &GridSpec) -> String {
+    let mut out = String::from(
+        "| arm | variant | what it changes | fractions | seeds |\n|---|---|---|---|---|\n",
+    );
+    for a in &spec.arms {
+        let fr: Vec<String> = a.fractions.iter().map(|f| f.to_string()).collect();
+        out += &format!(
+            "| {} | {} | {} | {} | {:?} |\n",
+            a.name,
+            a.train.model.variant.name(),
+            a.description,
+            fr.join(", "),
+            a.seeds
+        );
+    }
+    out
+}
+
 fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
     let json = spec.out.join("grid.json");
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(results).expect("serialisable") + "\n",
-    )
-    .map_err(|e| Error::io(&json, e))?;
-    let names: Vec<String> = spec.variants.iter().map(|v| v.name().to_string()).collect();
+    let text =
+        serde_json::to_string_pretty(results).map_err(|e| Error::invalid(&json, e.to_string()))?;
+    std::fs::write(&json, text + "\n").map_err(|e| Error::io(&json, e))?;
+    let names: Vec<String> = spec.arms.iter().map(|a| a.name.clone()).collect();
     let protocol = std::fs::read_to_string(spec.shards.join("prep-config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .map(|j| j["protocol"].as_str().unwrap_or("?").to_string())
+        .and_then(|j| j["protocol"].as_str().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    let device = match spec.base.device {
-        DeviceChoice::Cuda => "cuda",
-        DeviceChoice::Cpu => "cpu",
-        DeviceChoice::Auto => "auto",
-    };
-    let m = &spec.base.model;
     let mut md = format!(
-        "# DMNet grid on `{}`\n\nCommand: `{}`\n\nMachine: {}, device {device}. Slice protocol: `{protocol}`. \
-         Encoder {:?} width {}, {} epochs, labeled/unlabeled batch {}/{}. Test split, mean ± sample sd over seeds {:?}; \
-         mIoU = mean IoU over all classes including background; Dice = mean over foreground classes.\n\n",
-        spec.shards.display(), spec.command, machine(), m.encoder, m.width, spec.base.epochs,
-        spec.base.labeled_batch, spec.base.unlabeled_batch, spec.seeds
+        "# DMNet grid on `{}`\n\nCommand: `{}`\n\nMachine: {}. Slice protocol: `{protocol}`. Test split; cells are mean ± sample sd over seeds (n); \
+         mIoU = mean IoU over all classes including background, pooled over slices; per-case Dice = mean over test cases of the 3-D Dice of each volume.\n\n## Arms\n\n{}\n",
+        spec.shards.display(),
+        spec.command,
+        machine(),
+        arm_lines(spec)
     );
-    for (ck, what) in [
-        ("best", "best-on-validation checkpoint"),
-        ("last", "last checkpoint"),
+    for ck in ["best", "last"] {
+        md += &format!("## {ck} checkpoint\n\n");
+        for m in [Metric::Miou, Metric::CaseDice] {
+            md += &format!("{}\n", markdown_table(results, &names, ck, m));
+            if let Some(b) = &spec.baseline {
+                md += &format!("{}\n", paired_table(results, &names, b, ck, m));
+            }
+        }
+    }
+    md += "## Other metrics and diagnostics (best checkpoint)\n\n";
+    for m in [
+        Metric::ValMiou,
+        Metric::SliceDice,
+        Metric::CaseHd95,
+        Metric::CaseAsd,
+        Metric::PredictedForeground,
+        Metric::DecoderDice,
     ] {
-        md += &format!(
-            "## {what}\n\n{}\n{}\n",
-            markdown_table(results, &names, ck, "miou"),
-            markdown_table(results, &names, ck, "dice")
-        );
+        md += &format!("{}\n", markdown_table(results, &names, "best", m));
+    }
+    let truth: Vec<f64> = results.iter().map(|r| r.true_foreground * 100.0).collect();
+    if let Some(t) = truth.first() {
+        md += &format!("True foreground: {t:.2} % of test pixels.\n");
     }
     let path = spec.out.join("grid.md");
     std::fs::write(&path, md).map_err(|e| Error::io(&path, e))

@@ -1,7 +1,7 @@
-//! Training (paper §3, §4.2): losses, the data loader over shards, the loop and evaluation.
-//! `grid`, `data` and the curves plot are torch-free; everything that touches tensors needs
-//! `torch`. The run config and records a run writes live in [`crate::artifact`], the metrics in
-//! [`crate::metrics`] (dmnet-infer reports the same ones).
+//! Training (paper §3, §4.2): losses, the data loader over shards, the step, the loop, the
+//! evaluation and the experiment grid. `grid`, `data` and the curves plot are torch-free;
+//! everything that touches tensors needs `torch`. The run config and records a run writes live
+//! in [`crate::artifact`], the metrics in [`crate::metrics`] (dmnet-infer reports the same ones).
 pub mod data;
 pub mod grid;
 
@@ -11,6 +11,8 @@ pub use plot::draw_curves;
 #[cfg(feature = "torch")]
 pub mod batch;
 #[cfg(feature = "torch")]
+mod eval;
+#[cfg(feature = "torch")]
 pub mod grid_run;
 #[cfg(feature = "torch")]
 pub mod losses;
@@ -19,4 +21,10 @@ pub mod optim;
 #[cfg(feature = "torch")]
 mod run;
 #[cfg(feature = "torch")]
-pub use run::{evaluate, evaluate_net, run, EvalReport, RunSpec};
+mod step;
+#[cfg(feature = "torch")]
+mod trainer;
+#[cfg(feature = "torch")]
+pub use eval::{evaluate, evaluate_net, EvalReport, Evaluation};
+#[cfg(feature = "torch")]
+pub use run::{run, Extend, RunSpec};

@@ -6,7 +6,7 @@ use crate::Result;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Kind, Tensor};
 
-/// One optimiser over the trainable variables of a var store (optionally one name prefix).
+/// One optimiser over a group of trainable variables of a var store.
 pub struct Adam {
     params: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
@@ -20,18 +20,24 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// Adam (β = 0.9, 0.999, ε = 1e-8) over the variables of `vs` whose names start with one
-    /// of `prefixes` and that require gradients.
-    pub fn new(vs: &VarStore, prefixes: &[&str], weight_decay: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(n, t)| t.requires_grad() && prefixes.iter().any(|p| n.starts_with(p)))
-            .collect();
+    /// Adam (β = 0.9, 0.999, ε = 1e-8) over the variables of `vs` named in `params` (a group
+    /// of [`crate::model::param_groups`]). A name the var store lacks is an error.
+    pub fn new(vs: &VarStore, params: &[String], weight_decay: f64) -> Result<Self> {
+        let vars = vs.variables();
+        let mut params = params
+            .iter()
+            .map(|n| match vars.get(n) {
+                Some(t) => Ok((n.clone(), t.shallow_clone())),
+                None => Err(crate::Error::Torch(format!(
+                    "optimiser: the network has no variable `{n}`"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
         params.sort_by(|a, b| a.0.cmp(&b.0));
+        params.dedup_by(|a, b| a.0 == b.0);
         let m = params.iter().map(|(_, t)| t.zeros_like()).collect();
         let v = params.iter().map(|(_, t)| t.zeros_like()).collect();
-        Adam {
+        Ok(Adam {
             params,
             m,
             v,
@@ -40,7 +46,7 @@ impl Adam {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
-        }
+        })
     }
 
     /// Clears the gradients of the optimised variables.
@@ -172,4 +178,55 @@ pub fn poly_lr(base: f64, iter: usize, max_iter: usize, power: f64) -> f64 {
     base * (1.0 - iter as f64 / max_iter.max(1) as f64)
         .max(0.0)
         .powf(power)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{param_groups, Discriminator, DmNet, ModelConfig, Variant};
+    use tch::{nn, Device};
+
+    /// Each Adam moves exactly its group: a loss through the segmenter (both encoders) and the
+    /// discriminator, one step of the segmenter's optimiser, and only its variables change.
+    #[test]
+    fn adam_updates_exactly_its_group_and_refuses_unknown_names() {
+        tch::manual_seed(0);
+        let cfg = ModelConfig {
+            width: 0.125,
+            input_size: 32,
+            num_classes: 2,
+            variant: Variant::SeparateEncoders,
+            ..Default::default()
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = DmNet::new(&vs.root(), &cfg).unwrap();
+        let disc = Discriminator::new(&(vs.root() / "discriminator"), &cfg);
+        let groups = param_groups(&cfg);
+        let mut opt = Adam::new(&vs, &groups.segmenter, 0.0).unwrap();
+        let before: HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        let x = Tensor::randn([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let out = net.forward_t(&x, false);
+        disc.forward(&out.probabilities())
+            .mean(Kind::Float)
+            .backward();
+        opt.step(1e-3, 1.0);
+        let moved: Vec<String> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, t)| !t.equal(&before[n]))
+            .map(|(n, _)| n)
+            .collect();
+        let (mut moved, mut want) = (moved, groups.segmenter);
+        moved.sort();
+        want.sort();
+        assert_eq!(moved, want);
+        let err = Adam::new(&vs, &["encoder.conv9.weight".to_string()], 0.0)
+            .err()
+            .expect("unknown name refused");
+        assert!(err.to_string().contains("encoder.conv9.weight"), "{err}");
+    }
 }

@@ -1,5 +1,5 @@
 //! `RUN/curves.png`, drawn with plotters: the run name as title; left, the training losses
-//! per epoch on a log axis (they span decades), only those the variant uses; right, validation
+//! per validation round (`epoch` in the records) on a log axis (they span decades), only those the variant uses; right, validation
 //! mIoU and mean Dice on [0, 1]; the best checkpoint's epoch marked in both (dashed line, red
 //! dot); legends in strips below the panels, never over a curve.
 //! Text needs a TrueType font: the first of a few common system fonts is registered; without
@@ -53,8 +53,8 @@ fn plot_err(e: &dyn std::fmt::Display) -> Error {
     Error::Torch(format!("plotting: {e}"))
 }
 
-/// The loss curves to draw: L_dice always; L_semi, L_adv and L_dis when the variant uses them;
-/// the total L_seg when it is more than L_dice.
+/// The loss curves to draw: L_dice always; L_semi, L_adv (labeled and unlabeled batches) and
+/// L_dis when the variant uses them; the total L_seg when it is more than L_dice.
 fn loss_series(
     records: &[EpochRecord],
     variant: Option<crate::model::Variant>,
@@ -77,6 +77,11 @@ fn loss_series(
     }
     if adv {
         out.push(("L_adv", RED, ep(|r| r.loss_adv)));
+        let both = variant.map(|v| v.uses_adversarial() && v.uses_unlabeled());
+        if used(|r| r.loss_adv_unlabeled, both) {
+            let orange = RGBColor(230, 140, 0);
+            out.push(("L_adv (unlabeled)", orange, ep(|r| r.loss_adv_unlabeled)));
+        }
         out.push(("L_dis", BLACK, ep(|r| r.loss_dis)));
     }
     out
@@ -169,7 +174,7 @@ fn loss_panel(
         .map_err(|e| plot_err(&e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("epoch")
+        mesh.x_desc("validation round")
             .x_labels(x1.min(10.0) as usize + 1)
             .x_label_formatter(&epoch_tick)
             .y_labels(10)
@@ -236,7 +241,7 @@ fn val_panel(
         .map_err(|e| plot_err(&e))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("epoch")
+        mesh.x_desc("validation round")
             .x_labels(x1.min(10.0) as usize + 1)
             .x_label_formatter(&epoch_tick);
     } else {
@@ -264,7 +269,7 @@ fn val_panel(
         chart
             .draw_series(at.map(|p| Circle::new(p, 6, RED.filled())))
             .map_err(|e| plot_err(&e))?;
-        names.push((format!("best checkpoint (epoch {e})"), RED));
+        names.push((format!("best checkpoint (round {e})"), RED));
     }
     legend(&legend_area, &names, text)
 }
@@ -321,6 +326,8 @@ mod tests {
             loss_dice: 0.9 / epoch as f64,
             loss_semi: 0.3,
             loss_adv: 7.0,
+            loss_adv_unlabeled: 6.0,
+            ramp: 1.0,
             loss_dis: 1.2,
             val: val.map(|m| crate::metrics::SegMetrics {
                 iou: vec![m, m],
@@ -332,6 +339,8 @@ mod tests {
                 hd95_undefined: vec![0, 0],
                 slices: 1,
             }),
+            val_diagnostics: None,
+            step: 3 * epoch,
             steps: 3,
             slices_per_s: 10.0,
             train_seconds: 1.0,
@@ -348,7 +357,14 @@ mod tests {
         let recs: Vec<EpochRecord> = (1..=3).map(|e| record(e, None)).collect();
         assert_eq!(
             names(&loss_series(&recs, Some(Variant::Dmnet))),
-            ["L_seg (total)", "L_dice", "L_semi", "L_adv", "L_dis"]
+            [
+                "L_seg (total)",
+                "L_dice",
+                "L_semi",
+                "L_adv",
+                "L_adv (unlabeled)",
+                "L_dis"
+            ]
         );
         assert_eq!(
             names(&loss_series(&recs, Some(Variant::Supervised))),
@@ -362,6 +378,7 @@ mod tests {
         let mut sup = recs.clone();
         for r in &mut sup {
             (r.loss_semi, r.loss_adv, r.loss_dis) = (0.0, 0.0, 0.0);
+            r.loss_adv_unlabeled = 0.0;
         }
         assert_eq!(names(&loss_series(&sup, None)), ["L_dice"]);
     }

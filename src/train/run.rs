@@ -1,18 +1,19 @@
-//! The training loop (paper §3, §4.2) and evaluation. Each step draws a labeled and (for
-//! variants that use them) an unlabeled batch, runs both through the network in one forward
-//! pass, updates the segmenter on L_S = L_dice + λ1·L_adv + λ2·L_semi and then the
-//! discriminator on BCE(D(ŷ1),0) + BCE(D(ŷ2),0) + BCE(D(y),1), each with its own Adam.
+//! The training loop (paper §3, §4.2): rounds of `eval_every` steps ([`super::step`]), each
+//! followed by validation and the best/last checkpoints. The length is a number of optimiser
+//! steps (`--steps`, or `--epochs` of the labeled slices); the poly schedule and the ramp-up
+//! follow it. A resume continues from the last checkpoint, bit-identically: every round's
+//! shuffles and flips derive from (seed, round).
 use super::batch::{random_flip, to_tensors, TensorBatch};
 use super::data::{self, DataPlan, SliceRef, StreamSpec};
 use super::draw_curves;
-use super::losses;
-use super::optim::{poly_lr, Adam, LossScaler};
+use super::eval::evaluate_net;
+use super::optim::{poly_lr, LossScaler};
+use super::step::{step, LossMeans, StepLosses, StepPoint};
+use super::trainer::Trainer;
 use crate::artifact::{
-    read_metrics, read_state, write_metrics, CheckpointKind, DataSummary, EpochRecord, RunConfig,
-    RunSummary, TrainConfig, TrainState,
+    read_metrics, write_metrics, CheckpointKind, DataSummary, EpochRecord, RunConfig, RunDir,
+    RunSummary, Schedule, TrainConfig, TrainState,
 };
-use crate::metrics::{MetricsAccumulator, SegMetrics};
-use crate::model::{Discriminator, DmNet, ModelConfig};
 use crate::shard::schema::{file_metadata, shard_files, META_PREP_CONFIG};
 use crate::{Error, Result};
 use rand::SeedableRng;
@@ -20,7 +21,16 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{nn, Device, Kind, Tensor};
+use tch::Device;
+
+/// How much longer a resumed run should be (`--resume` with `--steps` or `--epochs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extend {
+    /// A new total length in optimiser steps.
+    Steps(usize),
+    /// A new total length in labeled epochs.
+    Epochs(usize),
+}
 
 /// What to run: shards, run directory and hyper-parameters.
 #[derive(Debug, Clone)]
@@ -35,12 +45,14 @@ pub struct RunSpec {
     pub train: TrainConfig,
     /// Continue the run in `out` from its last checkpoint (its `config.json` wins).
     pub resume: bool,
+    /// With `resume`: a new, longer total length (the poly schedule is recomputed over it).
+    pub extend: Option<Extend>,
 }
 
-/// Derives an independent seed for (seed, epoch, purpose).
-fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
+/// Derives an independent seed for (seed, round, purpose).
+fn mix(seed: u64, round: usize, purpose: u64) -> u64 {
     let mut z = seed
-        ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ purpose.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -48,166 +60,45 @@ fn mix(seed: u64, epoch: usize, purpose: u64) -> u64 {
 }
 
 /// What the first row of the shards says: channel names, class names, slice size, prep config.
-type ShardProbe = (Vec<String>, Vec<String>, usize, Option<serde_json::Value>);
+struct ShardProbe {
+    channels: Vec<String>,
+    labels: Vec<String>,
+    size: usize,
+    prep: Option<serde_json::Value>,
+}
 
 /// Channel and class names and the slice size, from the first row of the shards.
 fn probe_shards(dir: &Path) -> Result<ShardProbe> {
     let files = shard_files(dir)?;
-    let meta = file_metadata(&files[0])?;
-    let prep = meta
+    let first_file = files
+        .first()
+        .ok_or_else(|| Error::invalid(dir, "no shard files"))?;
+    let prep = file_metadata(first_file)?
         .get(META_PREP_CONFIG)
         .and_then(|s| serde_json::from_str(s).ok());
-    let mut reader = crate::shard::schema::read_shards(dir)?;
-    let first = reader
+    let first = crate::shard::schema::read_shards(dir)?
         .next()
         .transpose()?
         .and_then(|g| g.into_iter().next())
         .ok_or_else(|| Error::invalid(dir, "the shards hold no slices"))?;
     if first.height != first.width {
         return Err(Error::invalid(
-            &files[0],
+            first_file,
             format!(
                 "slices are {}×{}, training needs square slices",
                 first.height, first.width
             ),
         ));
     }
-    Ok((
-        first.channel_names,
-        first.label_names,
-        first.height as usize,
+    Ok(ShardProbe {
+        channels: first.channel_names,
+        labels: first.label_names,
+        size: first.height as usize,
         prep,
-    ))
+    })
 }
 
-/// The network, discriminator and optimisers of a run.
-struct Model {
-    vs: nn::VarStore,
-    net: DmNet,
-    disc: Option<Discriminator>,
-    seg_opt: Adam,
-    dis_opt: Option<Adam>,
-}
-
-impl Model {
-    fn new(cfg: &ModelConfig, train: &TrainConfig, device: Device) -> Result<Model> {
-        let vs = nn::VarStore::new(device);
-        let net = DmNet::new(&vs.root(), cfg)?;
-        let disc = cfg
-            .variant
-            .uses_adversarial()
-            .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg));
-        let seg_opt = Adam::new(
-            &vs,
-            &["encoder", "decoder1", "decoder2"],
-            train.weight_decay,
-        );
-        let dis_opt = disc
-            .as_ref()
-            .map(|_| Adam::new(&vs, &["discriminator"], train.weight_decay));
-        Ok(Model {
-            vs,
-            net,
-            disc,
-            seg_opt,
-            dis_opt,
-        })
-    }
-}
-
-fn ckpt_dir(run: &Path) -> PathBuf {
-    run.join("checkpoints")
-}
-
-fn save_checkpoint(run: &Path, kind: CheckpointKind, m: &Model, state: &TrainState) -> Result<()> {
-    let dir = ckpt_dir(run);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let name = kind.name();
-    // Write to temporary names, then rename: a kill never leaves a half-written checkpoint.
-    let weights = dir.join(format!("{name}.safetensors"));
-    let optim = dir.join(format!("{name}.optim.safetensors"));
-    let json = dir.join(format!("{name}.json"));
-    let tmp = |p: &Path| p.with_extension("tmp.safetensors");
-    m.vs.save(tmp(&weights))?;
-    let mut opt = m.seg_opt.state("segmenter");
-    if let Some(d) = &m.dis_opt {
-        opt.extend(d.state("discriminator"));
-    }
-    let cpu: Vec<(String, Tensor)> = opt
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu)))
-        .collect();
-    Tensor::write_safetensors(&cpu, tmp(&optim))?;
-    let tmp_json = json.with_extension("json.tmp");
-    std::fs::write(
-        &tmp_json,
-        serde_json::to_string_pretty(state).expect("serialisable"),
-    )
-    .map_err(|e| Error::io(&tmp_json, e))?;
-    for (from, to) in [
-        (tmp(&weights), &weights),
-        (tmp(&optim), &optim),
-        (tmp_json, &json),
-    ] {
-        std::fs::rename(&from, to).map_err(|e| Error::io(&from, e))?;
-    }
-    Ok(())
-}
-
-fn load_weights(vs: &mut nn::VarStore, run: &Path, kind: CheckpointKind) -> Result<PathBuf> {
-    let p = ckpt_dir(run).join(format!("{}.safetensors", kind.name()));
-    if !p.exists() {
-        return Err(Error::invalid(
-            &p,
-            "checkpoint not found (has the run completed an epoch?)",
-        ));
-    }
-    vs.load(&p).map_err(|e| Error::invalid(&p, e.to_string()))?;
-    Ok(p)
-}
-
-fn load_checkpoint(run: &Path, kind: CheckpointKind, m: &mut Model) -> Result<TrainState> {
-    load_weights(&mut m.vs, run, kind)?;
-    let dir = ckpt_dir(run);
-    let optim = dir.join(format!("{}.optim.safetensors", kind.name()));
-    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&optim)
-        .map_err(|e| Error::invalid(&optim, e.to_string()))?
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(m.vs.device())))
-        .collect();
-    m.seg_opt.load_state("segmenter", &tensors)?;
-    if let Some(d) = &mut m.dis_opt {
-        d.load_state("discriminator", &tensors)?;
-    }
-    let json = dir.join(format!("{}.json", kind.name()));
-    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid(&json, e.to_string()))
-}
-
-/// Running means of the step losses.
-#[derive(Default)]
-struct LossMeans {
-    n: usize,
-    seg: f64,
-    dice: f64,
-    semi: f64,
-    adv: f64,
-    dis: f64,
-}
-
-impl LossMeans {
-    fn add(&mut self, seg: f64, dice: f64, semi: f64, adv: f64, dis: f64) {
-        self.n += 1;
-        let k = 1.0 / self.n as f64;
-        self.seg += (seg - self.seg) * k;
-        self.dice += (dice - self.dice) * k;
-        self.semi += (semi - self.semi) * k;
-        self.adv += (adv - self.adv) * k;
-        self.dis += (dis - self.dis) * k;
-    }
-}
-
-/// Everything one epoch needs.
+/// Everything the rounds of a run share.
 struct Ctx<'a> {
     cfg: &'a TrainConfig,
     files: Arc<Vec<PathBuf>>,
@@ -215,96 +106,7 @@ struct Ctx<'a> {
     val: &'a [SliceRef],
     device: Device,
     amp: bool,
-    steps: usize,
-    max_iter: usize,
-}
-
-fn value(t: &Tensor) -> f64 {
-    t.double_value(&[])
-}
-
-/// One training step; returns (L_S, L_dice, L_semi, L_adv, L_dis).
-fn step(
-    m: &mut Model,
-    ctx: &Ctx,
-    lab: &TensorBatch,
-    unl: Option<&TensorBatch>,
-    lr: (f64, f64),
-    scaler: &mut LossScaler,
-) -> (f64, f64, f64, f64, f64) {
-    let mc = &ctx.cfg.model;
-    let k = mc.num_classes as i64;
-    let nl = lab.images.size()[0];
-    let x = match unl {
-        Some(u) => Tensor::cat(&[&lab.images, &u.images], 0),
-        None => lab.images.shallow_clone(),
-    };
-    let out = tch::autocast(ctx.amp, || m.net.forward_t(&x, true));
-    let (l1, l2) = (
-        out.logits1.to_kind(Kind::Float),
-        out.logits2.to_kind(Kind::Float),
-    );
-    let (p1, p2) = (l1.softmax(1, Kind::Float), l2.softmax(1, Kind::Float));
-    let onehot = losses::one_hot(lab.masks.as_ref().expect("labeled batch has masks"), k);
-    let dice = losses::dice_loss(&p1.narrow(0, 0, nl), &onehot)
-        + losses::dice_loss(&p2.narrow(0, 0, nl), &onehot);
-    let semi = match unl {
-        Some(u) => {
-            let nu = u.images.size()[0];
-            let (s1, s2) = if mc.variant.sharpens() {
-                (
-                    losses::sharpen_logits(&l1.narrow(0, nl, nu), mc.temperature),
-                    losses::sharpen_logits(&l2.narrow(0, nl, nu), mc.temperature),
-                )
-            } else {
-                (p1.narrow(0, nl, nu), p2.narrow(0, nl, nu))
-            };
-            if mc.semi_stop_gradient {
-                losses::semi_loss_stop_gradient(&s1, &s2)
-            } else {
-                losses::semi_loss(&s1, &s2)
-            }
-        }
-        None => Tensor::zeros([], (Kind::Float, ctx.device)),
-    };
-    let adv = match &m.disc {
-        // One discriminator pass over both decoders' maps (D has no batch statistics).
-        Some(d) => {
-            let n = p1.size()[0];
-            let z = d.forward(&Tensor::cat(&[&p1, &p2], 0));
-            losses::bce_with_logits(&z.narrow(0, 0, n), 1.0)
-                + losses::bce_with_logits(&z.narrow(0, n, n), 1.0)
-        }
-        None => Tensor::zeros([], (Kind::Float, ctx.device)),
-    };
-    let total = &dice + &adv * mc.lambda_adv + &semi * mc.lambda_semi;
-    m.seg_opt.zero_grad();
-    (&total * scaler.scale).backward();
-    if !scaler.enabled() || scaler.update(m.seg_opt.grads_finite()) {
-        m.seg_opt.step(lr.0, scaler.scale);
-    }
-    let mut dis_v = 0.0;
-    if let (Some(d), Some(opt)) = (&m.disc, &mut m.dis_opt) {
-        opt.zero_grad();
-        let n = p1.size()[0];
-        let z = d.forward(&Tensor::cat(
-            &[p1.detach(), p2.detach(), onehot.shallow_clone()],
-            0,
-        ));
-        let ld = losses::bce_with_logits(&z.narrow(0, 0, n), 0.0)
-            + losses::bce_with_logits(&z.narrow(0, n, n), 0.0)
-            + losses::bce_with_logits(&z.narrow(0, 2 * n, nl), 1.0);
-        ld.backward();
-        opt.step(lr.1, 1.0);
-        dis_v = value(&ld);
-    }
-    (
-        value(&total),
-        value(&dice),
-        value(&semi),
-        value(&adv),
-        dis_v,
-    )
+    schedule: Schedule,
 }
 
 fn recv(rx: &crossbeam_channel::Receiver<Result<data::Batch>>, what: &str) -> Result<data::Batch> {
@@ -312,145 +114,141 @@ fn recv(rx: &crossbeam_channel::Receiver<Result<data::Batch>>, what: &str) -> Re
         .map_err(|_| Error::Torch(format!("the {what} stream ended early")))?
 }
 
-fn train_epoch(
-    m: &mut Model,
+/// What one round of training measured.
+struct RoundStats {
+    losses: StepLosses,
+    point: StepPoint,
+    steps: usize,
+    slices_per_s: f64,
+    secs: f64,
+}
+
+/// A seeded stream of `steps` batches over `refs`; labeled and unlabeled streams and their
+/// flips use separate seeds, so a variant without unlabeled data sees the same labeled batches.
+fn batches(
     ctx: &Ctx,
-    epoch: usize,
+    refs: &[SliceRef],
+    batch: usize,
+    steps: usize,
+    seed: u64,
+    unlabeled: bool,
+) -> crossbeam_channel::Receiver<Result<data::Batch>> {
+    let spec = StreamSpec {
+        batch,
+        steps: Some(steps),
+        seed: Some(seed),
+        drop_masks: unlabeled,
+        window: ctx.cfg.shuffle_window,
+        prefetch: ctx.cfg.prefetch,
+    };
+    data::stream(ctx.files.clone(), refs.to_vec(), spec)
+}
+
+fn next_batch(
+    ctx: &Ctx,
+    rx: &crossbeam_channel::Receiver<Result<data::Batch>>,
+    what: &str,
+    rng: &mut ChaCha8Rng,
+) -> Result<TensorBatch> {
+    let (s, c) = (ctx.cfg.model.input_size, ctx.cfg.model.in_channels);
+    let mut b = to_tensors(&recv(rx, what)?, s, c, ctx.device)?;
+    random_flip(&mut b, ctx.cfg.flip_prob, rng);
+    Ok(b)
+}
+
+fn train_round(
+    t: &mut Trainer,
+    ctx: &Ctx,
+    round: usize,
     state: &mut TrainState,
     scaler: &mut LossScaler,
-) -> Result<(LossMeans, f64, f64, f64, f64)> {
+) -> Result<RoundStats> {
     let cfg = ctx.cfg;
-    let seed = state.seed;
-    tch::manual_seed(mix(seed, epoch, 1) as i64);
-    let spec = |batch, s| StreamSpec {
-        batch,
-        steps: Some(ctx.steps),
-        seed: Some(s),
-        drop_masks: false,
-        window: cfg.shuffle_window,
-        prefetch: cfg.prefetch,
-    };
-    let lab_rx = data::stream(
-        ctx.files.clone(),
-        ctx.plan.labeled.clone(),
-        spec(cfg.labeled_batch, mix(seed, epoch, 2)),
+    let (seed, n) = (state.seed, ctx.schedule.steps_in(round));
+    let lab_rx = batches(
+        ctx,
+        &ctx.plan.labeled,
+        cfg.labeled_batch,
+        n,
+        mix(seed, round, 2),
+        false,
     );
     let use_unl = cfg.model.variant.uses_unlabeled() && !ctx.plan.unlabeled.is_empty();
     let unl_rx = use_unl.then(|| {
-        let mut s = spec(cfg.unlabeled_batch, mix(seed, epoch, 3));
-        s.drop_masks = true;
-        data::stream(ctx.files.clone(), ctx.plan.unlabeled.clone(), s)
+        batches(
+            ctx,
+            &ctx.plan.unlabeled,
+            cfg.unlabeled_batch,
+            n,
+            mix(seed, round, 3),
+            true,
+        )
     });
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, epoch, 4));
-    let bar = crate::cli::progress(ctx.steps as u64, &format!("epoch {epoch}"));
-    let (mut means, mut slices) = (LossMeans::default(), 0usize);
-    let (mut lr, mut lr_d) = (cfg.lr, cfg.lr_discriminator);
-    let start = Instant::now();
-    let (s, c) = (cfg.model.input_size, cfg.model.in_channels);
-    for _ in 0..ctx.steps {
-        lr = poly_lr(cfg.lr, state.global_step, ctx.max_iter, cfg.poly_power);
-        lr_d = poly_lr(
-            cfg.lr_discriminator,
-            state.global_step,
-            ctx.max_iter,
-            cfg.poly_power,
-        );
-        let mut lab = to_tensors(&recv(&lab_rx, "labeled")?, s, c, ctx.device)?;
-        random_flip(&mut lab, cfg.flip_prob, &mut rng);
+    let mut rng_l = ChaCha8Rng::seed_from_u64(mix(seed, round, 4));
+    let mut rng_u = ChaCha8Rng::seed_from_u64(mix(seed, round, 5));
+    let bar = crate::cli::progress(n as u64, &format!("round {round}"));
+    let (mut means, mut slices, start) = (LossMeans::default(), 0usize, Instant::now());
+    let total = ctx.schedule.total_steps;
+    let mut point = StepPoint {
+        lr: cfg.lr,
+        lr_discriminator: cfg.lr_discriminator,
+        ramp: 1.0,
+        global_step: state.global_step,
+    };
+    for _ in 0..n {
+        let g = state.global_step;
+        point = StepPoint {
+            lr: poly_lr(cfg.lr, g, total, cfg.poly_power),
+            lr_discriminator: poly_lr(cfg.lr_discriminator, g, total, cfg.poly_power),
+            ramp: cfg.loss.ramp(g, total),
+            global_step: g,
+        };
+        let lab = next_batch(ctx, &lab_rx, "labeled", &mut rng_l)?;
         let unl = match &unl_rx {
-            Some(rx) => {
-                let mut u = to_tensors(&recv(rx, "unlabeled")?, s, c, ctx.device)?;
-                random_flip(&mut u, cfg.flip_prob, &mut rng);
-                Some(u)
-            }
+            Some(rx) => Some(next_batch(ctx, rx, "unlabeled", &mut rng_u)?),
             None => None,
         };
         slices += lab.spacing.len() + unl.as_ref().map_or(0, |u| u.spacing.len());
-        let l = step(m, ctx, &lab, unl.as_ref(), (lr, lr_d), scaler);
-        means.add(l.0, l.1, l.2, l.3, l.4);
+        let l = step(t, cfg, ctx.amp, (&lab, unl.as_ref()), point, scaler)?;
+        means.add(&l);
         state.global_step += 1;
         bar.inc(1);
+        let m = &means.mean;
         bar.set_message(format!(
-            "L_S {:.4} dice {:.4} semi {:.4} adv {:.3} dis {:.3} {:.1} slices/s",
-            means.seg,
-            means.dice,
-            means.semi,
-            means.adv,
-            means.dis,
-            slices as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            "L_S {:.4} dice {:.4} semi {:.4} adv {:.3} dis {:.3}",
+            m.seg, m.dice, m.semi, m.adv, m.dis
         ));
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    Ok((means, slices as f64 / secs.max(1e-9), lr, lr_d, secs))
-}
-
-/// Metrics of `net` on the labeled slices `refs` (eval mode, average of the two decoders'
-/// softmax, argmax).
-pub fn evaluate_net(
-    net: &DmNet,
-    files: Arc<Vec<PathBuf>>,
-    refs: &[SliceRef],
-    batch: usize,
-    device: Device,
-) -> Result<SegMetrics> {
-    let cfg = net.config();
-    let rx = data::stream(
-        files,
-        refs.to_vec(),
-        StreamSpec {
-            batch,
-            steps: None,
-            seed: None,
-            drop_masks: false,
-            window: 1,
-            prefetch: 2,
-        },
-    );
-    let mut acc = MetricsAccumulator::new(cfg.num_classes);
-    let s = cfg.input_size;
-    let _g = tch::no_grad_guard();
-    for b in rx {
-        let b = to_tensors(&b?, s, cfg.in_channels, device)?;
-        let pred = net
-            .forward_t(&b.images, false)
-            .probabilities()
-            .argmax(1, false)
-            .to_kind(Kind::Uint8)
-            .to_device(Device::Cpu);
-        let gt = b
-            .masks
-            .as_ref()
-            .expect("evaluation slices are labeled")
-            .to_kind(Kind::Uint8)
-            .to_device(Device::Cpu);
-        let n = b.spacing.len();
-        let pv =
-            Vec::<u8>::try_from(pred.flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
-        let gv = Vec::<u8>::try_from(gt.flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
-        for i in 0..n {
-            let r = i * s * s..(i + 1) * s * s;
-            acc.add(&pv[r.clone()], &gv[r], s, s, b.spacing[i]);
-        }
-    }
-    Ok(acc.finish())
+    Ok(RoundStats {
+        losses: means.mean,
+        point,
+        steps: n,
+        slices_per_s: slices as f64 / secs.max(1e-9),
+        secs,
+    })
 }
 
 fn prepare_new(spec: &RunSpec) -> Result<RunConfig> {
     let mut train = spec.train.clone();
-    let (channels, labels, shard_size, prep) = probe_shards(&spec.shards)?;
-    train.model.in_channels = channels.len();
-    train.model.num_classes = labels.len();
-    train.model.input_size = train.size.unwrap_or(shard_size);
-    if train.model.input_size != shard_size {
-        tracing::info!(
-            "slices are {shard_size}×{shard_size}; resizing them to {0}×{0}",
-            train.model.input_size
-        );
+    let probe = probe_shards(&spec.shards)?;
+    if let Some(s) = train.size.filter(|&s| s != probe.size) {
+        return Err(Error::Config {
+            path: spec.shards.clone(),
+            msg: format!(
+                "the shards hold {0}×{0} slices and training was asked for {s}×{s}; prep is the \
+                 only resampler: re-ingest with `dmnet-prep ingest … --size {s}`",
+                probe.size
+            ),
+        });
     }
+    train.model.in_channels = probe.channels.len();
+    train.model.num_classes = probe.labels.len();
+    train.model.input_size = probe.size;
     train.validate()?;
     let out = &spec.out;
-    if out.join("config.json").exists() {
+    if RunDir::new(out).config().exists() {
         return Err(Error::Config {
             path: out.clone(),
             msg:
@@ -470,18 +268,66 @@ fn prepare_new(spec: &RunSpec) -> Result<RunConfig> {
         pipeline: spec.pipeline.clone(),
         train,
         data: DataSummary {
-            shard_size,
-            channel_names: channels,
-            label_names: labels,
+            shard_size: probe.size,
+            channel_names: probe.channels,
+            label_names: probe.labels,
             ..Default::default()
         },
-        prep_config: prep,
+        prep_config: probe.prep,
+    })
+}
+
+/// Sets libtorch's CPU threads for `deterministic` runs (one thread: the same seed then gives
+/// the same numbers in every process).
+fn set_determinism(cfg: &TrainConfig, device: Device) {
+    if cfg.deterministic {
+        tch::set_num_threads(1);
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(false);
+        }
+    }
+}
+
+/// The schedule of a run: fixed at its start, or extended on resume.
+fn schedule_of(spec: &RunSpec, rc: &RunConfig, labeled: usize) -> Result<Schedule> {
+    let saved = rc.data.schedule;
+    if !spec.resume || saved.total_steps == 0 {
+        return Ok(rc.train.schedule(labeled));
+    }
+    let total = match spec.extend {
+        None => return Ok(saved),
+        Some(Extend::Steps(n)) => n,
+        Some(Extend::Epochs(e)) => {
+            let mut t = rc.train.clone();
+            (t.epochs, t.steps) = (e, None);
+            t.schedule(labeled).total_steps
+        }
+    };
+    if total < saved.total_steps {
+        return Err(Error::Config {
+            path: spec.out.clone(),
+            msg: format!(
+                "the run is {} steps long; --resume can extend it, not shorten it (asked for {total})",
+                saved.total_steps
+            ),
+        });
+    }
+    if total > saved.total_steps {
+        tracing::info!(
+            "extending the run from {} to {total} steps; the poly schedule is recomputed over the new length",
+            saved.total_steps
+        );
+    }
+    Ok(Schedule {
+        total_steps: total,
+        ..saved
     })
 }
 
 /// Trains a run (or resumes it) and returns its summary. Writes `config.json`,
 /// `metrics.jsonl`, `curves.png`, `prep-manifest.json` and `checkpoints/` into `spec.out`.
 pub fn run(spec: &RunSpec) -> Result<RunSummary> {
+    let dir = RunDir::new(&spec.out);
     let mut rc = if spec.resume {
         RunConfig::load(&spec.out)?
     } else {
@@ -489,11 +335,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     };
     let cfg = rc.train.clone();
     let device = crate::device::select(cfg.device)?;
+    set_determinism(&cfg, device);
     let amp = cfg.amp && device.is_cuda();
     if cfg.amp && !amp {
         tracing::warn!("--amp is ignored on CPU (mixed precision runs on CUDA only)");
     }
-    let plan = DataPlan::build(&rc.shards, cfg.labeled_fraction, cfg.seed)?;
+    let plan = DataPlan::build(&rc.shards, cfg.labeled_slice_fraction.get(), cfg.seed)?;
     let val = match data::split_refs(&rc.shards, "val") {
         Ok((_, v)) => v,
         Err(e) => {
@@ -501,10 +348,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
             Vec::new()
         }
     };
-    let mut steps = plan.labeled.len().div_ceil(cfg.labeled_batch);
-    if let Some(cap) = cfg.max_steps_per_epoch {
-        steps = steps.min(cap.max(1));
-    }
+    let schedule = schedule_of(spec, &rc, plan.labeled.len())?;
     rc.data.labeled_total = plan.labeled_total;
     rc.data.labeled_used = plan.labeled.len();
     rc.data.unlabeled = if cfg.model.variant.uses_unlabeled() {
@@ -513,38 +357,11 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         0
     };
     rc.data.val = val.len();
-    rc.data.steps_per_epoch = steps;
+    rc.data.schedule = schedule;
     rc.save(&spec.out)?;
-    tch::manual_seed(cfg.seed as i64);
-    let mut m = Model::new(&cfg.model, &cfg, device)?;
+    let mut t = Trainer::new(&cfg, device)?;
     let mut scaler = LossScaler::new(amp);
-    let mut state = TrainState {
-        epoch: 0,
-        global_step: 0,
-        best_miou: None,
-        best_epoch: None,
-        seed: cfg.seed,
-        loss_scale: scaler.scale,
-    };
-    let mut records = Vec::new();
-    if spec.resume && ckpt_dir(&spec.out).join("last.json").exists() {
-        state = load_checkpoint(&spec.out, CheckpointKind::Last, &mut m)?;
-        scaler.scale = state.loss_scale;
-        records = read_metrics(&spec.out)?;
-        records.retain(|r| r.epoch <= state.epoch);
-        tracing::info!(
-            "resuming {} after epoch {} (step {})",
-            spec.out.display(),
-            state.epoch,
-            state.global_step
-        );
-    } else if spec.resume {
-        tracing::warn!(
-            "{}: no checkpoint yet (killed during epoch 1); starting at epoch 1",
-            spec.out.display()
-        );
-    }
-    write_metrics(&spec.out, &records)?;
+    let (mut state, records) = restore(spec, &dir, &mut t, &mut scaler, cfg.seed)?;
     let ctx = Ctx {
         cfg: &cfg,
         files: plan.files.clone(),
@@ -552,68 +369,14 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         val: &val,
         device,
         amp,
-        steps,
-        max_iter: steps * cfg.epochs,
+        schedule,
     };
     tracing::info!(
-        "training {} ({}, {} labeled of {}, {} unlabeled, {} val slices, {} steps/epoch) on {device:?}",
-        cfg.model.variant.name(), cfg.model.encoder.name(), plan.labeled.len(), plan.labeled_total, rc.data.unlabeled, val.len(), steps
+        "training {} ({}, {} labeled of {}, {} unlabeled, {} val slices; {} steps, validation every {}) on {device:?}",
+        cfg.model.variant.name(), cfg.model.encoder.name(), plan.labeled.len(), plan.labeled_total,
+        rc.data.unlabeled, val.len(), schedule.total_steps, schedule.eval_every
     );
-    for epoch in state.epoch + 1..=cfg.epochs {
-        let start = Instant::now();
-        let (means, sps, lr, lr_d, train_secs) =
-            train_epoch(&mut m, &ctx, epoch, &mut state, &mut scaler)?;
-        let metrics = if ctx.val.is_empty() {
-            None
-        } else {
-            Some(evaluate_net(
-                &m.net,
-                ctx.files.clone(),
-                ctx.val,
-                cfg.eval_batch,
-                device,
-            )?)
-        };
-        state.epoch = epoch;
-        state.loss_scale = scaler.scale;
-        let miou = metrics.as_ref().map(|v| v.miou);
-        let better = match (miou, state.best_miou) {
-            (Some(v), Some(b)) => v > b,
-            (Some(_), None) => true,
-            (None, _) => true,
-        };
-        if better {
-            state.best_miou = miou;
-            state.best_epoch = Some(epoch);
-            save_checkpoint(&spec.out, CheckpointKind::Best, &m, &state)?;
-        }
-        save_checkpoint(&spec.out, CheckpointKind::Last, &m, &state)?;
-        let rec = EpochRecord {
-            epoch,
-            lr,
-            lr_discriminator: lr_d,
-            loss_seg: means.seg,
-            loss_dice: means.dice,
-            loss_semi: means.semi,
-            loss_adv: means.adv,
-            loss_dis: means.dis,
-            val: metrics,
-            steps,
-            slices_per_s: sps,
-            train_seconds: train_secs,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        tracing::info!(
-            "epoch {epoch}/{}: L_S {:.4} (dice {:.4}, semi {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
-            cfg.epochs, rec.loss_seg, rec.loss_dice, rec.loss_semi, rec.loss_adv, rec.loss_dis,
-            miou.map_or("-".into(), |v| format!("{v:.4}")), sps
-        );
-        records.push(rec);
-        write_metrics(&spec.out, &records)?;
-        if let Err(e) = draw_curves(&records, &spec.out.join("curves.png")) {
-            tracing::warn!("curves.png not drawn: {e}");
-        }
-    }
+    let records = rounds(&mut t, &ctx, &dir, &mut state, &mut scaler, records)?;
     Ok(RunSummary {
         run_dir: spec.out.clone(),
         epochs: state.epoch,
@@ -623,52 +386,115 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     })
 }
 
-/// The result of [`evaluate`] (`RUN/eval-<split>-<checkpoint>.json`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct EvalReport {
-    /// Split evaluated.
-    pub split: String,
-    /// Checkpoint evaluated.
-    pub checkpoint: CheckpointKind,
-    /// Epoch the checkpoint was saved at.
-    pub epoch: usize,
-    /// Shard folder evaluated on.
-    pub shards: PathBuf,
-    /// The metrics.
-    pub metrics: SegMetrics,
+/// The state and records to start from: the last checkpoint on resume, else a fresh start.
+fn restore(
+    spec: &RunSpec,
+    dir: &RunDir,
+    t: &mut Trainer,
+    scaler: &mut LossScaler,
+    seed: u64,
+) -> Result<(TrainState, Vec<EpochRecord>)> {
+    let fresh = TrainState {
+        epoch: 0,
+        global_step: 0,
+        best_miou: None,
+        best_epoch: None,
+        seed,
+        loss_scale: scaler.scale,
+    };
+    if !spec.resume {
+        write_metrics(&spec.out, &[])?;
+        return Ok((fresh, Vec::new()));
+    }
+    if dir.checkpoint(CheckpointKind::Last).is_err() {
+        tracing::warn!(
+            "{}: no checkpoint yet (killed during round 1); starting at round 1",
+            spec.out.display()
+        );
+        write_metrics(&spec.out, &[])?;
+        return Ok((fresh, Vec::new()));
+    }
+    let state = t.load(dir, CheckpointKind::Last)?;
+    scaler.scale = state.loss_scale;
+    let mut records = read_metrics(&spec.out)?;
+    records.retain(|r| r.epoch <= state.epoch);
+    write_metrics(&spec.out, &records)?;
+    tracing::info!(
+        "resuming {} after round {} (step {})",
+        spec.out.display(),
+        state.epoch,
+        state.global_step
+    );
+    Ok((state, records))
 }
 
-/// Evaluates a run's checkpoint on the labeled slices of `split` of `shards` and writes
-/// `RUN/eval-<split>-<checkpoint>.json` (and `RUN/eval-<split>.json` for the best checkpoint).
-pub fn evaluate(
-    run_dir: &Path,
-    shards: &Path,
-    split: &str,
-    kind: CheckpointKind,
-    device: crate::cli::DeviceChoice,
-) -> Result<EvalReport> {
-    let rc = RunConfig::load(run_dir)?;
-    let device = crate::device::select(device)?;
-    let mut vs = nn::VarStore::new(device);
-    let net = DmNet::new(&vs.root(), &rc.train.model)?;
-    load_weights(&mut vs, run_dir, kind)?;
-    let state = read_state(run_dir, kind)?;
-    let (files, refs) = data::split_refs(shards, split)?;
-    let metrics = evaluate_net(&net, files, &refs, rc.train.eval_batch, device)?;
-    let report = EvalReport {
-        split: split.into(),
-        checkpoint: kind,
-        epoch: state.epoch,
-        shards: shards.into(),
-        metrics,
-    };
-    let text = serde_json::to_string_pretty(&report).expect("serialisable") + "\n";
-    let mut outs = vec![run_dir.join(format!("eval-{split}-{}.json", kind.name()))];
-    if kind == CheckpointKind::Best {
-        outs.push(run_dir.join(format!("eval-{split}.json")));
+/// Runs the remaining rounds: train, validate, checkpoint, record.
+fn rounds(
+    t: &mut Trainer,
+    ctx: &Ctx,
+    dir: &RunDir,
+    state: &mut TrainState,
+    scaler: &mut LossScaler,
+    mut records: Vec<EpochRecord>,
+) -> Result<Vec<EpochRecord>> {
+    let total_rounds = ctx.schedule.rounds();
+    for round in state.epoch + 1..=total_rounds {
+        let start = Instant::now();
+        let stats = train_round(t, ctx, round, state, scaler)?;
+        let ev = if ctx.val.is_empty() {
+            None
+        } else {
+            Some(evaluate_net(
+                &t.net,
+                (ctx.files.clone(), ctx.val),
+                ctx.cfg.eval_batch,
+                ctx.device,
+                false,
+            )?)
+        };
+        state.epoch = round;
+        state.loss_scale = scaler.scale;
+        let miou = ev.as_ref().map(|e| e.metrics.miou);
+        let better = match (miou, state.best_miou) {
+            (Some(v), Some(b)) => v > b,
+            _ => true,
+        };
+        if better {
+            state.best_miou = miou;
+            state.best_epoch = Some(round);
+            t.save(dir, CheckpointKind::Best, state)?;
+        }
+        t.save(dir, CheckpointKind::Last, state)?;
+        let l = &stats.losses;
+        let rec = EpochRecord {
+            epoch: round,
+            step: state.global_step,
+            lr: stats.point.lr,
+            lr_discriminator: stats.point.lr_discriminator,
+            loss_seg: l.seg,
+            loss_dice: l.dice,
+            loss_semi: l.semi,
+            loss_adv: l.adv,
+            loss_adv_unlabeled: l.adv_unlabeled,
+            ramp: stats.point.ramp,
+            loss_dis: l.dis,
+            val: ev.as_ref().map(|e| e.metrics.clone()),
+            val_diagnostics: ev.as_ref().map(|e| e.diagnostics),
+            steps: stats.steps,
+            slices_per_s: stats.slices_per_s,
+            train_seconds: stats.secs,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            "round {round}/{total_rounds} (step {}/{}): L_S {:.4} (dice {:.4}, semi {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
+            state.global_step, ctx.schedule.total_steps, l.seg, l.dice, l.semi, l.adv, l.dis,
+            miou.map_or("-".into(), |v| format!("{v:.4}")), stats.slices_per_s
+        );
+        records.push(rec);
+        write_metrics(dir.path(), &records)?;
+        if let Err(e) = draw_curves(&records, &dir.path().join("curves.png")) {
+            tracing::warn!("curves.png not drawn: {e}");
+        }
     }
-    for p in outs {
-        std::fs::write(&p, &text).map_err(|e| Error::io(&p, e))?;
-    }
-    Ok(report)
+    Ok(records)
 }

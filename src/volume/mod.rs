@@ -5,22 +5,28 @@
 //!   header parsed with the `nifti` crate; `scl_slope`/`scl_inter` honoured (slope 0 = none);
 //!   affine from the sform when `sform_code > 0`, else the qform (domain notes §3).
 //! - [`read_dicom_series`], [`read_dicom_timepoint`], [`scan_dicom_dir`], [`read_dicom_seg`]:
-//!   DICOM series sorted by ImagePositionPatient (0020,0032) projected on the normal of
-//!   ImageOrientationPatient (0020,0037), spacing from position differences, per-slice
-//!   RescaleSlope/Intercept (0028,1053/1052), LPS→RAS; 4-D series (repeated positions) detected.
+//!   DICOM series (single-frame files, Siemens mosaics, enhanced multi-frame files; native or
+//!   compressed pixel data) sorted by ImagePositionPatient (0020,0032) projected on the normal
+//!   of ImageOrientationPatient (0020,0037), spacing from position differences, values masked
+//!   to BitsStored then per-frame RescaleSlope/Intercept (0028,1053/1052), LPS→RAS; 4-D series
+//!   (repeated positions) detected and read one time point at a time.
 //!
 //! Voxel order everywhere: dims `[n0, n1, n2]`, linear index `i0 + n0 * (i1 + n1 * i2)`
 //! (NIfTI / Fortran order).
 use std::path::PathBuf;
 
+pub mod compare;
 mod dicom;
 mod nifti_io;
 
 pub use dicom::{
-    read_dicom_seg, read_dicom_series, read_dicom_timepoint, read_seg_names, scan_dicom_dir,
-    series_timepoints, DicomFile, DicomSeries, SegLabels,
+    dicom_series_geometry, read_dicom_pixels, read_dicom_seg, read_dicom_series,
+    read_dicom_timepoint, read_seg_names, scan_dicom_dir, series_timepoints, DicomFile,
+    DicomPixels, DicomSeries, FileKind, Frame, SegLabels, UnreadableFile,
 };
-pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nifti_mask};
+pub use nifti_io::{
+    read_nifti, read_nifti_geometry, read_nifti_label, read_nifti_timepoint, write_nifti_mask,
+};
 
 /// The NIfTI-1 header fields kept with a volume so a mask can be written back with the same
 /// geometry (dims, pixdim, qform/sform codes and parameters, units).
@@ -174,10 +180,17 @@ pub(crate) fn spacing_of(affine: &[[f64; 4]; 4]) -> [f64; 3] {
 }
 
 /// Reads an image for inference: a NIfTI file, or a folder holding exactly one DICOM image
-/// series (DICOM SEG objects are ignored). A 4-D input is an error.
+/// series (DICOM SEG objects are ignored). A 4-D input is an error unless `timepoint` picks
+/// one of its time points (0-based).
 pub fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
+    read_volume_at(path, None)
+}
+
+/// [`read_volume`] with an optional time point of a 4-D input (`None` = the input must be
+/// 3-D).
+pub fn read_volume_at(path: &std::path::Path, timepoint: Option<usize>) -> crate::Result<Volume> {
     if !path.is_dir() {
-        return read_nifti(path);
+        return read_nifti_at(path, timepoint);
     }
     let (series, bad) = scan_dicom_dir(path)?;
     if let Some((p, why)) = bad.first() {
@@ -185,7 +198,7 @@ pub fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
     }
     let images: Vec<&DicomSeries> = series.iter().filter(|s| !s.is_seg).collect();
     match images.as_slice() {
-        [one] => read_dicom_series(one),
+        [one] => read_dicom_at(one, timepoint),
         [] => Err(crate::Error::invalid(path, "no DICOM image series found")),
         many => Err(crate::Error::invalid(
             path,
@@ -198,5 +211,23 @@ pub fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
                     .join(", ")
             ),
         )),
+    }
+}
+
+/// A NIfTI volume: `None` = the file must be 3-D; `Some(t)` = time point `t` of a 4-D file,
+/// or the volume of a 3-D one (`--timepoint` applies to 4-D inputs only).
+pub fn read_nifti_at(path: &std::path::Path, timepoint: Option<usize>) -> crate::Result<Volume> {
+    match timepoint {
+        None => read_nifti(path),
+        Some(t) => nifti_io::read_nifti_timepoint_or_3d(path, t),
+    }
+}
+
+/// A DICOM series: `None` = the series must be 3-D; `Some(t)` = time point `t` of a 4-D
+/// series, or the volume of a 3-D one.
+pub fn read_dicom_at(series: &DicomSeries, timepoint: Option<usize>) -> crate::Result<Volume> {
+    match timepoint {
+        Some(t) if series_timepoints(series)? > 1 => read_dicom_timepoint(series, t),
+        _ => read_dicom_series(series),
     }
 }

@@ -26,9 +26,17 @@ pub fn read_nifti(path: &Path) -> Result<Volume> {
     raw.timepoint(path, 0)
 }
 
-/// Reads time point `t` (0-based) of a 3-D or 4-D NIfTI file.
+/// Reads time point `t` (0-based) of a 3-D or 4-D NIfTI file. The volume's header is 3-D
+/// (a mask written with it has the 3-D geometry).
 pub fn read_nifti_timepoint(path: &Path, t: usize) -> Result<Volume> {
     RawNifti::read(path)?.timepoint(path, t)
+}
+
+/// Time point `t` of a 4-D NIfTI file, or the volume of a 3-D one.
+pub(crate) fn read_nifti_timepoint_or_3d(path: &Path, t: usize) -> Result<Volume> {
+    let raw = RawNifti::read(path)?;
+    let t = if raw.nt == 1 { 0 } else { t };
+    raw.timepoint(path, t)
 }
 
 /// Reads a label map: like [`read_nifti`], but every value must be finite, a whole number and
@@ -88,6 +96,18 @@ pub fn write_nifti_mask(path: &Path, mask: &[u8], reference: &Volume) -> Result<
     })
 }
 
+/// A parsed NIfTI-1 header with the facts decoding needs.
+struct Parsed {
+    header: nifti::NiftiHeader,
+    /// Big-endian file.
+    big: bool,
+    dims: [usize; 3],
+    /// Product of dims 4..=7.
+    nt: usize,
+    /// Byte offset of the voxels.
+    offset: usize,
+}
+
 /// A decoded NIfTI file: header + all voxels (all time points) as f32.
 struct RawNifti {
     header: nifti::NiftiHeader,
@@ -96,77 +116,202 @@ struct RawNifti {
     data: Vec<f32>,
 }
 
+/// The file's bytes, gunzipped when it starts with the gzip magic; `limit` stops early (a
+/// header-only read).
+fn file_bytes(path: &Path, limit: Option<usize>) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(f);
+    let gz = n == 2 && magic == [0x1f, 0x8b];
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
+    } else {
+        Box::new(head)
+    };
+    if let Some(l) = limit {
+        reader = Box::new(reader.take(l as u64));
+    }
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).map_err(|e| {
+        if gz {
+            Error::invalid(path, format!("corrupt or truncated gzip: {e}"))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    Ok(out)
+}
+
+/// Parses and checks the header: magic, dims (as the signed shorts the file holds), offset,
+/// and finite geometry (pixdim, and the sform or qform in use). Errors name the file and show
+/// the values as stored.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    if bytes.len() < 348 {
+        return Err(Error::invalid(
+            path,
+            format!("{} bytes: too short for a NIfTI-1 header", bytes.len()),
+        ));
+    }
+    if &bytes[344..347] != b"n+1" && &bytes[344..347] != b"ni1" {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "not a NIfTI-1 file: magic {:?} (expected \"n+1\")",
+                String::from_utf8_lossy(&bytes[344..348])
+            ),
+        ));
+    }
+    let header = nifti::NiftiHeader::from_reader(bytes)
+        .map_err(|e| Error::invalid(path, format!("bad NIfTI header: {e}")))?;
+    let big = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != 348;
+    let dim = |i: usize| {
+        let b = [bytes[40 + 2 * i], bytes[41 + 2 * i]];
+        if big {
+            i16::from_be_bytes(b)
+        } else {
+            i16::from_le_bytes(b)
+        }
+    };
+    let nd = dim(0);
+    if !(2..=7).contains(&nd) {
+        return Err(Error::invalid(path, format!("dim[0] = {nd} is not 2..=7")));
+    }
+    let mut d = [1usize; 8];
+    for (i, slot) in d.iter_mut().enumerate().skip(1).take(nd as usize) {
+        let v = dim(i);
+        // a 0 in dims 4..=7 is read as 1 (some writers leave it), anything else must be >= 1
+        if v < 0 || (v == 0 && i <= 3) {
+            return Err(Error::invalid(
+                path,
+                format!("dim[{i}] = {v}: every dimension in use must be at least 1"),
+            ));
+        }
+        *slot = v.max(1) as usize;
+    }
+    let vox = header.vox_offset;
+    if !vox.is_finite() || vox < 0.0 {
+        return Err(Error::invalid(
+            path,
+            format!("vox_offset = {vox} is not a valid byte offset"),
+        ));
+    }
+    // single-file NIfTI: data never starts inside the 348-byte header + 4 extension bytes
+    let single = &bytes[344..347] == b"n+1";
+    let offset = if single {
+        (vox as usize).max(352)
+    } else {
+        vox as usize
+    };
+    check_geometry(path, &header)?;
+    Ok(Parsed {
+        header,
+        big,
+        dims: [d[1], d[2], d[3]],
+        nt: d[4..].iter().product(),
+        offset,
+    })
+}
+
+/// Every geometry value the reader uses must be finite: pixdim[1..=3], and the sform (code
+/// > 0) or else the qform (code > 0) parameters; the resulting affine must not be singular.
+fn check_geometry(path: &Path, h: &nifti::NiftiHeader) -> Result<()> {
+    let bad = |what: String| Err(Error::invalid(path, what));
+    if let Some(i) = (1..=3).find(|&i| !h.pixdim[i].is_finite()) {
+        return bad(format!(
+            "pixdim[{i}] = {}: voxel sizes must be finite",
+            h.pixdim[i]
+        ));
+    }
+    if h.sform_code > 0 {
+        let rows = [h.srow_x, h.srow_y, h.srow_z];
+        if rows.iter().flatten().any(|v| !v.is_finite()) {
+            return bad(format!(
+                "sform (sform_code {}) has NaN/Inf: srow_x {:?}, srow_y {:?}, srow_z {:?}",
+                h.sform_code, h.srow_x, h.srow_y, h.srow_z
+            ));
+        }
+    } else if h.qform_code > 0 {
+        let q = [
+            h.quatern_b,
+            h.quatern_c,
+            h.quatern_d,
+            h.quatern_x,
+            h.quatern_y,
+            h.quatern_z,
+            h.pixdim[0],
+        ];
+        if q.iter().any(|v| !v.is_finite()) {
+            return bad(format!(
+                "qform (qform_code {}) has NaN/Inf: quatern_b/c/d {:?}, qoffset {:?}, qfac {}",
+                h.qform_code,
+                &q[0..3],
+                &q[3..6],
+                h.pixdim[0]
+            ));
+        }
+    }
+    let a = header_affine(h);
+    let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+        - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+    if !det.is_finite() || det.abs() < 1e-12 || a.iter().flatten().any(|v| !v.is_finite()) {
+        return bad(format!(
+            "the voxel-to-world affine ({}) is singular or not finite: {a:?}",
+            if h.sform_code > 0 {
+                "sform"
+            } else if h.qform_code > 0 {
+                "qform"
+            } else {
+                "pixdim"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the header of a NIfTI file (no voxels): a [`Volume`] with dims, affine, spacing and
+/// header and empty data (time point 0 of a 4-D file).
+pub fn read_nifti_geometry(path: &Path) -> Result<Volume> {
+    let bytes = file_bytes(path, Some(352))?;
+    let p = parse_header(path, &bytes)?;
+    RawNifti {
+        header: p.header,
+        dims: p.dims,
+        nt: 1,
+        data: Vec::new(),
+    }
+    .timepoint(path, 0)
+}
+
 impl RawNifti {
     fn read(path: &Path) -> Result<Self> {
-        let file = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bytes = if file.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::with_capacity(file.len() * 4);
-            flate2::read::MultiGzDecoder::new(&file[..])
-                .read_to_end(&mut out)
-                .map_err(|e| Error::invalid(path, format!("corrupt or truncated gzip: {e}")))?;
-            out
-        } else {
-            file
-        };
-        if bytes.len() < 348 {
-            return Err(Error::invalid(
-                path,
-                format!("{} bytes: too short for a NIfTI-1 header", bytes.len()),
-            ));
-        }
-        if &bytes[344..347] != b"n+1" && &bytes[344..347] != b"ni1" {
-            return Err(Error::invalid(
-                path,
-                format!(
-                    "not a NIfTI-1 file: magic {:?} (expected \"n+1\")",
-                    String::from_utf8_lossy(&bytes[344..348])
-                ),
-            ));
-        }
-        let header = nifti::NiftiHeader::from_reader(&bytes[..])
-            .map_err(|e| Error::invalid(path, format!("bad NIfTI header: {e}")))?;
-        let big = i32::from_le_bytes(bytes[0..4].try_into().unwrap()) != 348;
-        let nd = header.dim[0] as usize;
-        if !(2..=7).contains(&nd) {
-            return Err(Error::invalid(path, format!("dim[0] = {nd} is not 2..=7")));
-        }
-        let d = |i: usize| {
-            if i <= nd {
-                header.dim[i].max(1) as usize
-            } else {
-                1
-            }
-        };
-        let dims = [d(1), d(2), d(3)];
-        let nt: usize = (4..=7).map(d).product();
-        let n = dims[0] * dims[1] * dims[2] * nt;
-        let (size, conv) = converter(header.datatype).ok_or_else(|| {
-            Error::invalid(path, format!("unsupported datatype {}", header.datatype))
+        let bytes = file_bytes(path, None)?;
+        let p = parse_header(path, &bytes)?;
+        let (size, conv) = converter(p.header.datatype).ok_or_else(|| {
+            Error::invalid(path, format!("unsupported datatype {}", p.header.datatype))
         })?;
-        // single-file NIfTI: data never starts inside the 348-byte header + 4 extension bytes
-        let single = &bytes[344..347] == b"n+1";
-        let off = if single {
-            (header.vox_offset as usize).max(352)
-        } else {
-            header.vox_offset as usize
-        };
-        let need = off + n * size;
-        if bytes.len() < need {
+        // u128: a hostile header cannot wrap the arithmetic, so messages show real values
+        let n = p.dims.iter().map(|&d| d as u128).product::<u128>() * p.nt as u128;
+        let need = p.offset as u128 + n * size as u128;
+        if (bytes.len() as u128) < need {
             return Err(Error::invalid(
                 path,
                 format!(
-                    "truncated voxel data: {} bytes, header needs {need} ({:?}×{nt} voxels)",
+                    "truncated voxel data: {} bytes, the header needs {need} ({:?}×{} voxels of {size} bytes after offset {})",
                     bytes.len(),
-                    dims
+                    p.dims,
+                    p.nt,
+                    p.offset
                 ),
             ));
         }
-        let (slope, inter) = (header.scl_slope, header.scl_inter);
+        let (slope, inter) = (p.header.scl_slope, p.header.scl_inter);
         let scale = slope != 0.0 && slope.is_finite() && !(slope == 1.0 && inter == 0.0);
-        let data: Vec<f32> = bytes[off..need]
+        let data: Vec<f32> = bytes[p.offset..need as usize]
             .chunks_exact(size)
             .map(|b| {
-                let v = conv(b, big);
+                let v = conv(b, p.big);
                 if scale {
                     (v * slope as f64 + inter as f64) as f32
                 } else {
@@ -175,9 +320,9 @@ impl RawNifti {
             })
             .collect();
         Ok(RawNifti {
-            header,
-            dims,
-            nt,
+            header: p.header,
+            dims: p.dims,
+            nt: p.nt,
             data,
         })
     }
@@ -190,15 +335,18 @@ impl RawNifti {
             ));
         }
         let n3 = self.dims[0] * self.dims[1] * self.dims[2];
-        let data = if self.nt == 1 {
+        let data = if self.nt == 1 || self.data.is_empty() {
             self.data
         } else {
             self.data[t * n3..(t + 1) * n3].to_vec()
         };
         let h = &self.header;
         let affine = header_affine(h);
+        let mut dim = h.dim;
+        dim[0] = dim[0].min(3);
+        dim[4..].iter_mut().for_each(|d| *d = 1);
         let header = NiftiGeometry {
-            dim: h.dim,
+            dim,
             pixdim: h.pixdim,
             qform_code: h.qform_code,
             sform_code: h.sform_code,

@@ -46,15 +46,19 @@ fn ct_preprocess() -> PreprocessConfig {
     }
 }
 
-/// A run dir with `config.json` and `checkpoints/best.safetensors` (random DMNet weights with
+/// A run dir with `config.json` and `checkpoints/{best,last}/` (random DMNet weights with
 /// randomised BN statistics and a head bias that makes the foreground class appear).
 fn make_run(dir: &Path, cfg: &ModelConfig) -> PathBuf {
     make_run_with(dir, cfg, &preprocess())
 }
 
+/// The best checkpoint's weights of a run dir.
+pub(crate) fn best_weights(run: &Path) -> PathBuf {
+    run.join("checkpoints/best/model.safetensors")
+}
+
 fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathBuf {
     let run = dir.join("run");
-    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
     tch::manual_seed(7);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = DmNet::new(&vs.root(), cfg).unwrap();
@@ -68,34 +72,30 @@ fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathB
             }
         }
     });
-    vs.save(run.join("checkpoints/best.safetensors")).unwrap();
     let config = serde_json::json!({
         "model": cfg,
         "prep": { "preprocess": pre },
     });
+    std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("config.json"), config.to_string()).unwrap();
-    // The best checkpoint was saved at epoch 3 and evaluated on val; `last` (epoch 4) was not.
-    std::fs::copy(
-        run.join("checkpoints/best.safetensors"),
-        run.join("checkpoints/last.safetensors"),
-    )
-    .unwrap();
+    // The best checkpoint was saved at round 3 (step 9) and evaluated on val; `last` (round 4)
+    // was not.
     for (kind, epoch) in [("best", 3), ("last", 4)] {
-        let state = serde_json::json!({"epoch": epoch, "global_step": 9, "best_miou": 0.5,
-            "best_epoch": 3, "seed": 0, "loss_scale": 1.0});
-        std::fs::write(
-            run.join(format!("checkpoints/{kind}.json")),
-            state.to_string(),
-        )
-        .unwrap();
+        let ck = run.join("checkpoints").join(kind);
+        std::fs::create_dir_all(&ck).unwrap();
+        vs.save(ck.join("model.safetensors")).unwrap();
+        let state = serde_json::json!({"epoch": epoch, "global_step": 3 * epoch,
+            "best_miou": 0.5, "best_epoch": 3, "seed": 0, "loss_scale": 1.0});
+        std::fs::write(ck.join("state.json"), state.to_string()).unwrap();
     }
     let report = |split: &str, epoch: usize, miou: f64| {
         serde_json::json!({"split": split, "checkpoint": "best", "epoch": epoch,
-            "shards": "shards/la", "metrics": {"miou": miou, "mean_dice": 0.4}})
+            "step": 3 * epoch, "shards": "shards/la",
+            "metrics": {"miou": miou, "mean_dice": 0.4}})
         .to_string()
     };
     std::fs::write(run.join("eval-val-best.json"), report("val", 3, 0.5)).unwrap();
-    // A stale evaluation: an older best checkpoint's (epoch 2) test metrics.
+    // A stale evaluation: an older best checkpoint's (round 2) test metrics.
     std::fs::write(run.join("eval-test-best.json"), report("test", 2, 0.9)).unwrap();
     run
 }
@@ -325,7 +325,7 @@ print(len(names))
         py().args(["-c", check])
             .arg(&onnx)
             .arg(dir.path().join("models/la.json"))
-            .arg(run.join("checkpoints/best.safetensors"))
+            .arg(best_weights(&run))
             .arg(crate::util::root().join("schemas/model-sidecar-v1.json")),
     );
     assert!(stdout(&o).trim().parse::<usize>().unwrap() > 100);
@@ -394,7 +394,7 @@ print(int(m.sum()), m.size)
     assert_eq!(preds.len(), 12);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
-    vs.load(run.join("checkpoints/best.safetensors")).unwrap();
+    vs.load(best_weights(&run)).unwrap();
     let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
@@ -622,8 +622,7 @@ fn prep_train_export_infer_pipeline_agrees_with_train_eval() {
     let cfg: ModelConfig = serde_json::from_value(side["model"].clone()).unwrap();
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
-    vs.load_partial(run.join("checkpoints/best.safetensors"))
-        .unwrap();
+    vs.load_partial(best_weights(&run)).unwrap();
     let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
@@ -838,13 +837,65 @@ fn verify_flags_a_model_that_does_not_match_the_checkpoint() {
     let r = dmnet::export::verify::verify(&onnx, &cfg, &ckpt, &shards, 4).unwrap();
     assert_eq!(r.slices, 4);
     assert!(!r.ok && r.max_abs_diff > 1e-3, "{r:?}");
-    let same = dmnet::export::verify::verify(
-        &onnx,
-        &cfg,
-        &run.join("checkpoints/best.safetensors"),
-        &shards,
-        4,
-    )
-    .unwrap();
+    let same = dmnet::export::verify::verify(&onnx, &cfg, &best_weights(&run), &shards, 4).unwrap();
     assert!(same.ok && same.max_abs_diff <= 1e-5, "{same:?}");
+}
+
+/// `--timepoint N` segments time point N of a 4-D input, a DICOM series with repeated
+/// positions or a 4-D NIfTI, into a mask with the 3-D volume's geometry; without it a 4-D input
+/// is refused naming its time points.
+#[test]
+fn timepoint_selects_one_volume_of_a_4d_input() {
+    let Some(epi) = crate::util::shared_data("dicom/ge-epi-4d", "infer") else {
+        return;
+    };
+    let dir = tmp();
+    let run = make_run(dir.path(), &model_config(1));
+    let onnx = dir.path().join("m.onnx");
+    assert!(export(&run, &onnx, &[]).status.success());
+    let infer = |input: &Path, out: &Path, extra: &[&str]| {
+        bin("dmnet-infer")
+            .args(["--device", "cpu", "--model"])
+            .arg(&onnx)
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = infer(&epi.join("series"), &dir.path().join("x"), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("10 time points"), "{}", stderr(&o));
+    let (series, _) = dmnet::volume::scan_dicom_dir(&epi.join("series")).unwrap();
+    let vol = dmnet::volume::read_dicom_timepoint(&series[0], 2).unwrap();
+    let reference = epi.join("dcm2niix-reference/mr_0004.nii.gz");
+    for (input, out) in [(epi.join("series"), "dicom"), (reference.clone(), "nifti")] {
+        let out = dir.path().join(out);
+        let o = infer(&input, &out, &["--timepoint", "2"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let mask = dmnet::volume::read_nifti(Path::new(s["outputs"][0].as_str().unwrap())).unwrap();
+        assert_eq!(mask.dims, vol.dims);
+        assert_eq!(mask.header.dim[0], 3);
+        let src = if out.ends_with("dicom") {
+            vol.clone()
+        } else {
+            dmnet::volume::read_nifti_timepoint(&reference, 2).unwrap()
+        };
+        for (a, b) in mask
+            .affine
+            .iter()
+            .flatten()
+            .zip(src.affine.iter().flatten())
+        {
+            assert!(
+                (a - b).abs() < 1e-3,
+                "{:?} vs {:?}",
+                mask.affine,
+                src.affine
+            );
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! The DMNet network: output shapes for every encoder depth at the paper's sizes, rejection of
 //! sizes the architecture cannot take, and the weight names fixed by the architecture contract.
 use dmnet::model::{
-    discriminator_specs, weight_specs, Discriminator, DmNet, Encoder, ModelConfig, Variant,
-    WeightSpec,
+    discriminator_specs, param_groups, weight_specs, Discriminator, DmNet, Encoder, ModelConfig,
+    Variant, WeightSpec,
 };
 use std::collections::BTreeMap;
 use tch::{nn, Device, Kind, Tensor};
@@ -135,5 +135,41 @@ fn weight_names_resnet18_in1_k2_are_fixed() {
     for line in golden {
         let name = line.split(' ').next().unwrap();
         assert!(got.contains_key(name), "{name} missing in the VarStore");
+    }
+}
+
+/// The optimiser groups come from the network description: together they are exactly the
+/// trainable variables tch creates (no BN running statistics), split by module, with
+/// `encoder2` in the segmenter's group and nothing of the discriminator in it.
+#[test]
+fn param_groups_are_the_trainable_variables_split_by_module() {
+    use std::collections::BTreeSet;
+    for variant in [
+        Variant::Dmnet,
+        Variant::SeparateEncoders,
+        Variant::Supervised,
+    ] {
+        let cfg = small(Encoder::Resnet18, 64, variant);
+        let vs = nn::VarStore::new(Device::Cpu);
+        DmNet::new(&vs.root(), &cfg).unwrap();
+        if variant.uses_adversarial() {
+            Discriminator::new(&(vs.root() / "discriminator"), &cfg);
+        }
+        let trainable: BTreeSet<String> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
+        let groups = param_groups(&cfg);
+        let seg: BTreeSet<String> = groups.segmenter.into_iter().collect();
+        let dis: BTreeSet<String> = groups.discriminator.into_iter().collect();
+        assert!(seg.is_disjoint(&dis));
+        assert_eq!(&seg | &dis, trainable, "{variant:?}");
+        assert!(seg.iter().all(|n| !n.starts_with("discriminator.")));
+        assert!(dis.iter().all(|n| n.starts_with("discriminator.")));
+        assert_eq!(dis.is_empty(), !variant.uses_adversarial());
+        let has_encoder2 = seg.iter().any(|n| n.starts_with("encoder2."));
+        assert_eq!(has_encoder2, variant.separate_encoders(), "{variant:?}");
     }
 }

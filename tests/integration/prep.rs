@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::require_data;
 use crate::util::{bin, python, run_ok, stderr, stdout, tmp};
 
-fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
+pub(crate) fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
     bin("dmnet-prep")
         .args(["ingest", "-q", "--threads", "2", "--size", "32", "--input"])
         .arg(input)
@@ -21,11 +21,11 @@ fn ingest(input: &Path, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn manifest(out: &Path) -> Value {
+pub(crate) fn manifest(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
 }
 
-fn inspect_ok(out: &Path) -> String {
+pub(crate) fn inspect_ok(out: &Path) -> String {
     let o = run_ok(bin("dmnet-prep").arg("inspect").arg(out));
     let s = stdout(&o);
     assert!(s.contains("all invariants hold"), "{s}");
@@ -50,7 +50,7 @@ fn gzip_to(p: &Path, bytes: &[u8]) {
 }
 
 /// An MSD folder with `n` of the la2018 cases (symlinked) and a matching dataset.json.
-fn la_subset(dir: &Path, n: usize) -> PathBuf {
+pub(crate) fn la_subset(dir: &Path, n: usize) -> PathBuf {
     let la = crate::util::shared_data("la2018", "la_subset").unwrap();
     let root = dir.join("la");
     for sub in ["imagesTr", "labelsTr"] {
@@ -429,6 +429,30 @@ fn dicom_tree_seg_labels_unlabeled_series_and_4d_failure() {
         .unwrap();
     assert_eq!(adc["roles"]["unlabeled"], 2);
     assert!(adc["roles"].get("labeled").is_none());
+    // CT and MR in one tree: a warning in the manifest, a broken invariant for inspect …
+    assert!(
+        m["warnings"]
+            .to_string()
+            .contains("mixes modalities CT (1 series), MR (2 series)"),
+        "{m}"
+    );
+    let o = bin("dmnet-prep").arg("inspect").arg(&out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("several channel sets (modalities): ct"),
+        "{}",
+        stdout(&o)
+    );
+    // … unless the pipeline allows the mixture
+    let allow = t.path().join("allow.toml");
+    std::fs::write(&allow, "[prep]\nallow_mixed = [\"modality\"]\n").unwrap();
+    let out = t.path().join("allowed");
+    let o = ingest(
+        &data,
+        &out,
+        &["--layout", "dicom", "--pipeline", allow.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     inspect_ok(&out);
     // no DICOM identity in the shards: patient keys are hashes
     let script = r#"
@@ -836,4 +860,662 @@ fn synth_kits19_cohort_ingests_with_the_kits19_pipeline() {
     assert!(o.status.success(), "{}", stderr(&o));
     let m = manifest(&t.path().join("d"));
     assert_eq!(m["counts"]["train"]["unlabeled"], 2);
+}
+
+/// Rewrites one element of every DICOM file of `dir` (sorted) for which `pick(index)` holds.
+fn edit_dicom(
+    dir: &Path,
+    pick: impl Fn(usize) -> bool,
+    edit: impl Fn(&mut dicom_object::DefaultDicomObject),
+) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut edited = Vec::new();
+    for (i, f) in files.iter().enumerate().filter(|(i, _)| pick(*i)) {
+        let _ = i;
+        let mut obj = dicom_object::open_file(f).unwrap();
+        edit(&mut obj);
+        obj.write_to_file(f).unwrap();
+        edited.push(f.clone());
+    }
+    edited
+}
+
+/// ImagePositionPatient = NaN\NaN\NaN in one ADC file: that series fails naming the file
+/// (it used to panic on a NaN sort key and lose the whole ingest); the CT series is ingested.
+#[test]
+fn bad_dicom_nan_image_position() {
+    use dicom_core::{value::PrimitiveValue, DataElement, VR};
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let edited = edit_dicom(
+        &root.join("adc"),
+        |i| i == 4,
+        |obj| {
+            obj.put(DataElement::new(
+                dicom_dictionary_std::tags::IMAGE_POSITION_PATIENT,
+                VR::DS,
+                PrimitiveValue::from("NaN\\NaN\\NaN"),
+            ));
+        },
+    );
+    let name = edited[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_one_failed(&root, &name, "not finite", &["--layout", "dicom"]);
+}
+
+/// Rows = 0 on a DICOM series is refused by the reader, naming the file (it used to panic in
+/// the preprocessing); the CT series is ingested.
+#[test]
+fn bad_dicom_rows_zero() {
+    use dicom_core::{value::PrimitiveValue, DataElement, VR};
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    edit_dicom(
+        &root.join("adc"),
+        |_| true,
+        |obj| {
+            obj.put(DataElement::new(
+                dicom_dictionary_std::tags::ROWS,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        },
+    );
+    assert_one_failed(&root, "adc", "Rows (0028,0010) = 0", &["--layout", "dicom"]);
+}
+
+/// A file without SeriesInstanceUID fails with a line naming it (it used to break its series
+/// with a gap message that did not name it); its series then fails for the missing slice and
+/// the CT series is ingested.
+#[test]
+fn bad_dicom_without_series_uid() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let edited = edit_dicom(
+        &root.join("adc"),
+        |i| i == 7,
+        |obj| {
+            obj.remove_element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+        },
+    );
+    let name = edited[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let out = t.path().join("out");
+    let o = ingest(&root, &out, &["--layout", "dicom"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines().any(|l| l.contains("ERROR")
+            && l.contains(&name)
+            && l.contains("no SeriesInstanceUID")),
+        "{err}"
+    );
+    let m = manifest(&out);
+    let ok: Vec<_> = m["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "ok")
+        .collect();
+    assert_eq!(ok.len(), 1, "{m}");
+    assert!(
+        ok[0]["source_path"].as_str().unwrap().starts_with("ct"),
+        "{m}"
+    );
+}
+
+/// A symlink loop in a DICOM tree (adc/loop → ..) finds every file once (it used to find each
+/// one 41 times and stack a fake 4-D series): both series ingest, the ADC with its 20 slices.
+#[test]
+fn bad_dicom_symlink_loop() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    std::os::unix::fs::symlink(&root, root.join("adc/loop")).unwrap();
+    let (series, bad) = dmnet::volume::scan_dicom_dir(&root).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let adc = series.iter().find(|s| s.modality == "MR").unwrap();
+    assert_eq!(adc.files.len(), 20);
+    let out = t.path().join("out");
+    let o = ingest(
+        &root,
+        &out,
+        &["--layout", "dicom", "--protocol", "all-slices"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["ok"], 2, "{m}");
+    let adc = m["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source_path"] == "adc")
+        .unwrap();
+    assert_eq!(adc["slices"], 20, "{m}");
+}
+
+/// A DICOM SEG whose pixel data is truncated (frames would be lost as background) fails the
+/// labeled CT study naming the SEG; the ADC series is ingested.
+#[test]
+fn bad_dicom_seg_truncated_pixel_data() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let seg = root.join("ct/seg.dcm");
+    let mut obj = dicom_object::open_file(&seg).unwrap();
+    let px = obj
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+        .into_owned();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::PIXEL_DATA,
+        dicom_core::VR::OB,
+        dicom_core::value::PrimitiveValue::from(px[..px.len() / 2].to_vec()),
+    ));
+    obj.write_to_file(&seg).unwrap();
+    assert_one_failed(
+        &root,
+        "seg.dcm",
+        "truncated pixel data",
+        &["--layout", "dicom"],
+    );
+}
+
+/// A DICOM SEG that references a series not in the input is a warning naming the SEG and the
+/// series, recorded in the manifest (it used to be ignored silently).
+#[test]
+fn bad_dicom_seg_references_unknown_series() {
+    require_data!("dicom");
+    let t = tmp();
+    let root = dicom_pair(t.path());
+    let seg = root.join("ct/seg.dcm");
+    let mut obj = dicom_object::open_file(&seg).unwrap();
+    let mut item = obj
+        .element(dicom_dictionary_std::tags::REFERENCED_SERIES_SEQUENCE)
+        .unwrap()
+        .items()
+        .unwrap()[0]
+        .clone();
+    item.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+        dicom_core::VR::UI,
+        dicom_core::value::PrimitiveValue::from("1.2.3.4.5"),
+    ));
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::REFERENCED_SERIES_SEQUENCE,
+        dicom_core::VR::SQ,
+        dicom_core::value::DataSetSequence::from(vec![item]),
+    ));
+    obj.write_to_file(&seg).unwrap();
+    let out = t.path().join("out");
+    let o = ingest(&root, &out, &["--layout", "dicom"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    let w = m["warnings"].to_string();
+    assert!(w.contains("ct/seg.dcm") && w.contains("1.2.3.4.5"), "{m}");
+    assert!(stderr(&o).contains("1.2.3.4.5"), "{}", stderr(&o));
+}
+
+/// NaN in a NIfTI sform fails that case naming the file and the sform (it used to give NaN
+/// spacing, affine and slice positions); Inf in pixdim likewise.
+#[test]
+fn bad_nifti_nan_sform() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let mut b = gunzip(&img);
+    b[280..284].copy_from_slice(&f32::NAN.to_le_bytes()); // srow_x[0]
+    gzip_to(&img, &b);
+    assert_one_failed(&root, "imagesTr/bad.nii.gz", "sform", &[]);
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let mut b = gunzip(&img);
+    b[84..88].copy_from_slice(&f32::INFINITY.to_le_bytes()); // pixdim[2]
+    gzip_to(&img, &b);
+    assert_one_failed(&root, "imagesTr/bad.nii.gz", "pixdim[2] = inf", &[]);
+}
+
+/// A header whose dims overflow any file: the message shows the real values (it used to show
+/// wrapped integers).
+#[test]
+fn bad_nifti_header_overflow_shows_real_values() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, _) = spleen_pair(t.path());
+    let mut b = gunzip(&img);
+    b[40..42].copy_from_slice(&7i16.to_le_bytes()); // dim[0] = 7
+    for i in 1..=7 {
+        b[40 + 2 * i..42 + 2 * i].copy_from_slice(&32767i16.to_le_bytes());
+    }
+    gzip_to(&img, &b);
+    // 32767^7 voxels × 4 bytes (float32) + 352
+    let need: u128 = 32767u128.pow(7) * 4 + 352;
+    let m = assert_one_failed(&root, "imagesTr/bad.nii.gz", &need.to_string(), &[]);
+    assert!(m.to_string().contains("[32767, 32767, 32767]"), "{m}");
+}
+
+/// An MSD case without its label, and a dataset without labelsTr/, are warnings recorded in the
+/// manifest (they used to become unlabeled silently).
+#[test]
+fn msd_missing_label_is_a_warning() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, _, lab) = spleen_pair(t.path());
+    std::fs::remove_file(&lab).unwrap();
+    let out = t.path().join("a");
+    let o = ingest(&root, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w = manifest(&out)["warnings"].to_string();
+    assert!(w.contains("case bad") && w.contains("no label"), "{w}");
+    std::fs::remove_dir_all(root.join("labelsTr")).unwrap();
+    let out = t.path().join("b");
+    let o = ingest(&root, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w = manifest(&out)["warnings"].to_string();
+    assert!(w.contains("no labelsTr/ folder"), "{w}");
+}
+
+/// The same case ID in imagesTr and imagesTs fails both copies with one line naming both files
+/// (the volume used to be written twice, into train and test).
+#[test]
+fn msd_duplicate_case_ids_fail_naming_both_files() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, _, _) = spleen_pair(t.path());
+    std::fs::create_dir_all(root.join("imagesTs")).unwrap();
+    std::fs::copy(
+        root.join("imagesTr/bad.nii.gz"),
+        root.join("imagesTs/bad.nii.gz"),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    let o = ingest(&root, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let m = manifest(&out);
+    let failed: Vec<_> = m["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{m}");
+    for f in failed {
+        let r = f["reason"].as_str().unwrap();
+        assert!(
+            r.contains("imagesTr/bad.nii.gz") && r.contains("imagesTs/bad.nii.gz"),
+            "{r}"
+        );
+    }
+    assert_eq!(m["totals"]["ok"], 1);
+}
+
+/// A case stored as `.nii` (not `.nii.gz`) is read like any other (it used to be skipped
+/// without a word).
+#[test]
+fn msd_case_stored_as_nii_is_read() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, lab) = spleen_pair(t.path());
+    std::fs::write(root.join("imagesTr/bad.nii"), gunzip(&img)).unwrap();
+    std::fs::write(root.join("labelsTr/bad.nii"), gunzip(&lab)).unwrap();
+    std::fs::remove_file(&img).unwrap();
+    std::fs::remove_file(&lab).unwrap();
+    let out = t.path().join("out");
+    let o = ingest(&root, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["ok"], 2, "{m}");
+    assert!(
+        m["studies"].to_string().contains("imagesTr/bad.nii\""),
+        "{m}"
+    );
+    let labeled: u64 = m["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["labeled"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(labeled, 2, "{m}");
+}
+
+/// A CSV manifest with a repeated row fails both rows naming them, and a row with an empty
+/// patient_id fails naming the row.
+#[test]
+fn manifest_csv_duplicate_row_and_empty_patient_id() {
+    let la = require_data!("la2018");
+    let t = tmp();
+    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    let img = |i: usize| la.join("imagesTr").join(&cases[i]).display().to_string();
+    let lab = |i: usize| la.join("labelsTr").join(&cases[i]).display().to_string();
+    let csv = t.path().join("cohort.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "patient_id,mri,label\nA,{},{}\nB,{},{}\nB,{},{}\n,{},{}\n",
+            img(0),
+            lab(0),
+            img(1),
+            lab(1),
+            img(1),
+            lab(1),
+            img(2),
+            lab(2)
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("s");
+    let o = ingest(&csv, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let m = manifest(&out);
+    let reasons: Vec<String> = m["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "failed")
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{m}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("rows 3 and 4") && r.contains(&cases[1]))
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("row 5: empty patient_id")),
+        "{reasons:?}"
+    );
+    assert_eq!(m["totals"]["ok"], 1);
+}
+
+/// nnU-Net v2 raw naming (`imagesTr/<case>_0000.nii.gz`, `labelsTr/<case>.nii.gz`,
+/// `dataset.json` with `channel_names`, `labels`, `file_ending`) on la2018 renamed in a temp
+/// dir: every case keeps its label (the `_0000` suffix used to be kept, so no label was found
+/// and every slice became unlabeled with exit 0).
+#[test]
+fn nnunet_v2_channel_suffix_keeps_labels() {
+    let la = require_data!("la2018");
+    let t = tmp();
+    let root = t.path().join("Dataset001_LA");
+    for sub in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cases.sort();
+    for c in cases.iter().take(4) {
+        let case = c.trim_end_matches(".nii.gz");
+        std::os::unix::fs::symlink(
+            la.join("imagesTr").join(c),
+            root.join(format!("imagesTr/{case}_0000.nii.gz")),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            la.join("labelsTr").join(c),
+            root.join(format!("labelsTr/{case}.nii.gz")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join("dataset.json"),
+        r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "left atrium": 1}, "numTraining": 4, "file_ending": ".nii.gz"}"#,
+    )
+    .unwrap();
+    let out = t.path().join("s");
+    let o = ingest(&root, &out, &["--protocol", "all-slices"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["ok"], 4, "{m}");
+    let counts = m["counts"].as_object().unwrap();
+    let labeled: u64 = counts
+        .values()
+        .map(|c| c["labeled"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(labeled, 4 * 88, "{m}");
+    assert!(counts.values().all(|c| c.get("unlabeled").is_none()), "{m}");
+    let o = run_ok(bin("dmnet-prep").args(["inspect", "--json"]).arg(&out));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(r["problems"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(r["channels"], serde_json::json!(["mri"]));
+    assert!(
+        r["class_pixels"]["left atrium"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+}
+
+/// `--size` values the network rejects (not a multiple of 16, or < 32) are refused at prep,
+/// before any work (exit 1, naming the rule).
+#[test]
+fn size_not_accepted_by_the_network_is_refused_at_prep() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, _, _) = spleen_pair(t.path());
+    for size in ["40", "16"] {
+        let o = bin("dmnet-prep")
+            .args(["ingest", "-q", "--size", size, "--input"])
+            .arg(&root)
+            .arg("--out")
+            .arg(t.path().join(size))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("multiple of 16"), "{}", stderr(&o));
+        assert!(!t.path().join(size).join("manifest.json").exists());
+    }
+}
+
+/// `--timepoint N` ingests time point N of the 4-D GE EPI series (15 slices), the same voxels as
+/// `read_dicom_timepoint`; without it the series fails naming its 10 time points.
+#[test]
+fn timepoint_flag_ingests_one_time_point() {
+    let d = require_data!("dicom/ge-epi-4d");
+    let t = tmp();
+    let out = t.path().join("s");
+    let o = ingest(
+        &d.join("series"),
+        &out,
+        &[
+            "--layout",
+            "dicom",
+            "--protocol",
+            "all-slices",
+            "--timepoint",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["slices"], 15, "{m}");
+    assert_eq!(m["config"]["timepoint"], 3);
+    inspect_ok(&out);
+    let o = ingest(
+        &d.join("series"),
+        &t.path().join("x"),
+        &["--layout", "dicom"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("10 time points") && stderr(&o).contains("--timepoint"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// One slice orientation per dataset: the synthetic phantom cohort, whose volumes' own
+/// through-plane axes differ (in-plane spacing 3.4–4.2 mm, slices 2.5–5 mm apart: some are
+/// "thinner" along x), ingests with one orientation chosen for the whole dataset and logged;
+/// `inspect` reports it; a folder holding two orientations is a broken invariant.
+#[test]
+fn one_slice_axis_per_dataset() {
+    let t = tmp();
+    run_ok(
+        bin("dmnet-prep")
+            .args([
+                "synth",
+                "--patients",
+                "12",
+                "--dicom-patients",
+                "0",
+                "--out",
+            ])
+            .arg(t.path().join("syn")),
+    );
+    let input = t.path().join("syn/kits19");
+    let out = t.path().join("s");
+    let o = bin("dmnet-prep")
+        .args([
+            "ingest",
+            "--size",
+            "32",
+            "--protocol",
+            "all-slices",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("slice axis: auto → "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("for the whole dataset"), "{line}");
+    // the cohort really mixes: some volumes' own through-plane axis is axial, some sagittal
+    assert!(
+        !line.contains("axial 0,") && !line.contains("sagittal 0)"),
+        "{line}"
+    );
+    let chosen = manifest(&out)["config"]["preprocess"]["slice_axis"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(line.contains(&format!("auto → {chosen} ")), "{line}");
+    let rep = |dir: &Path| -> Value {
+        let o = bin("dmnet-prep")
+            .args(["inspect", "--json"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let r = rep(&out);
+    assert_eq!(
+        r["orientations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [&chosen],
+        "{r}"
+    );
+    assert!(r["problems"].as_array().unwrap().is_empty(), "{r}");
+    // the same cohort sliced the other way, one part copied in: two orientations are broken
+    let other = if chosen == "axial" {
+        "sagittal"
+    } else {
+        "axial"
+    };
+    let sag = t.path().join("other");
+    let pipeline = t.path().join("other.toml");
+    std::fs::write(
+        &pipeline,
+        format!("[prep.preprocess]\nslice_axis = \"{other}\"\n"),
+    )
+    .unwrap();
+    let o = ingest(
+        &input,
+        &sag,
+        &[
+            "--protocol",
+            "all-slices",
+            "--pipeline",
+            pipeline.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        rep(&sag)["orientations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [other]
+    );
+    std::fs::copy(
+        sag.join("part-00000.parquet"),
+        out.join("part-00099.parquet"),
+    )
+    .unwrap();
+    let r = rep(&out);
+    assert!(
+        r["problems"].to_string().contains("several orientations"),
+        "{r}"
+    );
+}
+
+/// A volume that cannot follow the dataset's slice orientation (the spleen CT's sform turned 45°
+/// about L–R: no voxel axis within 41° of S–I) fails by name when the dataset is sliced axially;
+/// the other case is ingested.
+#[test]
+fn oblique_volume_that_cannot_follow_the_slice_axis_fails_by_name() {
+    require_data!("spleen-ct");
+    let t = tmp();
+    let (root, img, lab) = spleen_pair(t.path());
+    let (c, s) = (
+        std::f32::consts::FRAC_1_SQRT_2,
+        std::f32::consts::FRAC_1_SQRT_2,
+    );
+    for p in [&img, &lab] {
+        let mut b = gunzip(p);
+        let f = |b: &[u8], o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let (sy, sz) = (f(&b, 280 + 16 + 4).abs(), f(&b, 280 + 32 + 8).abs());
+        // srow_y = (0, c·sy, −s·sz, ty), srow_z = (0, s·sy, c·sz, tz)
+        for (off, v) in [
+            (296, 0.0),
+            (300, c * sy),
+            (304, -s * sz),
+            (312, 0.0),
+            (316, s * sy),
+            (320, c * sz),
+        ] {
+            b[off..off + 4].copy_from_slice(&f32::to_le_bytes(v));
+        }
+        gzip_to(p, &b);
+    }
+    let pipeline = t.path().join("axial.toml");
+    std::fs::write(&pipeline, "[prep.preprocess]\nslice_axis = \"axial\"\n").unwrap();
+    assert_one_failed(
+        &root,
+        "imagesTr/bad.nii.gz",
+        "cannot slice axial",
+        &["--pipeline", pipeline.to_str().unwrap()],
+    );
 }

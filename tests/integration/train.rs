@@ -281,7 +281,7 @@ fn e2e_la2018_train_kill_resume_eval() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let state = run.join("checkpoints/last.json");
+    let state = run.join("checkpoints/last/state.json");
     let t0 = std::time::Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(&state) {
@@ -302,9 +302,9 @@ fn e2e_la2018_train_kill_resume_eval() {
 
     let out = crate::util::run_ok(train().arg("--resume"));
     let log = crate::util::stderr(&out);
-    assert!(log.contains("after epoch 1"), "{log}");
+    assert!(log.contains("after round 1"), "{log}");
     assert!(
-        log.contains("epoch 2/2") && !log.contains("epoch 1/2"),
+        log.contains("round 2/2") && !log.contains("round 1/2"),
         "{log}"
     );
     let summary: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
@@ -333,8 +333,8 @@ fn e2e_la2018_train_kill_resume_eval() {
         "config.json",
         "curves.png",
         "prep-manifest.json",
-        "checkpoints/best.safetensors",
-        "checkpoints/last.optim.safetensors",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/last/optim.safetensors",
     ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
@@ -345,7 +345,7 @@ fn e2e_la2018_train_kill_resume_eval() {
     assert_eq!(cfg["data"]["label_names"][1], "left atrium");
     assert!(cfg["prep_config"].is_object());
     // The checkpoint's names are the contract's names.
-    let ck = tch::Tensor::read_safetensors(run.join("checkpoints/last.safetensors")).unwrap();
+    let ck = tch::Tensor::read_safetensors(run.join("checkpoints/last/model.safetensors")).unwrap();
     let names: std::collections::BTreeSet<String> = ck.into_iter().map(|(n, _)| n).collect();
     let model: dmnet::model::ModelConfig =
         serde_json::from_value(cfg["train"]["model"].clone()).unwrap();
@@ -366,6 +366,13 @@ fn e2e_la2018_train_kill_resume_eval() {
     assert_eq!(report["metrics"]["iou"].as_array().unwrap().len(), 2);
     assert!(report["metrics"]["slices"].as_u64().unwrap() > 0);
     assert!(run.join("eval-test-last.json").exists());
+    // Per-case 3-D metrics: one CSV row per test case, the same cases as in the JSON.
+    let cases = report["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    let csv = std::fs::read_to_string(run.join("eval-test-last-cases.csv")).unwrap();
+    assert_eq!(csv.lines().count(), cases.len() + 1, "{csv}");
+    let dice = report["case_summary"]["dice"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&dice), "{report}");
 }
 
 /// The loader on real shards: the labeled fraction is seeded and exact, streams yield the
@@ -474,6 +481,7 @@ fn loader_and_every_variant_on_la2018_shards() {
             pipeline: None,
             train: t,
             resume: false,
+            extend: None,
         })
         .unwrap();
         let r = s.last.unwrap();
@@ -500,7 +508,8 @@ fn loader_and_every_variant_on_la2018_shards() {
             "{variant:?} L_dis {}",
             r.loss_dis
         );
-        let ck = tch::Tensor::read_safetensors(out.join("checkpoints/last.safetensors")).unwrap();
+        let ck =
+            tch::Tensor::read_safetensors(out.join("checkpoints/last/model.safetensors")).unwrap();
         assert_eq!(
             ck.iter().any(|(n, _)| n.starts_with("encoder2.")),
             variant.separate_encoders()
@@ -510,4 +519,205 @@ fn loader_and_every_variant_on_la2018_shards() {
             variant.uses_adversarial()
         );
     }
+}
+
+/// A short deterministic run of `t` on `shards` into `out`; returns the segmenter's trainable
+/// weights of the last checkpoint (BatchNorm running statistics excluded: they are buffers).
+fn trained_weights(
+    shards: &std::path::Path,
+    out: &std::path::Path,
+    t: dmnet::artifact::TrainConfig,
+) -> std::collections::BTreeMap<String, tch::Tensor> {
+    trained_tensors(shards, out, t, |n| {
+        !n.contains("running_") && !n.contains("num_batches")
+    })
+}
+
+/// The segmenter's tensors of the last checkpoint of a short run, those `keep` accepts.
+fn trained_tensors(
+    shards: &std::path::Path,
+    out: &std::path::Path,
+    t: dmnet::artifact::TrainConfig,
+    keep: fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, tch::Tensor> {
+    dmnet::train::run(&dmnet::train::RunSpec {
+        shards: shards.into(),
+        out: out.into(),
+        pipeline: None,
+        train: t,
+        resume: false,
+        extend: None,
+    })
+    .unwrap();
+    tch::Tensor::read_safetensors(out.join("checkpoints/last/model.safetensors"))
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("discriminator.") && keep(n))
+        .collect()
+}
+
+fn small_config(variant: dmnet::model::Variant) -> dmnet::artifact::TrainConfig {
+    let mut t = dmnet::artifact::TrainConfig::default();
+    t.model.variant = variant;
+    t.model.width = 0.125;
+    t.steps = Some(4);
+    t.eval_every = Some(4);
+    t.labeled_batch = 2;
+    t.unlabeled_batch = 2;
+    t.lr = 1e-3;
+    t.labeled_slice_fraction = "30%".parse().unwrap();
+    t.deterministic = true;
+    t.device = dmnet::cli::DeviceChoice::Cpu;
+    t
+}
+
+fn max_diff(
+    a: &std::collections::BTreeMap<String, tch::Tensor>,
+    b: &std::collections::BTreeMap<String, tch::Tensor>,
+) -> f64 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(n, x)| (x - &b[n]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// With λ1 = λ2 = 0 nothing trains on the unlabeled slices, so a DMNet step must equal the
+/// supervised step exactly when the two passes are separate (issue 9's regression test). In
+/// the joint pass the unlabeled slices enter the labeled slices' BatchNorm statistics, and the
+/// weights differ: the mechanism that made DMNet score below its supervised variant.
+#[test]
+fn dmnet_with_zero_weights_trains_exactly_like_supervised_only_with_separate_passes() {
+    use dmnet::artifact::UnlabeledPass;
+    use dmnet::model::Variant;
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let sup = trained_weights(
+        &shards,
+        &tmp.path().join("sup"),
+        small_config(Variant::Supervised),
+    );
+    let zero = |pass| {
+        let mut t = small_config(Variant::Dmnet);
+        t.loss.lambda_adv = 0.0;
+        t.loss.lambda_semi = 0.0;
+        t.loss.unlabeled_pass = pass;
+        t
+    };
+    let separate = trained_weights(
+        &shards,
+        &tmp.path().join("sep"),
+        zero(UnlabeledPass::Separate),
+    );
+    assert_eq!(
+        max_diff(&sup, &separate),
+        0.0,
+        "separate passes with λ = 0 must equal supervised"
+    );
+    let joint = trained_weights(
+        &shards,
+        &tmp.path().join("joint"),
+        zero(UnlabeledPass::Joint),
+    );
+    let d = max_diff(&sup, &joint);
+    assert!(
+        d > 1e-6,
+        "the joint pass should change the labeled gradients (max |Δ| {d})"
+    );
+    // The BatchNorm policy: both passes update the running statistics (momentum 0.1 per pass),
+    // so the eval-time statistics describe labeled and unlabeled slices alike.
+    let running = |n: &str| n.contains("running_mean");
+    let sup_stats = trained_tensors(
+        &shards,
+        &tmp.path().join("sup-stats"),
+        small_config(Variant::Supervised),
+        running,
+    );
+    let sep_stats = trained_tensors(
+        &shards,
+        &tmp.path().join("sep-stats"),
+        zero(UnlabeledPass::Separate),
+        running,
+    );
+    let d = max_diff(&sup_stats, &sep_stats);
+    assert!(
+        d > 1e-6,
+        "the unlabeled pass must update the BatchNorm running statistics (max |Δ| {d})"
+    );
+}
+
+/// `--deterministic`: the same seed gives the same weights and losses in two processes; and
+/// `--resume --steps N` extends a finished run instead of silently doing nothing.
+#[test]
+fn deterministic_runs_repeat_across_processes_and_resume_extends_a_finished_run() {
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let train = |out: &std::path::Path, steps: &str, extra: &[&str]| {
+        let mut c = crate::util::bin("dmnet-train");
+        c.arg("--shards").arg(&shards).arg("--out").arg(out);
+        c.args([
+            "--width",
+            "0.125",
+            "--labeled-batch",
+            "2",
+            "--unlabeled-batch",
+            "2",
+        ]);
+        c.args([
+            "--steps",
+            steps,
+            "--eval-every",
+            "2",
+            "--device",
+            "cpu",
+            "--deterministic",
+        ]);
+        c.args(["--labeled-fraction", "30%", "-q"]).args(extra);
+        crate::util::run_ok(&mut c)
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train(&a, "4", &[]);
+    train(&b, "4", &[]);
+    let bytes =
+        |d: &std::path::Path| std::fs::read(d.join("checkpoints/last/model.safetensors")).unwrap();
+    assert!(
+        bytes(&a) == bytes(&b),
+        "same seed, different weights across processes"
+    );
+    let losses = |d: &std::path::Path| -> Vec<f64> {
+        read_jsonl(&d.join("metrics.jsonl"))
+            .iter()
+            .map(|r| r["loss_seg"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    assert_eq!(losses(&a).len(), 2, "4 steps, validation every 2");
+
+    // Extend run a from 4 to 6 steps: one more round, step 6, the schedule recorded.
+    let out = train(&a, "6", &["--resume"]);
+    let summary: Value = serde_json::from_str(&crate::util::stdout(&out)).unwrap();
+    assert_eq!(summary["epochs"], 3, "{summary}");
+    let recs = read_jsonl(&a.join("metrics.jsonl"));
+    assert_eq!(recs.last().unwrap()["step"], 6);
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["data"]["schedule"]["total_steps"], 6);
+    // Shortening is refused.
+    let short = crate::util::bin("dmnet-train")
+        .arg("--shards")
+        .arg(&shards)
+        .arg("--out")
+        .arg(&a)
+        .args(["--resume", "--steps", "2", "-q"])
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        crate::util::stderr(&short).contains("not shorten"),
+        "{}",
+        crate::util::stderr(&short)
+    );
 }

@@ -115,3 +115,55 @@ pub fn stderr(o: &Output) -> String {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// The `dcm2niix` binary (Debian package, installed by scripts/setup.sh; `DCM2NIIX`
+/// overrides). Missing: under `CI=1` the test fails; locally it skips loudly.
+pub fn dcm2niix(test: &str) -> Option<PathBuf> {
+    let p = std::env::var_os("DCM2NIIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("dcm2niix"));
+    if Command::new(&p).arg("-v").output().is_ok() {
+        return Some(p);
+    }
+    assert!(
+        !in_ci(),
+        "CI=1 and dcm2niix is missing: run scripts/setup.sh"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: dcm2niix not found (scripts/setup.sh installs it)"
+    );
+    None
+}
+
+/// The folder of DICOM test files shipped in the pydicom wheel (`pydicom/data/test_files`).
+pub fn pydicom_test_files() -> PathBuf {
+    let o = run_ok(
+        python()
+            .arg(root().join("scripts/pydicom_pixels.py"))
+            .arg("--test-files"),
+    );
+    PathBuf::from(stdout(&o).trim())
+}
+
+/// A gunzipped copy of one of nibabel's DICOM test files (`nibabel/nicom/tests/data/NAME`,
+/// `.gz` or not) in `dir`.
+pub fn nibabel_dicom(name: &str, dir: &Path) -> PathBuf {
+    let o = run_ok(python().args([
+        "-c",
+        "import nibabel, os; print(os.path.join(os.path.dirname(nibabel.__file__), 'nicom', 'tests', 'data'))",
+    ]));
+    let src = PathBuf::from(stdout(&o).trim()).join(name);
+    let dest = dir.join(name.trim_end_matches(".gz"));
+    let bytes = std::fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let bytes = if name.ends_with(".gz") {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut v).unwrap();
+        v
+    } else {
+        bytes
+    };
+    std::fs::write(&dest, bytes).unwrap();
+    dest
+}

@@ -159,8 +159,8 @@ fn sidecar_metrics_come_from_the_exported_checkpoint_or_say_none() {
     let side = dmnet::artifact::sidecar::ModelSidecar::read_for(&last).unwrap();
     assert_eq!(side.source.checkpoint, "last");
     assert!(side.validation_metrics.is_none());
-    // A newer best checkpoint (epoch 5) than the one evaluated (epoch 3): none either.
-    let state = run.join("checkpoints/best.json");
+    // A newer best checkpoint (round 5) than the one evaluated (round 3): none either.
+    let state = run.join("checkpoints/best/state.json");
     let text = std::fs::read_to_string(&state).unwrap();
     std::fs::write(&state, text.replace("\"epoch\":3", "\"epoch\":5")).unwrap();
     let best = dir.path().join("best.onnx");

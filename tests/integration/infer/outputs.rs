@@ -32,8 +32,7 @@ fn tta_flip_agrees_with_the_tch_forward_of_mirrored_inputs_averaged() {
     let n = rows.len();
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
-    vs.load_partial(run.join("checkpoints/best.safetensors"))
-        .unwrap();
+    vs.load_partial(super::best_weights(&run)).unwrap();
     let xt = tch::Tensor::from_slice(&x).view([n as i64, 1, S as i64, S as i64]);
     let fwd = |t: &tch::Tensor| tch::no_grad(|| net.forward_t(t, false).probabilities());
     let mut model = OnnxModel::open(&onnx, DeviceChoice::Cpu, None).unwrap();

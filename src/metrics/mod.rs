@@ -178,3 +178,58 @@ pub fn hd95(a: &[bool], b: &[bool], h: usize, w: usize, spacing: [f64; 2]) -> Op
     d.extend(directed(&bb, &ba, spacing));
     Some(percentile(&mut d, 95.0))
 }
+
+mod case;
+pub use case::{CaseAccumulator, CaseMetrics, CaseSummary, ClassCaseMetrics};
+
+/// What an evaluation says beyond the metrics, to see a collapse coming: the predicted and
+/// the true foreground fractions (any class > 0) and the Dice between the two decoders'
+/// foreground predictions (how much they agree).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// Share of pixels predicted as foreground.
+    pub predicted_foreground: f64,
+    /// Share of pixels that are foreground in the truth.
+    pub true_foreground: f64,
+    /// Dice between decoder 1's and decoder 2's foreground (1 when both predict none).
+    pub decoder_dice: f64,
+}
+
+/// Accumulates [`Diagnostics`] over slices.
+#[derive(Debug, Clone, Default)]
+pub struct DiagnosticsAccumulator {
+    pixels: u64,
+    pred_fg: u64,
+    true_fg: u64,
+    dec_inter: u64,
+    dec_sum: u64,
+}
+
+impl DiagnosticsAccumulator {
+    /// Adds one slice: the averaged prediction, the truth and each decoder's own prediction.
+    pub fn add(&mut self, pred: &[u8], gt: &[u8], dec1: &[u8], dec2: &[u8]) {
+        let fg = |v: &[u8]| v.iter().filter(|&&c| c > 0).count() as u64;
+        self.pixels += pred.len() as u64;
+        self.pred_fg += fg(pred);
+        self.true_fg += fg(gt);
+        self.dec_sum += fg(dec1) + fg(dec2);
+        self.dec_inter += dec1
+            .iter()
+            .zip(dec2)
+            .filter(|(&a, &b)| a > 0 && b > 0)
+            .count() as u64;
+    }
+    /// The diagnostics so far.
+    pub fn finish(&self) -> Diagnostics {
+        let px = self.pixels.max(1) as f64;
+        Diagnostics {
+            predicted_foreground: self.pred_fg as f64 / px,
+            true_foreground: self.true_fg as f64 / px,
+            decoder_dice: if self.dec_sum == 0 {
+                1.0
+            } else {
+                2.0 * self.dec_inter as f64 / self.dec_sum as f64
+            },
+        }
+    }
+}
