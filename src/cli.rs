@@ -1,5 +1,7 @@
 //! What the four binaries share: `-v/-q` logging flags, the `--device auto|cpu|cuda` choice and
 //! a progress-bar style. Binaries stay thin: parse → config → one library call → exit code.
+//! Log lines carry ANSI colours only when stderr is a terminal and `NO_COLOR` is unset
+//! (<https://no-color.org>), so redirected logs stay plain text.
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -27,12 +29,20 @@ impl LogArgs {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},ort=warn")));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(colour_stderr())
             .with_writer(std::io::stderr)
             .with_target(false)
             .compact()
             .try_init();
         QUIET.store(self.quiet, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Whether log lines on stderr may carry ANSI colour codes: stderr is a terminal and
+/// `NO_COLOR` is unset or empty.
+pub fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

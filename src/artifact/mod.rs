@@ -1,7 +1,9 @@
 //! What one stage writes and a later stage reads, torch-free: the run config
 //! ([`run_config`], `RUN/config.json`), the run directory and its atomically committed
 //! checkpoints ([`RunDir`]), the run's records and checkpoint states ([`record`]),
-//! and the model sidecar with the ONNX graph's I/O names ([`sidecar`]).
+//! the model sidecar with the ONNX graph's I/O names ([`sidecar`]), and the model–data
+//! compatibility check of `dmnet-infer` and `dmnet-train eval` ([`compat`]).
+pub mod compat;
 pub mod record;
 pub mod run_config;
 mod run_dir;

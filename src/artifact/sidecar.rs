@@ -83,7 +83,8 @@ pub struct ModelSidecar {
     pub model: ModelConfig,
     /// Source run and checkpoint.
     pub source: Source,
-    /// Validation metrics of the run (as the run recorded them), when present.
+    /// The evaluation of the exported checkpoint (`dmnet-train eval`'s report: `checkpoint`,
+    /// `epoch`, `split`, `shards`, `metrics`), or `None` when that checkpoint was not evaluated.
     pub validation_metrics: Option<serde_json::Value>,
 }
 
@@ -93,8 +94,16 @@ impl ModelSidecar {
         model.with_extension("json")
     }
 
-    /// Reads the sidecar beside `model`; a missing or foreign sidecar is an error naming both.
+    /// Reads the sidecar beside `model`; a missing model, a missing or foreign sidecar, or a
+    /// sidecar that contradicts itself (class names vs K, channel names vs C) is an error
+    /// naming the file.
     pub fn read_for(model: &Path) -> Result<Self> {
+        if !model.is_file() {
+            return Err(Error::invalid(
+                model,
+                "model file not found (pass the .onnx file dmnet-export wrote)",
+            ));
+        }
         let path = Self::path_for(model);
         if !path.exists() {
             return Err(Error::invalid(
@@ -109,16 +118,105 @@ impl ModelSidecar {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let s: ModelSidecar = serde_json::from_str(&text)
             .map_err(|e| Error::invalid(&path, format!("not a dmnet model sidecar: {e}")))?;
-        if s.schema != SCHEMA || s.schema_version != SCHEMA_VERSION {
+        s.validate(&path)?;
+        Ok(s)
+    }
+
+    /// Checks the schema and that the fields agree with each other (K class names, C channel
+    /// names, S everywhere); the error names `path`.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        if self.schema != SCHEMA || self.schema_version != SCHEMA_VERSION {
             return Err(Error::invalid(
-                &path,
+                path,
                 format!(
                     "sidecar schema {} v{}, this dmnet reads {SCHEMA} v{SCHEMA_VERSION}",
-                    s.schema, s.schema_version
+                    self.schema, self.schema_version
                 ),
             ));
         }
-        Ok(s)
+        let m = &self.model;
+        let bad = |what: String| {
+            Err(Error::invalid(
+                path,
+                format!("inconsistent sidecar: {what}"),
+            ))
+        };
+        if m.num_classes < 2 || self.class_names.len() != m.num_classes {
+            return bad(format!(
+                "model.num_classes = {} but class_names has {} entries",
+                m.num_classes,
+                self.class_names.len()
+            ));
+        }
+        if m.in_channels == 0 || self.channel_names.len() != m.in_channels {
+            return bad(format!(
+                "model.in_channels = {} but channel_names has {} entries",
+                m.in_channels,
+                self.channel_names.len()
+            ));
+        }
+        if self.preprocessing.config.size != m.input_size {
+            return bad(format!(
+                "preprocessing.config.size = {} but model.input_size = {}",
+                self.preprocessing.config.size, m.input_size
+            ));
+        }
+        crate::model::validate_input_size(m.input_size)
+    }
+
+    /// Rebuilds a sidecar from an ONNX file's `metadata_props` (`dmnet.<field>` = JSON), as
+    /// [`ModelSidecar::metadata_props`] wrote them; `None` when the model carries no `dmnet.*`
+    /// entries (not exported by dmnet), an error when they are there but unreadable.
+    pub fn from_metadata_props(
+        props: &std::collections::BTreeMap<String, String>,
+        model: &Path,
+    ) -> Result<Option<Self>> {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in props {
+            if let Some(field) = k.strip_prefix("dmnet.") {
+                let value = serde_json::from_str(v).map_err(|e| {
+                    Error::invalid(model, format!("metadata_props {k} is not JSON: {e}"))
+                })?;
+                obj.insert(field.to_string(), value);
+            }
+        }
+        if obj.is_empty() {
+            return Ok(None);
+        }
+        let s: ModelSidecar = serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| Error::invalid(model, format!("dmnet metadata_props: {e}")))?;
+        s.validate(model)?;
+        Ok(Some(s))
+    }
+
+    /// The fields inference depends on (preprocessing, channels, classes, network, tensors)
+    /// whose values differ between `self` and `other`.
+    pub fn differing_fields(&self, other: &ModelSidecar) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        macro_rules! cmp {
+            ($($f:ident),*) => { $(if self.$f != other.$f { out.push(stringify!($f)); })* };
+        }
+        cmp!(
+            preprocessing,
+            channel_names,
+            class_names,
+            model,
+            input,
+            outputs
+        );
+        out
+    }
+
+    /// What the model expects, for the compatibility check ([`crate::artifact::compat`]).
+    pub fn facts(&self, model: &Path) -> crate::artifact::compat::ModelFacts {
+        let pre = &self.preprocessing.config;
+        crate::artifact::compat::ModelFacts {
+            name: format!("model {}", model.display()),
+            channels: self.channel_names.clone(),
+            modality: crate::artifact::compat::Modality::of_training(pre, &self.channel_names),
+            classes: self.class_names.clone(),
+            slice_size: Some(self.size()),
+        }
     }
 
     /// Writes the sidecar as pretty JSON.

@@ -3,19 +3,27 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Examples, one command per paragraph; no line is wider than 78 columns, so clap never wraps
+/// them inside a command (tested: they paste into a shell as written).
+const EXAMPLES: &str = "\
+Examples:
+  # the best checkpoint (by validation mIoU): models/la.onnx + models/la.json
+  dmnet-export --run runs/la --out models/la.onnx
+
+  # the last checkpoint, opset 18
+  dmnet-export --run runs/la --out models/la-last.onnx --checkpoint last \\
+      --opset 18
+
+  # compare ONNX Runtime with libtorch on shard slices (fails above 1e-4)
+  dmnet-export --run runs/la --out models/la.onnx --verify --shards shards/la
+
+The sidecar's validation_metrics are dmnet-train eval's report of the exported
+checkpoint (run `dmnet-train eval --checkpoint best|last` first), else null.";
+
 /// Export a trained DMNet run to ONNX (probabilities = mean of both decoders' softmax) with a
 /// `model.json` preprocessing sidecar beside it.
 #[derive(Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Examples:\n  dmnet-export --run runs/la --out models/la.onnx\n  \
-                  dmnet-export --run runs/la --out models/la.onnx --checkpoint last --opset 18\n  \
-                  dmnet-export --run runs/la --out models/la.onnx --verify --shards shards/la\n\n\
-                  Writes models/la.onnx and models/la.json. --verify runs the ONNX model with ONNX \
-                  Runtime and the checkpoint with libtorch on shard slices and fails when the \
-                  probabilities differ by more than 1e-4."
-)]
+#[command(version, about, max_term_width = 100, after_help = EXAMPLES)]
 struct Cli {
     #[command(flatten)]
     log: dmnet::cli::LogArgs,

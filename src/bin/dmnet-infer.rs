@@ -1,6 +1,35 @@
 //! dmnet-infer: run an exported DMNet model with ONNX Runtime (no libtorch needed).
 use clap::{Args, Parser, Subcommand};
+use dmnet::infer::run::OutputFormat;
+use dmnet::infer::tta::Tta;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Examples, one command per paragraph; no line is wider than 78 columns, so clap never wraps
+/// them inside a command (tested: they paste into a shell as written).
+const EXAMPLES: &str = "\
+Examples:
+  # one NIfTI volume
+  dmnet-infer --model models/la.onnx --input scans/case01.nii.gz \\
+      --out masks/
+
+  # an nnU-Net / MSD raw folder (imagesTs/, else imagesTr/), mirrored TTA
+  dmnet-infer --model models/la.onnx --input Dataset027_LA/ --out pred/ \\
+      --tta flip
+
+  # a DICOM series: OUT/<series>.nii.gz and OUT/<series>.seg.dcm
+  dmnet-infer --model models/ct.onnx --input dicom/series1/ --out pred/
+
+  # a shard folder: predictions.parquet and metrics.json
+  dmnet-infer --model models/la.onnx --input shards/la --out eval/ \\
+      --split val
+
+  # which ONNX Runtime is loaded, and its execution providers
+  dmnet-infer runtime
+
+The sidecar (models/la.json, written by dmnet-export) must sit beside the
+model. Exit status: 0 all cases done, 2 some cases failed (one error line
+each, listed in OUT/summary.json), 1 nothing could run.";
 
 /// Segment volumes or shards with an exported DMNet model and ONNX Runtime.
 #[derive(Parser)]
@@ -8,17 +37,8 @@ use std::path::PathBuf;
     version,
     about,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  \
-        dmnet-infer --model models/la.onnx --input scans/case01.nii.gz --out masks/\n  \
-        dmnet-infer --model models/la.onnx --input scans/ --out masks/ --batch 16 --probabilities\n  \
-        dmnet-infer --model models/ct.onnx --input dicom/series1/ --out masks/ --device cuda\n  \
-        dmnet-infer --model models/la.onnx --input shards/la --out eval/ --split val\n  \
-        dmnet-infer runtime\n  \
-        ORT_DYLIB_PATH=/opt/ort/libonnxruntime.so.1.32.0 dmnet-infer runtime\n\n\
-        The sidecar models/la.json (written by dmnet-export) must sit beside the model: it \
-        holds the preprocessing, which dmnet-infer repeats. Volumes give OUT/<case>.nii.gz \
-        (uint8 mask on the input's grid); shard folders give OUT/predictions.parquet and, \
-        where masks exist, OUT/metrics.json."
+    max_term_width = 100,
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(flatten)]
@@ -37,7 +57,8 @@ struct RunArgs {
     /// The exported model (.onnx, with its .json sidecar beside it).
     #[arg(long, required = true)]
     model: Option<PathBuf>,
-    /// A NIfTI file, a folder of NIfTI files, a DICOM series folder, or a shard folder.
+    /// A NIfTI file; a folder of NIfTI files (<case>_0000.nii.gz … groups channels); an
+    /// nnU-Net/MSD raw folder; a KiTS tree; a DICOM folder; or a shard folder.
     #[arg(long, required = true)]
     input: Option<PathBuf>,
     /// Output folder.
@@ -49,9 +70,25 @@ struct RunArgs {
     /// Slices per ONNX Runtime run.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Also write class probability maps (volumes: OUT/<case>_probabilities.nii.gz, 4-D float32).
+    /// Also write class probabilities (volumes: OUT/<case>_probabilities.nii.gz, 5-D float32,
+    /// vector intent).
     #[arg(long)]
     probabilities: bool,
+    /// Test-time augmentation: average over mirrored inputs (flip: width axis, as trained;
+    /// flip-all: both in-plane axes).
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    tta: Tta,
+    /// Volume outputs: auto (NIfTI; DICOM inputs also a DICOM SEG), nifti, seg, both.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    format: OutputFormat,
+    /// Run even when the input's channels, modality, classes or slice size differ from the
+    /// model's (a warning instead of an error).
+    #[arg(long)]
+    allow_mismatch: bool,
+    /// When the sidecar disagrees with the metadata inside the .onnx, follow the model's
+    /// metadata instead of stopping.
+    #[arg(long)]
+    use_model_metadata: bool,
     /// Shard inputs: only rows of this split (train, val, test).
     #[arg(long)]
     split: Option<String>,
@@ -67,43 +104,54 @@ enum Cmd {
     Runtime,
 }
 
-fn main() -> std::process::ExitCode {
+fn run(cli: Cli) -> dmnet::Result<ExitCode> {
+    if let Some(Cmd::Runtime) = cli.cmd {
+        let info = dmnet::onnxrt::runtime::load(cli.ort_lib.as_deref())?;
+        println!("{}", serde_json::to_string_pretty(info).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = cli.run;
+    let (Some(model), Some(input), Some(out)) = (r.model, r.input, r.out) else {
+        return Err(dmnet::Error::Config {
+            path: "<cli>".into(),
+            msg: "--model, --input and --out are required".into(),
+        });
+    };
+    let opts = dmnet::infer::run::InferOptions {
+        device: r.device,
+        batch: r.batch,
+        probabilities: r.probabilities,
+        split: r.split,
+        timepoint: r.timepoint,
+        ort_lib: cli.ort_lib,
+        tta: r.tta,
+        format: r.format,
+        allow_mismatch: r.allow_mismatch,
+        use_model_metadata: r.use_model_metadata,
+        ..dmnet::infer::run::InferOptions::new(model, input, out)
+    };
+    let s = dmnet::infer::run::infer(&opts)?;
+    eprintln!(
+        "{} case(s), {} slices in {:.2} s: {:.1} slices/s ({}){}",
+        s.cases,
+        s.slices,
+        s.seconds,
+        s.slices_per_second,
+        s.provider,
+        match s.failed.len() {
+            0 => String::new(),
+            n => format!("; {n} failed (see the error lines above and summary.json)"),
+        }
+    );
+    println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    Ok(ExitCode::from(if s.failed.is_empty() { 0 } else { 2 }))
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
-    let result = match cli.cmd {
-        Some(Cmd::Runtime) => dmnet::onnxrt::runtime::load(cli.ort_lib.as_deref()).map(|info| {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(info).expect("serialisable")
-            )
-        }),
-        None => {
-            let r = cli.run;
-            let opts = dmnet::infer::run::InferOptions {
-                model: r.model.expect("required"),
-                input: r.input.expect("required"),
-                out: r.out.expect("required"),
-                device: r.device,
-                batch: r.batch,
-                probabilities: r.probabilities,
-                split: r.split,
-                timepoint: r.timepoint,
-                ort_lib: cli.ort_lib.clone(),
-            };
-            dmnet::infer::run::infer(&opts).map(|s| {
-                eprintln!(
-                    "{} case(s), {} slices in {:.2} s: {:.1} slices/s ({})",
-                    s.cases, s.slices, s.seconds, s.slices_per_second, s.provider
-                );
-                println!("{}", serde_json::to_string(&s).expect("serialisable"));
-            })
-        }
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", dmnet::error::report_line(&e));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    run(cli).unwrap_or_else(|e| {
+        eprintln!("error: {}", dmnet::error::report_line(&e));
+        ExitCode::FAILURE
+    })
 }

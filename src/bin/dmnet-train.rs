@@ -132,6 +132,10 @@ enum Cmd {
         /// auto | cpu | cuda
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
+        /// Evaluate even when the shards' channels, modality, classes or slice size differ
+        /// from the run's training data (a warning instead of an error).
+        #[arg(long)]
+        allow_mismatch: bool,
     },
     /// Run variants × labeled fractions × seeds, evaluate each on the test split (best and last
     /// checkpoints) and write OUT/grid.md (mean ± sd tables, the paper's layout) + OUT/grid.json.
@@ -328,7 +332,8 @@ fn main() -> std::process::ExitCode {
             split,
             checkpoint,
             device,
-        }) => dmnet::train::evaluate(&run, &shards, &split, checkpoint, device)
+            allow_mismatch,
+        }) => dmnet::train::evaluate(&run, &shards, &split, checkpoint, device, allow_mismatch)
             .map(|r| {
                 println!(
                     "{}",

@@ -1,5 +1,5 @@
 //! `dmnet-export`: read a run directory (`config.json`, `checkpoints/{best,last}/`,
-//! `eval-val.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
+//! `eval-<split>-<checkpoint>.json`; layout in `docs/contracts.md`), build the DMNet graph from the checkpoint
 //! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
 use super::{dmnet, graph};
 use crate::artifact::sidecar::{describe_steps, ModelSidecar, Preprocessing, Source, TensorSpec};
@@ -149,16 +149,41 @@ pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
     Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
-fn validation_metrics(run: &Path) -> Option<Value> {
-    for f in ["eval-val.json", "eval-test.json"] {
-        if let Ok(v) = read_json(&run.join(f)) {
+/// The metrics of the exported checkpoint: `RUN/eval-<split>-<checkpoint>.json` (written by
+/// `dmnet-train eval`; val first, then test) whose checkpoint is the exported one and whose
+/// validation round (`epoch`) and optimiser step are those the checkpoint was saved at
+/// (`checkpoints/<kind>/state.json`), so a stale evaluation of an older best checkpoint, or of
+/// the other checkpoint, is never carried. The value names its checkpoint, round, step, split
+/// and shard folder. `None` (logged) when no such evaluation exists.
+pub fn validation_metrics(run: &Path, checkpoint: &str) -> Option<Value> {
+    let kind = match checkpoint {
+        "last" => crate::artifact::CheckpointKind::Last,
+        _ => crate::artifact::CheckpointKind::Best,
+    };
+    let saved = crate::artifact::read_state(run, kind)
+        .ok()
+        .map(|s| (s.epoch, s.global_step));
+    let at = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|e| e as usize);
+    for split in ["val", "test"] {
+        let path = run.join(format!("eval-{split}-{checkpoint}.json"));
+        let Ok(v) = read_json(&path) else { continue };
+        let same_ckpt = v.get("checkpoint").and_then(Value::as_str) == Some(checkpoint);
+        let evaluated = at(&v, "epoch").zip(at(&v, "step"));
+        if same_ckpt && saved.is_some() && evaluated == saved && v.get("metrics").is_some() {
             return Some(v);
         }
+        tracing::warn!(
+            "{}: not an evaluation of the exported {checkpoint} checkpoint \
+             (round, step {saved:?}; evaluated {evaluated:?}); ignored",
+            path.display(),
+        );
     }
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
+    tracing::warn!(
+        "validation metrics: none (no `dmnet-train eval --checkpoint {checkpoint}` of round {}); \
+         the sidecar's validation_metrics is null",
+        saved.map_or("?".into(), |(e, _)| e.to_string())
+    );
+    None
 }
 
 fn spec(name: &str, dtype: &str, shape: Vec<Value>, description: &str) -> TensorSpec {
@@ -220,7 +245,7 @@ pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
             checkpoint_file: ckpt.to_path_buf(),
             checkpoint_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
         },
-        validation_metrics: validation_metrics(&opts.run),
+        validation_metrics: validation_metrics(&opts.run, &opts.checkpoint),
     })
 }
 

@@ -1,7 +1,14 @@
-//! Inference with ONNX Runtime (no libtorch): [`input`] detects what `--input` holds,
-//! [`volumes`] and [`shards`] segment volumes and shard folders, [`run`] is `dmnet-infer`'s
-//! entry point. Loading ONNX Runtime and opening sessions is [`crate::onnxrt`].
+//! Inference with ONNX Runtime (no libtorch): [`model`] opens an exported model and checks
+//! its sidecar against the model's own metadata, [`input`] detects what `--input` holds
+//! (nnU-Net/MSD, KiTS, BraTS, flat folders, DICOM, shards), [`volumes`] and [`shards`] segment
+//! volumes and shard folders (with [`tta`] mirroring), [`seg`] writes DICOM SEG objects,
+//! [`case_metrics`] per-case metrics, and [`run`] is `dmnet-infer`'s entry point. Loading ONNX
+//! Runtime and opening sessions is [`crate::onnxrt`].
+pub mod case_metrics;
 pub mod input;
+pub mod model;
 pub mod run;
+pub mod seg;
 pub mod shards;
+pub mod tta;
 pub mod volumes;

@@ -1,16 +1,44 @@
-//! `dmnet-infer --model M --input PATH --out DIR`: detects the input kind (a NIfTI file, a
-//! folder of NIfTI files, a DICOM folder with one or more series, or a shard folder), opens
-//! the model with its sidecar, runs every case and writes masks (volumes) or predictions +
-//! metrics (shards), with a progress bar and a summary (cases, slices/s).
+//! `dmnet-infer --model M --input PATH --out DIR`: opens the model ([`super::model`]: sidecar
+//! checked against the model's own metadata), detects the input ([`super::input`]), checks it
+//! against what the model was trained on (`artifact::compat`; `--allow-mismatch` overrides),
+//! runs every case and writes masks (`OUT/<case>.nii.gz`), optional probability maps, DICOM
+//! SEG objects for DICOM inputs, per-case metrics where labels exist (`OUT/metrics.csv`), or
+//! predictions + metrics for shard folders; then `OUT/summary.json`.
+//!
+//! A case that cannot be read or segmented is one error line naming its file; the other cases
+//! go on, and the summary lists the failures (the binary exits 2). Every output file is
+//! written under a hidden temporary name and renamed when the case is complete, so nothing
+//! partial is visible. A panic inside one case is caught and recorded as that case's failure.
 use super::input::{detect_input, InputKind};
-use super::{shards, volumes};
+use super::model::LoadedModel;
+use super::tta::Tta;
+use super::volumes::{self, SegmentOptions};
+use super::{case_metrics, seg, shards};
+use crate::artifact::compat::{enforce, DataFacts, Modality, ModelFacts};
 use crate::artifact::sidecar::ModelSidecar;
 use crate::cli::DeviceChoice;
 use crate::metrics::MetricsAccumulator;
 use crate::onnxrt::session::OnnxModel;
+use crate::volume::{DicomSeries, Volume};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Which files a volume case gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// NIfTI masks; DICOM inputs also get a DICOM SEG beside the NIfTI when the series can
+    /// carry one (else a warning, e.g. without FrameOfReferenceUID).
+    #[default]
+    Auto,
+    /// NIfTI masks only.
+    Nifti,
+    /// DICOM SEG only (DICOM inputs).
+    Seg,
+    /// NIfTI mask and DICOM SEG (DICOM inputs).
+    Both,
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -25,7 +53,7 @@ pub struct InferOptions {
     pub device: DeviceChoice,
     /// Slices per run.
     pub batch: usize,
-    /// Also write probability maps (volumes: 4-D float32 NIfTI).
+    /// Also write probability maps (volumes: 5-D float32 NIfTI, vector intent).
     pub probabilities: bool,
     /// Shards: only rows of this split.
     pub split: Option<String>,
@@ -34,6 +62,44 @@ pub struct InferOptions {
     /// Time point of 4-D inputs (`None`: a 4-D input is an error); the mask has the 3-D
     /// volume's geometry.
     pub timepoint: Option<usize>,
+    /// Test-time augmentation.
+    pub tta: Tta,
+    /// Output files of volume cases.
+    pub format: OutputFormat,
+    /// Run even when the input does not match the model (logged as a warning).
+    pub allow_mismatch: bool,
+    /// Follow the model's embedded metadata when the sidecar disagrees with it.
+    pub use_model_metadata: bool,
+}
+
+impl InferOptions {
+    /// Options with the defaults of `dmnet-infer` for a model, an input and an output folder.
+    pub fn new(model: PathBuf, input: PathBuf, out: PathBuf) -> Self {
+        InferOptions {
+            model,
+            input,
+            out,
+            device: DeviceChoice::Auto,
+            batch: 8,
+            probabilities: false,
+            split: None,
+            timepoint: None,
+            ort_lib: None,
+            tta: Tta::None,
+            format: OutputFormat::Auto,
+            allow_mismatch: false,
+            use_model_metadata: false,
+        }
+    }
+}
+
+/// A case that failed, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseFailure {
+    /// The case's input file or folder.
+    pub input: PathBuf,
+    /// The error, naming the file.
+    pub error: String,
 }
 
 /// The run summary (also written to `OUT/summary.json`).
@@ -41,9 +107,13 @@ pub struct InferOptions {
 pub struct InferSummary {
     /// Input kind (`nifti`, `dicom`, `shards`).
     pub input_kind: String,
-    /// Cases (volumes) or shard rows' patients processed.
+    /// Layout found (`file`, `msd`, `kits`, `folder`, `dicom`, `shards`).
+    pub layout: String,
+    /// Cases (volumes) or shard rows' patients processed successfully.
     pub cases: usize,
-    /// Slices run through the model.
+    /// Cases that failed, one entry each.
+    pub failed: Vec<CaseFailure>,
+    /// Slices run through the model (each once, whatever `tta`).
     pub slices: usize,
     /// Wall time (s).
     pub seconds: f64,
@@ -51,175 +121,369 @@ pub struct InferSummary {
     pub slices_per_second: f64,
     /// The execution provider used.
     pub provider: String,
+    /// Test-time augmentation used.
+    pub tta: Tta,
     /// Files written.
     pub outputs: Vec<PathBuf>,
 }
 
-/// Runs inference.
+/// Where one volume case comes from.
+enum Source<'a> {
+    Nifti(&'a [PathBuf]),
+    Dicom(&'a DicomSeries),
+}
+
+/// One volume case to run.
+struct VolumeCase<'a> {
+    name: String,
+    input: PathBuf,
+    source: Source<'a>,
+    label: Option<PathBuf>,
+}
+
+impl VolumeCase<'_> {
+    /// Reads the case's channel volumes (time point `t` of 4-D inputs).
+    fn load(&self, t: Option<usize>) -> Result<Vec<Volume>> {
+        match self.source {
+            Source::Nifti(files) => files
+                .iter()
+                .map(|f| crate::volume::read_nifti_at(f, t))
+                .collect(),
+            Source::Dicom(series) => crate::volume::read_dicom_at(series, t).map(|v| vec![v]),
+        }
+    }
+    fn modality(&self) -> Option<Modality> {
+        match self.source {
+            Source::Dicom(s) => Modality::from_name(&s.modality),
+            Source::Nifti(_) => None,
+        }
+    }
+}
+
+/// The state of a run.
+struct Run<'a> {
+    onnx: OnnxModel,
+    sidecar: ModelSidecar,
+    facts: ModelFacts,
+    opts: &'a InferOptions,
+    outputs: Vec<PathBuf>,
+    failed: Vec<CaseFailure>,
+    metrics: Vec<case_metrics::CaseClassMetrics>,
+    cases: usize,
+    slices: usize,
+}
+
+/// Runs inference (see the module docs).
 pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
-    let sidecar = ModelSidecar::read_for(&opts.model)?;
-    let kind = detect_input(&opts.input, &sidecar.channel_names)?;
-    let kind_name = kind.name();
-    let mut model = OnnxModel::open(&opts.model, opts.device, opts.ort_lib.as_deref())?;
-    let s = sidecar.size();
-    model.check_input(
-        &[1, sidecar.model.in_channels, s, s],
-        &ModelSidecar::path_for(&opts.model),
+    let LoadedModel { onnx, sidecar } = super::model::open(
+        &opts.model,
+        opts.device,
+        opts.ort_lib.as_deref(),
+        opts.use_model_metadata,
     )?;
+    let input = detect_input(&opts.input, &sidecar.channel_names)?;
+    let facts = sidecar.facts(&opts.model);
+    enforce(&facts, &input.facts, opts.allow_mismatch)?;
+    let is_dicom = matches!(input.kind, InputKind::Dicom(_));
+    if matches!(opts.format, OutputFormat::Seg | OutputFormat::Both) && !is_dicom {
+        return Err(Error::invalid(
+            &opts.input,
+            format!(
+                "--format {:?} writes DICOM SEG, which needs a DICOM input; this input is {}",
+                opts.format,
+                input.kind.name()
+            )
+            .to_lowercase(),
+        ));
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
-    let batch = opts.batch.max(1);
     let t0 = Instant::now();
-    let mut outputs = Vec::new();
-    let (cases, slices) = match kind {
+    let mut run = Run {
+        onnx,
+        sidecar,
+        facts,
+        opts,
+        outputs: Vec::new(),
+        failed: Vec::new(),
+        metrics: Vec::new(),
+        cases: 0,
+        slices: 0,
+    };
+    for (path, why) in &input.bad {
+        run.fail(path, format!("{}: {why}", path.display()));
+    }
+    match &input.kind {
         InputKind::Nifti(cases) => {
-            let loaders = cases.iter().map(|case| {
-                let load = || {
-                    case.files
-                        .iter()
-                        .map(|f| crate::volume::read_nifti_at(f, opts.timepoint))
-                        .collect()
-                };
-                (case.name.clone(), Box::new(load) as VolumeLoader)
+            let cases = cases.iter().map(|c| VolumeCase {
+                name: c.name.clone(),
+                input: c.files.first().cloned().unwrap_or_default(),
+                source: Source::Nifti(&c.files),
+                label: c.label.clone(),
             });
-            let cases = loaders.collect();
-            run_cases(&mut model, &sidecar, cases, opts, batch, &mut outputs)?
+            run.volumes(cases.collect());
         }
-        InputKind::Dicom(series) => {
-            let n = series.len();
-            let loaders = series.iter().enumerate().map(|(i, se)| {
-                let name = se
-                    .folder()
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "series".into());
-                let name = if n > 1 { format!("{name}-{i}") } else { name };
-                let t = opts.timepoint;
-                let load = move || crate::volume::read_dicom_at(se, t).map(|v| vec![v]);
-                (name, Box::new(load) as VolumeLoader)
-            });
-            let cases = loaders.collect();
-            run_cases(&mut model, &sidecar, cases, opts, batch, &mut outputs)?
-        }
-        InputKind::Shards(dir) => {
-            run_shards(&mut model, &sidecar, &dir, opts, batch, &mut outputs)?
-        }
-    };
-    let seconds = t0.elapsed().as_secs_f64();
-    let summary = InferSummary {
-        input_kind: kind_name.into(),
-        cases,
-        slices,
-        seconds,
-        slices_per_second: slices as f64 / seconds.max(1e-9),
-        provider: model.provider.clone(),
-        outputs,
-    };
-    let path = opts.out.join("summary.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&summary).expect("serialisable"),
-    )
-    .map_err(|e| Error::io(&path, e))?;
-    Ok(summary)
+        InputKind::Dicom(series) => run.volumes(dicom_cases(series)),
+        InputKind::Shards(dir) => run.shards(dir)?,
+    }
+    run.finish(input.kind.name(), input.layout, t0)
 }
 
-/// Reads one case's channel volumes, in model channel order.
-type VolumeLoader<'a> = Box<dyn FnOnce() -> Result<Vec<crate::volume::Volume>> + 'a>;
-
-/// Runs every volume case with one progress bar; returns (cases, slices).
-fn run_cases(
-    model: &mut OnnxModel,
-    sidecar: &ModelSidecar,
-    cases: Vec<(String, VolumeLoader)>,
-    opts: &InferOptions,
-    batch: usize,
-    outputs: &mut Vec<PathBuf>,
-) -> Result<(usize, usize)> {
-    let bar = crate::cli::progress(cases.len() as u64, "infer");
-    let (n, mut slices) = (cases.len(), 0);
-    for (name, load) in cases {
-        bar.set_message(name.clone());
-        slices += run_volume(model, sidecar, load()?, &name, opts, batch, outputs)?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    Ok((n, slices))
+/// DICOM series as cases, named after their folder (`-<i>` when a folder tree has several).
+fn dicom_cases(series: &[DicomSeries]) -> Vec<VolumeCase<'_>> {
+    let n = series.len();
+    series
+        .iter()
+        .enumerate()
+        .map(|(i, se)| {
+            let folder = se.folder();
+            let name = folder
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "series".into());
+            VolumeCase {
+                name: if n > 1 { format!("{name}-{i}") } else { name },
+                input: folder,
+                source: Source::Dicom(se),
+                label: None,
+            }
+        })
+        .collect()
 }
 
-fn run_volume(
-    model: &mut OnnxModel,
-    sidecar: &ModelSidecar,
-    vols: Vec<crate::volume::Volume>,
-    name: &str,
-    opts: &InferOptions,
-    batch: usize,
-    outputs: &mut Vec<PathBuf>,
-) -> Result<usize> {
-    let first = vols
-        .first()
-        .ok_or_else(|| Error::invalid(&opts.input, "a case without images"))?;
-    let reference = crate::volume::Volume {
-        data: Vec::new(),
-        ..first.clone()
-    };
-    let seg = volumes::segment_volume(model, sidecar, vols, batch, opts.probabilities, |_| {})?;
-    let out = opts.out.join(format!("{name}.nii.gz"));
-    crate::volume::write_nifti_mask(&out, &seg.mask, &reference)?;
-    outputs.push(out);
-    if let Some(p) = seg.probabilities {
-        let out = opts.out.join(format!("{name}_probabilities.nii.gz"));
-        volumes::write_probabilities(&out, &p, &reference)?;
-        outputs.push(out);
+impl Run<'_> {
+    fn fail(&mut self, input: &Path, error: String) {
+        tracing::error!("{error}");
+        self.failed.push(CaseFailure {
+            input: input.to_path_buf(),
+            error,
+        });
     }
-    Ok(seg.slices)
-}
 
-fn run_shards(
-    model: &mut OnnxModel,
-    sidecar: &ModelSidecar,
-    dir: &Path,
-    opts: &InferOptions,
-    batch: usize,
-    outputs: &mut Vec<PathBuf>,
-) -> Result<(usize, usize)> {
-    let bar = crate::cli::progress(0, "slices");
-    let mut acc = MetricsAccumulator::new(sidecar.model.num_classes);
-    let mut preds = Vec::new();
-    let mut labeled = 0usize;
-    let mut patients = std::collections::BTreeSet::new();
-    for group in crate::shard::schema::read_shards(dir)? {
-        let rows: Vec<_> = group?
-            .into_iter()
-            .filter(|r| opts.split.as_ref().is_none_or(|s| &r.split == s))
-            .collect();
-        for chunk in rows.chunks(batch) {
-            let p = shards::predict_rows(model, sidecar, chunk, dir)?;
-            shards::add_metrics(&mut acc, chunk, &p);
-            labeled += chunk.iter().filter(|r| r.mask.is_some()).count();
-            patients.extend(chunk.iter().map(|r| r.patient_key.clone()));
-            bar.inc_length(chunk.len() as u64);
-            bar.inc(chunk.len() as u64);
-            preds.extend(p);
+    /// Runs every volume case with one progress bar; failures are recorded, not returned.
+    fn volumes(&mut self, cases: Vec<VolumeCase>) {
+        let bar = crate::cli::progress(cases.len() as u64, "infer");
+        for case in &cases {
+            bar.set_message(case.name.clone());
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.volume(case)));
+            match r {
+                Ok(Ok(())) => self.cases += 1,
+                Ok(Err(e)) => self.fail(&case.input, e.to_string()),
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    let e = format!("{}: internal error (panic): {msg}", case.input.display());
+                    self.fail(&case.input, e);
+                }
+            }
+            bar.inc(1);
         }
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
-    let out = opts.out.join("predictions.parquet");
-    shards::write_predictions(&out, &preds)?;
-    outputs.push(out);
-    if labeled > 0 {
-        let m = shards::ShardMetrics {
-            shards: dir.to_path_buf(),
-            model: opts.model.clone(),
-            split: opts.split.clone(),
-            metrics: acc.finish(),
+
+    /// One volume case: read, check, segment, write its outputs, compare with its label.
+    fn volume(&mut self, case: &VolumeCase) -> Result<()> {
+        let vols = case.load(self.opts.timepoint)?;
+        let data = DataFacts {
+            source: case.input.clone(),
+            num_channels: Some(vols.len()),
+            modality: case.modality(),
+            ..Default::default()
         };
-        let out = opts.out.join("metrics.json");
-        std::fs::write(
-            &out,
-            serde_json::to_string_pretty(&m).expect("serialisable"),
-        )
-        .map_err(|e| Error::io(&out, e))?;
-        outputs.push(out);
+        enforce(&self.facts, &data, self.opts.allow_mismatch)?;
+        let first = vols
+            .first()
+            .ok_or_else(|| Error::invalid(&case.input, "a case without images"))?;
+        let reference = Volume {
+            data: Vec::new(),
+            ..first.clone()
+        };
+        let opts = SegmentOptions {
+            batch: self.opts.batch,
+            keep_probabilities: self.opts.probabilities,
+            tta: self.opts.tta,
+        };
+        let seg = volumes::segment_volume(&mut self.onnx, &self.sidecar, vols, opts, |_| {})?;
+        let mut staged = Staged::new(&self.opts.out);
+        let (nifti, dicom_seg) = match (self.opts.format, &case.source) {
+            (OutputFormat::Nifti, _) | (OutputFormat::Auto, Source::Nifti(_)) => (true, false),
+            (OutputFormat::Seg, _) => (false, true),
+            _ => (true, true),
+        };
+        if nifti {
+            staged.write(&format!("{}.nii.gz", case.name), |p| {
+                crate::volume::write_nifti_mask(p, &seg.mask, &reference)
+            })?;
+        }
+        if let Some(p) = &seg.probabilities {
+            staged.write(&format!("{}_probabilities.nii.gz", case.name), |path| {
+                volumes::write_probabilities(path, p, &reference)
+            })?;
+        }
+        if let (true, Source::Dicom(series)) = (dicom_seg, &case.source) {
+            let input = seg::SegInput {
+                series,
+                volume: &reference,
+                mask: &seg.mask,
+                class_names: &self.sidecar.class_names,
+                description: &self.opts.model.display().to_string(),
+            };
+            let name = format!("{}.seg.dcm", case.name);
+            let written = staged.write(&name, |p| seg::write_seg(p, &input));
+            match written {
+                // `--format auto`: the SEG is a best effort beside the NIfTI mask.
+                Err(e) if self.opts.format == OutputFormat::Auto => {
+                    staged.discard_last();
+                    tracing::warn!("no DICOM SEG for case {}: {e}", case.name);
+                }
+                r => r?,
+            }
+        }
+        self.outputs.extend(staged.commit()?);
+        self.slices += seg.slices;
+        if let Some(label) = &case.label {
+            match case_metrics::case_metrics(
+                &case.name,
+                &seg.mask,
+                &reference,
+                label,
+                &self.sidecar,
+            ) {
+                Ok(rows) => self.metrics.extend(rows),
+                Err(e) => self.fail(
+                    label,
+                    format!("{e} (label of case {}; mask written)", case.name),
+                ),
+            }
+        }
+        Ok(())
     }
-    Ok((patients.len(), preds.len()))
+
+    fn shards(&mut self, dir: &Path) -> Result<()> {
+        let bar = crate::cli::progress(0, "slices");
+        let k = self.sidecar.model.num_classes;
+        let mut acc = MetricsAccumulator::new(k);
+        let mut preds = Vec::new();
+        let mut labeled = 0usize;
+        let mut patients = std::collections::BTreeSet::new();
+        for group in crate::shard::schema::read_shards(dir)? {
+            let rows: Vec<_> = group?
+                .into_iter()
+                .filter(|r| self.opts.split.as_ref().is_none_or(|s| &r.split == s))
+                .collect();
+            for chunk in rows.chunks(self.opts.batch.max(1)) {
+                let p =
+                    shards::predict_rows(&mut self.onnx, &self.sidecar, chunk, dir, self.opts.tta)?;
+                shards::add_metrics(&mut acc, chunk, &p);
+                labeled += chunk.iter().filter(|r| r.mask.is_some()).count();
+                patients.extend(chunk.iter().map(|r| r.patient_key.clone()));
+                bar.inc_length(chunk.len() as u64);
+                bar.inc(chunk.len() as u64);
+                preds.extend(p);
+            }
+        }
+        bar.finish_and_clear();
+        let mut staged = Staged::new(&self.opts.out);
+        staged.write("predictions.parquet", |p| {
+            shards::write_predictions(p, &preds)
+        })?;
+        if labeled > 0 {
+            let m = shards::ShardMetrics {
+                shards: dir.to_path_buf(),
+                model: self.opts.model.clone(),
+                split: self.opts.split.clone(),
+                metrics: acc.finish(),
+            };
+            staged.write("metrics.json", |p| write_json(p, &m))?;
+        }
+        self.outputs.extend(staged.commit()?);
+        self.cases = patients.len();
+        self.slices = preds.len();
+        Ok(())
+    }
+
+    fn finish(mut self, kind: &str, layout: &str, t0: Instant) -> Result<InferSummary> {
+        if !self.metrics.is_empty() {
+            let mut staged = Staged::new(&self.opts.out);
+            staged.write("metrics.csv", |p| {
+                case_metrics::write_csv(p, &self.metrics).map(|_| ())
+            })?;
+            self.outputs.extend(staged.commit()?);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let summary = InferSummary {
+            input_kind: kind.into(),
+            layout: layout.into(),
+            cases: self.cases,
+            failed: self.failed,
+            slices: self.slices,
+            seconds,
+            slices_per_second: self.slices as f64 / seconds.max(1e-9),
+            provider: self.onnx.provider.clone(),
+            tta: self.opts.tta,
+            outputs: self.outputs,
+        };
+        let mut staged = Staged::new(&self.opts.out);
+        staged.write("summary.json", |p| write_json(p, &summary))?;
+        staged.commit()?;
+        Ok(summary)
+    }
+}
+
+fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::invalid(path, format!("serialising: {e}")))?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+}
+
+/// Output files written under hidden temporary names, renamed together by [`Staged::commit`];
+/// dropped uncommitted, the temporaries are removed.
+struct Staged {
+    dir: PathBuf,
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    fn new(dir: &Path) -> Self {
+        Staged {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Writes `name` through `write` (given the temporary path; it keeps the extension).
+    fn write(&mut self, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let tmp = self
+            .dir
+            .join(format!(".partial-{}-{name}", std::process::id()));
+        let fin = self.dir.join(name);
+        self.files.push((tmp.clone(), fin));
+        write(&tmp)
+    }
+
+    /// Forgets (and removes) the file of the last [`Staged::write`].
+    fn discard_last(&mut self) {
+        if let Some((tmp, _)) = self.files.pop() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+
+    fn commit(mut self) -> Result<Vec<PathBuf>> {
+        let mut done = Vec::new();
+        for (tmp, fin) in std::mem::take(&mut self.files) {
+            std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+            done.push(fin);
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }

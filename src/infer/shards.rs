@@ -64,13 +64,14 @@ pub fn mask_at(r: &SliceRecord, s: usize) -> Option<Vec<u8>> {
     })
 }
 
-/// Runs a batch of shard rows; checks channels against the model (naming `dir`) and resizes
-/// slices whose size differs from the model's S.
+/// Runs a batch of shard rows (with test-time augmentation `tta`); checks channels against the
+/// model (naming `dir`) and resizes slices whose size differs from the model's S.
 pub fn predict_rows(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
     rows: &[SliceRecord],
     dir: &Path,
+    tta: super::tta::Tta,
 ) -> Result<Vec<Prediction>> {
     let (c, s, k) = (
         sidecar.model.in_channels,
@@ -95,22 +96,18 @@ pub fn predict_rows(
         x.extend(image_at(r, c, s));
     }
     model.check_input(&[rows.len(), c, s, s], dir)?;
-    let (_, p) = model.run_f32(
-        x,
-        [rows.len(), c, s, s],
-        crate::artifact::sidecar::PROBABILITIES,
-    )?;
+    let p = super::tta::predict(model, x, [rows.len(), c, s, s], k, tta)?;
     Ok(rows
         .iter()
-        .enumerate()
-        .map(|(i, r)| Prediction {
+        .zip(p.chunks_exact(k * s * s))
+        .map(|(r, p)| Prediction {
             patient_key: r.patient_key.clone(),
             source_path: r.source_path.clone(),
             split: r.split.clone(),
             slice_index: r.slice_index,
             height: s as i32,
             width: s as i32,
-            mask: argmax(&p[i * k * s * s..(i + 1) * k * s * s], k, s * s),
+            mask: argmax(p, k, s * s),
         })
         .collect())
 }

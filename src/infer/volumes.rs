@@ -2,7 +2,12 @@
 //! `dmnet-prep` did for training (`prep::preprocess`, config from the model sidecar), sliced
 //! along the same axis, run in batches, the S×S probabilities resized bilinearly back to the
 //! source in-plane size, argmax, and written as a uint8 NIfTI mask with the input's dims,
-//! affine, qform/sform codes and pixdim (DICOM: the affine derived from the series).
+//! affine, qform/sform codes and pixdim (DICOM: the affine derived from the series). With
+//! `--tta` the probabilities are averaged over mirrored copies ([`super::tta`]). Probability
+//! maps are a 5-D float32 NIfTI with intent `NIFTI_INTENT_VECTOR` (1007): dims
+//! `[X, Y, Z, 1, K]`, the NIfTI-1 convention for a vector (here: K class probabilities) per
+//! voxel, so viewers do not take the classes for time points.
+use super::tta::Tta;
 use crate::artifact::sidecar::ModelSidecar;
 use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
@@ -20,6 +25,19 @@ pub struct Segmentation {
     pub probabilities: Option<Vec<Vec<f32>>>,
     /// Slices run through the model.
     pub slices: usize,
+    /// The voxel axis sliced through.
+    pub axis: usize,
+}
+
+/// How to run a volume.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentOptions {
+    /// Slices per model run.
+    pub batch: usize,
+    /// Keep the class probabilities at source resolution.
+    pub keep_probabilities: bool,
+    /// Test-time augmentation.
+    pub tta: Tta,
 }
 
 /// Segments one volume (see the module docs).
@@ -27,10 +45,10 @@ pub fn segment_volume(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
     vols: Vec<Volume>,
-    batch: usize,
-    keep_probabilities: bool,
+    opts: SegmentOptions,
     mut on_slices: impl FnMut(usize),
 ) -> Result<Segmentation> {
+    let (batch, keep_probabilities) = (opts.batch.max(1), opts.keep_probabilities);
     let source = vols
         .first()
         .map(|v| v.source.clone())
@@ -67,23 +85,13 @@ pub fn segment_volume(
             x.extend(prepared.slice_image(kk, s));
         }
         model.check_input(&[m, c, s, s], &source)?;
-        let (_, p) = model.run_f32(x, [m, c, s, s], crate::artifact::sidecar::PROBABILITIES)?;
-        for i in 0..m {
-            let slab = &p[i * k * s * s..(i + 1) * k * s * s];
-            let planes: Vec<Vec<f32>> = (0..k)
-                .map(|j| resize_bilinear(&slab[j * s * s..(j + 1) * s * s], s, s, h, w))
+        let p = super::tta::predict(model, x, [m, c, s, s], k, opts.tta)?;
+        for (i, slab) in p.chunks_exact(k * s * s).enumerate() {
+            let planes: Vec<Vec<f32>> = slab
+                .chunks_exact(s * s)
+                .map(|plane| resize_bilinear(plane, s, s, h, w))
                 .collect();
-            let labels: Vec<u8> = (0..h * w)
-                .map(|px| {
-                    let mut best = 0;
-                    for j in 1..k {
-                        if planes[j][px] > planes[best][px] {
-                            best = j;
-                        }
-                    }
-                    best as u8
-                })
-                .collect();
+            let labels = argmax_planes(&planes, h * w);
             insert_slice(&mut mask, dims, prepared.axis, start + i, &labels);
             if let Some(pr) = probs.as_mut() {
                 for (j, plane) in planes.iter().enumerate() {
@@ -98,7 +106,24 @@ pub fn segment_volume(
         mask,
         probabilities: probs,
         slices: n,
+        axis: prepared.axis,
     })
+}
+
+/// Per pixel, the class with the highest probability (the first on ties, like `argmax`).
+fn argmax_planes(planes: &[Vec<f32>], n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|px| {
+            let mut best = (0usize, f32::NEG_INFINITY);
+            for (j, plane) in planes.iter().enumerate() {
+                let v = plane.get(px).copied().unwrap_or(f32::NEG_INFINITY);
+                if v > best.1 {
+                    best = (j, v);
+                }
+            }
+            best.0 as u8
+        })
+        .collect()
 }
 
 fn put_i16(b: &mut [u8], off: usize, v: i16) {
@@ -108,29 +133,34 @@ fn put_f32(b: &mut [u8], off: usize, v: f32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Writes `K` probability maps as one 4-D float32 NIfTI-1 (dim[4] = K) with the geometry of
-/// `reference` (same dims, pixdim, qform/sform as the mask).
+/// `NIFTI_INTENT_VECTOR`: a vector per voxel, stored along dim 5.
+pub const NIFTI_INTENT_VECTOR: i16 = 1007;
+
+/// Writes `K` probability maps as one 5-D float32 NIfTI-1 (dims `[X, Y, Z, 1, K]`, intent
+/// [`NIFTI_INTENT_VECTOR`], intent name `probabilities`) with the geometry of `reference`
+/// (same dims, pixdim, qform/sform as the mask).
 pub fn write_probabilities(path: &Path, probs: &[Vec<f32>], reference: &Volume) -> Result<()> {
     let g: &NiftiGeometry = &reference.header;
     let mut h = vec![0u8; 352];
     h[0..4].copy_from_slice(&348i32.to_le_bytes());
     let dims = [
-        4i16,
+        5i16,
         reference.dims[0] as i16,
         reference.dims[1] as i16,
         reference.dims[2] as i16,
-        probs.len() as i16,
         1,
+        probs.len() as i16,
         1,
         1,
     ];
     for (i, d) in dims.iter().enumerate() {
         put_i16(&mut h, 40 + 2 * i, *d);
     }
+    put_i16(&mut h, 68, NIFTI_INTENT_VECTOR);
     put_i16(&mut h, 70, 16); // NIFTI_TYPE_FLOAT32
     put_i16(&mut h, 72, 32);
     for (i, p) in g.pixdim.iter().enumerate() {
-        put_f32(&mut h, 76 + 4 * i, if i == 4 { 1.0 } else { *p });
+        put_f32(&mut h, 76 + 4 * i, if i >= 4 { 1.0 } else { *p });
     }
     put_f32(&mut h, 108, 352.0);
     put_f32(&mut h, 112, 1.0);
@@ -146,6 +176,7 @@ pub fn write_probabilities(path: &Path, probs: &[Vec<f32>], reference: &Volume) 
             put_f32(&mut h, 280 + 16 * r + 4 * c, *v);
         }
     }
+    h[328..341].copy_from_slice(b"probabilities");
     h[344..348].copy_from_slice(b"n+1\0");
     for p in probs {
         h.extend(p.iter().flat_map(|v| v.to_le_bytes()));

@@ -21,6 +21,10 @@ pub struct OnnxModel {
     pub input_chw: Vec<Option<usize>>,
     /// Output names in graph order.
     pub output_names: Vec<String>,
+    /// Output dims in graph order (`None` where dynamic in the file).
+    pub output_dims: Vec<Vec<Option<usize>>>,
+    /// The model's custom `metadata_props` (key → value).
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 fn rt(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -117,11 +121,22 @@ impl OnnxModel {
                 ),
             ));
         }
-        let input_chw = shape[1..]
+        let dims = |s: &[i64]| s.iter().map(|&d| (d > 0).then_some(d as usize)).collect();
+        let input_chw = dims(&shape[1..]);
+        let output_dims = session
+            .outputs()
             .iter()
-            .map(|&d| (d > 0).then_some(d as usize))
+            .map(|o| {
+                o.dtype()
+                    .tensor_shape()
+                    .map(|s| dims(s))
+                    .unwrap_or_default()
+            })
             .collect();
+        let metadata = custom_metadata(&session, path)?;
         Ok(OnnxModel {
+            output_dims,
+            metadata,
             input_name: input.name().to_string(),
             input_chw,
             output_names: session
@@ -133,6 +148,20 @@ impl OnnxModel {
             path: path.to_path_buf(),
             provider: provider.into(),
         })
+    }
+
+    /// The model file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The dims of output `name` (`None` entries: dynamic), if the model has that output.
+    pub fn output_shape(&self, name: &str) -> Option<&[Option<usize>]> {
+        self.output_names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.output_dims.get(i))
+            .map(Vec::as_slice)
     }
 
     /// Checks an input batch shape `[N, C, H, W]` against the model; the error names `source`.
@@ -176,6 +205,33 @@ impl OnnxModel {
         let (s, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| rt(&path, &format!("output `{name}`"), e))?;
-        Ok((s.iter().map(|&d| d as usize).collect(), data.to_vec()))
+        let dims: Vec<usize> = s.iter().map(|&d| d.max(0) as usize).collect();
+        if dims.iter().product::<usize>() != data.len() {
+            return Err(Error::invalid(
+                &path,
+                format!(
+                    "output `{name}` has {} values for shape {dims:?}",
+                    data.len()
+                ),
+            ));
+        }
+        Ok((dims, data.to_vec()))
     }
+}
+
+/// The custom `metadata_props` of an open session.
+fn custom_metadata(
+    session: &Session,
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let meta = session
+        .metadata()
+        .map_err(|e| rt(path, "model metadata", e))?;
+    let keys = meta
+        .custom_keys()
+        .map_err(|e| rt(path, "model metadata keys", e))?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| meta.custom(&k).map(|v| (k, v)))
+        .collect())
 }

@@ -139,15 +139,18 @@ pub fn evaluate_net(
 
 /// Evaluates a run's checkpoint on the labeled slices of `split` of `shards` and writes
 /// `RUN/eval-<split>-<checkpoint>.json` and `…-cases.csv` (and `RUN/eval-<split>.json` for the
-/// best checkpoint).
+/// best checkpoint). The shards must hold what the run was trained on (channels, modality,
+/// classes, slice size: `artifact::compat`); `allow_mismatch` turns a difference into a warning.
 pub fn evaluate(
     run_dir: &Path,
     shards: &Path,
     split: &str,
     kind: CheckpointKind,
     device: DeviceChoice,
+    allow_mismatch: bool,
 ) -> Result<EvalReport> {
     let rc = RunConfig::load(run_dir)?;
+    crate::artifact::compat::check_run_against_shards(run_dir, &rc, shards, allow_mismatch)?;
     let run = RunDir::new(run_dir);
     let device = crate::device::select(device)?;
     let mut vs = nn::VarStore::new(device);

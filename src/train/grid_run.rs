@@ -92,7 +92,14 @@ fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
     [CheckpointKind::Best, CheckpointKind::Last]
         .into_iter()
         .map(|kind| {
-            let r = evaluate(&c.dir, &spec.shards, "test", kind, c.arm.train.device)?;
+            let r = evaluate(
+                &c.dir,
+                &spec.shards,
+                "test",
+                kind,
+                c.arm.train.device,
+                false,
+            )?;
             Ok(result(c, &r, val_miou))
         })
         .collect()

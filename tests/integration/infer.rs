@@ -36,15 +36,29 @@ fn preprocess() -> PreprocessConfig {
     }
 }
 
-/// A run dir with `config.json` and `checkpoints/best.safetensors` (random DMNet weights with
+/// A CT model's preprocessing (HU window, then z-score), one channel `ct`.
+fn ct_preprocess() -> PreprocessConfig {
+    PreprocessConfig {
+        normalization: Normalization::Ct,
+        channels: vec!["ct".into()],
+        label_names: vec!["background".into(), "organ".into()],
+        ..preprocess()
+    }
+}
+
+/// A run dir with `config.json` and `checkpoints/{best,last}/` (random DMNet weights with
 /// randomised BN statistics and a head bias that makes the foreground class appear).
 fn make_run(dir: &Path, cfg: &ModelConfig) -> PathBuf {
     make_run_with(dir, cfg, &preprocess())
 }
 
+/// The best checkpoint's weights of a run dir.
+pub(crate) fn best_weights(run: &Path) -> PathBuf {
+    run.join("checkpoints/best/model.safetensors")
+}
+
 fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathBuf {
     let run = dir.join("run");
-    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
     tch::manual_seed(7);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = DmNet::new(&vs.root(), cfg).unwrap();
@@ -58,19 +72,67 @@ fn make_run_with(dir: &Path, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathB
             }
         }
     });
-    vs.save(run.join("checkpoints/best.safetensors")).unwrap();
     let config = serde_json::json!({
         "model": cfg,
         "prep": { "preprocess": pre },
     });
+    std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(
-        run.join("eval-val.json"),
-        r#"{"miou": 0.5, "mean_dice": 0.4}"#,
-    )
-    .unwrap();
+    // The best checkpoint was saved at round 3 (step 9) and evaluated on val; `last` (round 4)
+    // was not.
+    for (kind, epoch) in [("best", 3), ("last", 4)] {
+        let ck = run.join("checkpoints").join(kind);
+        std::fs::create_dir_all(&ck).unwrap();
+        vs.save(ck.join("model.safetensors")).unwrap();
+        let state = serde_json::json!({"epoch": epoch, "global_step": 3 * epoch,
+            "best_miou": 0.5, "best_epoch": 3, "seed": 0, "loss_scale": 1.0});
+        std::fs::write(ck.join("state.json"), state.to_string()).unwrap();
+    }
+    let report = |split: &str, epoch: usize, miou: f64| {
+        serde_json::json!({"split": split, "checkpoint": "best", "epoch": epoch,
+            "step": 3 * epoch, "shards": "shards/la",
+            "metrics": {"miou": miou, "mean_dice": 0.4}})
+        .to_string()
+    };
+    std::fs::write(run.join("eval-val-best.json"), report("val", 3, 0.5)).unwrap();
+    // A stale evaluation: an older best checkpoint's (round 2) test metrics.
+    std::fs::write(run.join("eval-test-best.json"), report("test", 2, 0.9)).unwrap();
     run
 }
+
+/// `make_run` + `dmnet-export` (`DIR/<name>.onnx`).
+fn exported(dir: &Path, name: &str, cfg: &ModelConfig, pre: &PreprocessConfig) -> PathBuf {
+    let run = make_run_with(&dir.join(format!("{name}-run")), cfg, pre);
+    let onnx = dir.join(format!("{name}.onnx"));
+    let o = export(&run, &onnx, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    onnx
+}
+
+/// `dmnet-infer --device cpu --model M --input I --out O [extra]`, run to completion.
+fn infer_run(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    bin("dmnet-infer")
+        .args(["--device", "cpu", "--model"])
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The JSON summary dmnet-infer prints on stdout.
+fn summary_of(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {} stderr {}", stdout(o), stderr(o)))
+}
+
+mod bad_input;
+mod compat;
+mod layouts;
+mod outputs;
 
 /// Shards of `n` slices of the volume, made with the same preprocessing as inference.
 fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
@@ -210,7 +272,19 @@ fn export_verify_and_infer_round_trip_on_a_real_la_volume() {
         sidecar["class_names"],
         serde_json::json!(["background", "left_atrium"])
     );
-    assert_eq!(sidecar["validation_metrics"]["miou"], 0.5);
+    // The metrics are those of the exported (best, epoch 3) checkpoint, never the stale test
+    // evaluation of epoch 2; they name checkpoint, split and shards.
+    let vm = &sidecar["validation_metrics"];
+    assert_eq!(vm["metrics"]["miou"], 0.5, "{vm}");
+    assert_eq!(
+        (&vm["checkpoint"], &vm["epoch"], &vm["split"], &vm["shards"]),
+        (
+            &serde_json::json!("best"),
+            &serde_json::json!(3),
+            &serde_json::json!("val"),
+            &serde_json::json!("shards/la")
+        )
+    );
     let check = r#"
 import onnx, sys, json, struct
 m = onnx.load(sys.argv[1])
@@ -249,7 +323,7 @@ print(len(names))
         py().args(["-c", check])
             .arg(&onnx)
             .arg(dir.path().join("models/la.json"))
-            .arg(run.join("checkpoints/best.safetensors"))
+            .arg(best_weights(&run))
             .arg(crate::util::root().join("schemas/model-sidecar-v1.json")),
     );
     assert!(stdout(&o).trim().parse::<usize>().unwrap() > 100);
@@ -288,7 +362,9 @@ assert (b.header["sform_code"], b.header["qform_code"]) == (a.header["sform_code
 assert np.allclose(b.header.get_zooms(), a.header.get_zooms())
 assert set(np.unique(m)) <= {0, 1}
 pr = p.get_fdata()
-assert pr.shape == a.shape + (2,), pr.shape
+assert pr.shape == a.shape + (1, 2), pr.shape
+assert int(p.header["intent_code"]) == 1007
+pr = pr[:, :, :, 0, :]
 assert np.allclose(pr.sum(-1), 1, atol=1e-4)
 assert (np.argmax(pr, -1) == m).mean() > 0.999
 print(int(m.sum()), m.size)
@@ -316,7 +392,7 @@ print(int(m.sum()), m.size)
     assert_eq!(preds.len(), 12);
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
-    vs.load(run.join("checkpoints/best.safetensors")).unwrap();
+    vs.load(best_weights(&run)).unwrap();
     let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
@@ -544,8 +620,7 @@ fn prep_train_export_infer_pipeline_agrees_with_train_eval() {
     let cfg: ModelConfig = serde_json::from_value(side["model"].clone()).unwrap();
     let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let net = DmNet::new(&vs.root(), &cfg).unwrap();
-    vs.load_partial(run.join("checkpoints/best.safetensors"))
-        .unwrap();
+    vs.load_partial(best_weights(&run)).unwrap();
     let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
@@ -704,7 +779,10 @@ fn multi_channel_cases_are_grouped_by_channel_suffix() {
     assert!(export(&run, &onnx, &[]).status.success());
     let side = dmnet::artifact::sidecar::ModelSidecar::read_for(&onnx).unwrap();
     assert_eq!(side.channel_names, ["flair", "t1ce"]);
-    match dmnet::infer::input::detect_input(&brats, &side.channel_names).unwrap() {
+    match dmnet::infer::input::detect_input(&brats, &side.channel_names)
+        .unwrap()
+        .kind
+    {
         dmnet::infer::input::InputKind::Nifti(cases) => {
             assert_eq!(cases.len(), 6);
             let c = &cases[0];
@@ -757,14 +835,7 @@ fn verify_flags_a_model_that_does_not_match_the_checkpoint() {
     let r = dmnet::export::verify::verify(&onnx, &cfg, &ckpt, &shards, 4).unwrap();
     assert_eq!(r.slices, 4);
     assert!(!r.ok && r.max_abs_diff > 1e-3, "{r:?}");
-    let same = dmnet::export::verify::verify(
-        &onnx,
-        &cfg,
-        &run.join("checkpoints/best.safetensors"),
-        &shards,
-        4,
-    )
-    .unwrap();
+    let same = dmnet::export::verify::verify(&onnx, &cfg, &best_weights(&run), &shards, 4).unwrap();
     assert!(same.ok && same.max_abs_diff <= 1e-5, "{same:?}");
 }
 
