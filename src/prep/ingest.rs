@@ -712,7 +712,8 @@ fn check_merge_out(out: &Path, parts: &[&str]) -> Result<()> {
     }
     for p in listing(&out.join(folder::DATA_DIR)) {
         let n = name(&p);
-        if !parts.contains(&n.as_str()) && !(n.starts_with('.') && n.ends_with(".tmp")) {
+        let ours_tmp = n.starts_with('.') && n.ends_with(".tmp");
+        if !parts.contains(&n.as_str()) && !ours_tmp {
             return Err(Error::invalid(
                 &p,
                 "the merge output folder holds a part this merge does not write: use a new --out",

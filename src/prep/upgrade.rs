@@ -77,10 +77,8 @@ pub fn upgrade(dir: &Path, dtype: ImageDtype) -> Result<UpgradeReport> {
     for p in &parts {
         rows += upgrade_part(dir, p, dtype, &opts)?;
     }
-    for (from, to) in [(V1_SPLITS, folder::SPLITS)] {
-        let text = std::fs::read(dir.join(from)).map_err(|e| Error::io(dir.join(from), e))?;
-        write_atomic(&dir.join(to), &text)?;
-    }
+    let text = std::fs::read(dir.join(V1_SPLITS)).map_err(|e| Error::io(dir.join(V1_SPLITS), e))?;
+    write_atomic(&dir.join(folder::SPLITS), &text)?;
     let cfg = serde_json::to_string_pretty(&manifest.config).expect("config serialises");
     write_atomic(&dir.join(folder::PREP_CONFIG), cfg.as_bytes())?;
     manifest.schema_version = SCHEMA_VERSION.into();

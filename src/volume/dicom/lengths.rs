@@ -129,7 +129,7 @@ impl<R: Read + Seek> Walker<'_, R> {
         Error::invalid(
             self.path,
             format!(
-                "DICOM element ({:04X},{:04X}) {what}: refused before parsing",
+                "unreadable DICOM file: element ({:04X},{:04X}) {what} (refused before parsing)",
                 tag.0, tag.1
             ),
         )
