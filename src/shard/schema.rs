@@ -486,22 +486,24 @@ pub fn records_to_batch(records: &[SliceRecord], shape: &SliceShape) -> Result<R
         .map_err(|e| Error::invalid("<records>", format!("building a shard record batch: {e}")))
 }
 
-/// Typed access to a record batch's columns, with errors naming the file and column.
-struct Columns<'a> {
-    batch: &'a RecordBatch,
-    origin: &'a Path,
+/// Typed access to a record batch's columns, with errors naming the file, the column and the
+/// schema version read (v2 here, v1 in [`super::v1`]).
+pub(super) struct Columns<'a> {
+    pub(super) batch: &'a RecordBatch,
+    pub(super) origin: &'a Path,
+    pub(super) version: &'a str,
 }
 
 impl<'a> Columns<'a> {
-    fn col(&self, name: &str) -> Result<&'a ArrayRef> {
+    pub(super) fn col(&self, name: &str) -> Result<&'a ArrayRef> {
         self.batch.column_by_name(name).ok_or_else(|| {
             Error::invalid(
                 self.origin,
-                format!("shard has no column `{name}` (schema v{SCHEMA_VERSION})"),
+                format!("shard has no column `{name}` (schema v{})", self.version),
             )
         })
     }
-    fn wrong(&self, name: &str) -> Error {
+    pub(super) fn wrong(&self, name: &str) -> Error {
         let found = self
             .batch
             .column_by_name(name)
@@ -509,38 +511,41 @@ impl<'a> Columns<'a> {
             .unwrap_or_default();
         Error::invalid(
             self.origin,
-            format!("shard column `{name}` has type {found}, not the v{SCHEMA_VERSION} type"),
+            format!(
+                "shard column `{name}` has type {found}, not the v{} type",
+                self.version
+            ),
         )
     }
-    fn strs(&self, name: &str) -> Result<Vec<String>> {
+    pub(super) fn strs(&self, name: &str) -> Result<Vec<String>> {
         let a = self
             .col(name)?
             .as_string_opt::<i32>()
             .ok_or_else(|| self.wrong(name))?;
         Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
     }
-    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
+    pub(super) fn i32s(&self, name: &str) -> Result<Vec<i32>> {
         let a = self
             .col(name)?
             .as_primitive_opt::<Int32Type>()
             .ok_or_else(|| self.wrong(name))?;
         Ok(a.values().to_vec())
     }
-    fn f64s(&self, name: &str) -> Result<Vec<f64>> {
+    pub(super) fn f64s(&self, name: &str) -> Result<Vec<f64>> {
         let a = self
             .col(name)?
             .as_primitive_opt::<Float64Type>()
             .ok_or_else(|| self.wrong(name))?;
         Ok(a.values().to_vec())
     }
-    fn bools(&self, name: &str) -> Result<Vec<bool>> {
+    pub(super) fn bools(&self, name: &str) -> Result<Vec<bool>> {
         let a = self
             .col(name)?
             .as_boolean_opt()
             .ok_or_else(|| self.wrong(name))?;
         Ok((0..a.len()).map(|i| a.is_valid(i) && a.value(i)).collect())
     }
-    fn str_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
+    pub(super) fn str_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
         let l = self
             .col(name)?
             .as_list_opt::<i32>()
@@ -650,7 +655,11 @@ pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceR
 /// [`batch_to_records`] without the per-row value checks (for `inspect`, which reports every
 /// bad row itself).
 pub fn batch_to_records_unchecked(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
-    let c = Columns { batch, origin };
+    let c = Columns {
+        batch,
+        origin,
+        version: SCHEMA_VERSION,
+    };
     let (keys, sources, splits, roles) = (
         c.strs("patient_key")?,
         c.strs("source_path")?,

@@ -1,84 +1,19 @@
 //! Reading shard schema v1 (`schemas/shard-v1.md`: `part-*.parquet` beside `manifest.json`,
 //! `image`/`mask` as variable-length lists), kept only for `dmnet-prep upgrade`, which rewrites a
 //! v1 folder as v2. Every row is checked as the v2 reader checks it.
-use super::schema::{check_record, SliceRecord};
+use super::schema::{check_record, Columns, SliceRecord};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type, UInt8Type};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
 
 /// The v1 version string.
 pub const V1: &str = "1";
 
-/// Typed access to a record batch's columns, with errors naming the file and column.
-struct Columns<'a> {
-    batch: &'a RecordBatch,
-    origin: &'a Path,
-}
-
+/// The v1-only column forms: variable-length lists where v2 has fixed-size ones.
 impl<'a> Columns<'a> {
-    fn col(&self, name: &str) -> Result<&'a ArrayRef> {
-        self.batch.column_by_name(name).ok_or_else(|| {
-            Error::invalid(
-                self.origin,
-                format!("shard has no column `{name}` (schema v{V1})"),
-            )
-        })
-    }
-    fn wrong(&self, name: &str) -> Error {
-        let found = self
-            .batch
-            .column_by_name(name)
-            .map(|c| c.data_type().to_string())
-            .unwrap_or_default();
-        Error::invalid(
-            self.origin,
-            format!("shard column `{name}` has type {found}, not the v{V1} type"),
-        )
-    }
-    fn strs(&self, name: &str) -> Result<Vec<String>> {
-        let a = self
-            .col(name)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| self.wrong(name))?;
-        Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
-    }
-    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
-        let a = self
-            .col(name)?
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| self.wrong(name))?;
-        Ok(a.values().to_vec())
-    }
-    fn f64s(&self, name: &str) -> Result<Vec<f64>> {
-        let a = self
-            .col(name)?
-            .as_primitive_opt::<Float64Type>()
-            .ok_or_else(|| self.wrong(name))?;
-        Ok(a.values().to_vec())
-    }
-    fn bools(&self, name: &str) -> Result<Vec<bool>> {
-        let a = self
-            .col(name)?
-            .as_boolean_opt()
-            .ok_or_else(|| self.wrong(name))?;
-        Ok((0..a.len()).map(|i| a.value(i)).collect())
-    }
-    fn str_lists(&self, name: &str) -> Result<Vec<Vec<String>>> {
-        let l = self
-            .col(name)?
-            .as_list_opt::<i32>()
-            .ok_or_else(|| self.wrong(name))?;
-        (0..l.len())
-            .map(|i| {
-                let v = l.value(i);
-                let s = v.as_string_opt::<i32>().ok_or_else(|| self.wrong(name))?;
-                Ok((0..s.len()).map(|j| s.value(j).to_string()).collect())
-            })
-            .collect()
-    }
     /// A list column of primitives as one `Vec` per row (`None` for a null row).
     fn prim_lists<T: arrow_array::ArrowPrimitiveType>(
         &self,
@@ -100,7 +35,7 @@ impl<'a> Columns<'a> {
             })
             .collect())
     }
-    fn fixed<T: arrow_array::ArrowPrimitiveType, const N: usize>(
+    fn v1_fixed<T: arrow_array::ArrowPrimitiveType, const N: usize>(
         &self,
         name: &str,
     ) -> Result<Vec<[T::Native; N]>> {
@@ -121,7 +56,11 @@ impl<'a> Columns<'a> {
 
 /// Converts a record batch read from `origin` back to slices.
 fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
-    let c = Columns { batch, origin };
+    let c = Columns {
+        batch,
+        origin,
+        version: V1,
+    };
     let (keys, sources, splits, roles) = (
         c.strs("patient_key")?,
         c.strs("source_path")?,
@@ -146,12 +85,12 @@ fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecor
         c.prim_lists::<UInt8Type>("mask")?,
     );
     let (spacing, pixel) = (
-        c.fixed::<Float64Type, 3>("spacing")?,
-        c.fixed::<Float64Type, 2>("pixel_spacing")?,
+        c.v1_fixed::<Float64Type, 3>("spacing")?,
+        c.v1_fixed::<Float64Type, 2>("pixel_spacing")?,
     );
     let (affine, shape) = (
-        c.fixed::<Float64Type, 16>("affine")?,
-        c.fixed::<Int32Type, 3>("volume_shape")?,
+        c.v1_fixed::<Float64Type, 16>("affine")?,
+        c.v1_fixed::<Int32Type, 3>("volume_shape")?,
     );
     let mut out = Vec::with_capacity(batch.num_rows());
     for (i, img) in image.into_iter().enumerate() {
