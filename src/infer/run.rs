@@ -264,19 +264,10 @@ impl Run<'_> {
         let bar = crate::cli::progress(cases.len() as u64, "infer");
         for case in &cases {
             bar.set_message(case.name.clone());
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.volume(case)));
-            match r {
-                Ok(Ok(())) => self.cases += 1,
-                Ok(Err(e)) => self.fail(&case.input, e.to_string()),
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    let e = format!("{}: internal error (panic): {msg}", case.input.display());
-                    self.fail(&case.input, e);
-                }
+            let what = format!("case {}", case.name);
+            match crate::error::catch_panic(&case.input, &what, || self.volume(case)) {
+                Ok(()) => self.cases += 1,
+                Err(e) => self.fail(&case.input, e.to_string()),
             }
             bar.inc(1);
         }
