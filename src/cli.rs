@@ -1,9 +1,12 @@
-//! What the four binaries share: `-v/-q` logging flags, the `--device auto|cpu|cuda` choice and
-//! a progress-bar style. Binaries stay thin: parse → config → one library call → exit code.
+//! What the four binaries share: `-v/-q` logging flags, the `--device auto|cpu|cuda` choice, a
+//! progress-bar style and the exit-code mapping. Binaries stay thin (ripgrep's
+//! `crates/core/main.rs`): `main` parses the stage's `Cli` (in `prep::cli`, `train::cli`,
+//! `export::cli`, `infer::cli`, where the flags are merged into configs) and calls its `run`.
 //! Log lines carry ANSI colours only when stderr is a terminal and `NO_COLOR` is unset
 //! (<https://no-color.org>), so redirected logs stay plain text.
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
 
 /// `-v` (repeatable) and `-q` flags, flattened into every binary's arguments.
 #[derive(Debug, Clone, Args)]
@@ -76,4 +79,14 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     );
     bar.set_prefix(what.to_string());
     bar
+}
+
+/// A binary's exit code from its stage's result: the code the stage chose (0, or 2 when some
+/// studies or cases failed), or 1 after one `error:` line on stderr (the error and its causes,
+/// [`crate::error::report_line`]).
+pub fn exit_code(result: crate::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {}", crate::error::report_line(&e));
+        ExitCode::FAILURE
+    })
 }

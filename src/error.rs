@@ -46,6 +46,9 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A command line that cannot run as given (a missing or contradictory flag).
+    #[error("{0} (see --help)")]
+    Usage(String),
     /// A compute device was demanded but cannot be used.
     #[error("device: {0}")]
     Device(String),

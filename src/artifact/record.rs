@@ -130,6 +130,12 @@ impl CheckpointKind {
     }
 }
 
+impl std::fmt::Display for CheckpointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The resume state saved beside a run's checkpoint `kind`.
 pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
     super::RunDir::new(run_dir).state(kind)

@@ -49,7 +49,7 @@ pub struct Source {
     /// The run directory given to dmnet-export.
     pub run_dir: PathBuf,
     /// `best` or `last`.
-    pub checkpoint: String,
+    pub checkpoint: super::CheckpointKind,
     /// The checkpoint file.
     pub checkpoint_file: PathBuf,
     /// SHA-256 of the checkpoint file.

@@ -11,6 +11,8 @@ pub mod onnx {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+#[cfg(feature = "torch")]
+pub mod cli;
 pub mod dmnet;
 pub mod graph;
 pub mod run;

@@ -3,8 +3,10 @@
 //! with the pure-Rust safetensors reader and write `model.onnx` + the `model.json` sidecar.
 use super::{dmnet, graph};
 use crate::artifact::sidecar::{describe_steps, ModelSidecar, Preprocessing, Source, TensorSpec};
+use crate::artifact::CheckpointKind;
 use crate::model::ModelConfig;
 use crate::preprocess::PreprocessConfig;
+use crate::shard::Split;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -17,8 +19,8 @@ pub struct ExportOptions {
     pub run: PathBuf,
     /// The ONNX file to write (the sidecar goes beside it, `.json`).
     pub out: PathBuf,
-    /// `best` or `last`.
-    pub checkpoint: String,
+    /// Which checkpoint of the run.
+    pub checkpoint: CheckpointKind,
     /// ONNX opset.
     pub opset: i64,
 }
@@ -134,18 +136,8 @@ pub fn read_run_config(
     Ok((model, prep, channels, classes))
 }
 
-/// The checkpoint weights of a run (`best` or `last`).
-pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
-    let kind = match which {
-        "best" => crate::artifact::CheckpointKind::Best,
-        "last" => crate::artifact::CheckpointKind::Last,
-        _ => {
-            return Err(Error::Config {
-                path: "<cli>".into(),
-                msg: format!("--checkpoint must be best or last, got {which}"),
-            })
-        }
-    };
+/// The checkpoint weights of a run.
+pub fn checkpoint_path(run: &Path, kind: CheckpointKind) -> Result<PathBuf> {
     Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
@@ -155,16 +147,13 @@ pub fn checkpoint_path(run: &Path, which: &str) -> Result<PathBuf> {
 /// (`checkpoints/<kind>/state.json`), so a stale evaluation of an older best checkpoint, or of
 /// the other checkpoint, is never carried. The value names its checkpoint, round, step, split
 /// and shard folder. `None` (logged) when no such evaluation exists.
-pub fn validation_metrics(run: &Path, checkpoint: &str) -> Option<Value> {
-    let kind = match checkpoint {
-        "last" => crate::artifact::CheckpointKind::Last,
-        _ => crate::artifact::CheckpointKind::Best,
-    };
+pub fn validation_metrics(run: &Path, kind: CheckpointKind) -> Option<Value> {
+    let checkpoint = kind.name();
     let saved = crate::artifact::read_state(run, kind)
         .ok()
         .map(|s| (s.epoch, s.global_step));
     let at = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|e| e as usize);
-    for split in ["val", "test"] {
+    for split in [Split::Val, Split::Test] {
         let path = run.join(format!("eval-{split}-{checkpoint}.json"));
         let Ok(v) = read_json(&path) else { continue };
         let same_ckpt = v.get("checkpoint").and_then(Value::as_str) == Some(checkpoint);
@@ -241,17 +230,17 @@ pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
         model,
         source: Source {
             run_dir: opts.run.clone(),
-            checkpoint: opts.checkpoint.clone(),
+            checkpoint: opts.checkpoint,
             checkpoint_file: ckpt.to_path_buf(),
             checkpoint_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
         },
-        validation_metrics: validation_metrics(&opts.run, &opts.checkpoint),
+        validation_metrics: validation_metrics(&opts.run, opts.checkpoint),
     })
 }
 
 /// Exports a run: `opts.out` (ONNX) and its sidecar.
 pub fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSummary)> {
-    let ckpt = checkpoint_path(&opts.run, &opts.checkpoint)?;
+    let ckpt = checkpoint_path(&opts.run, opts.checkpoint)?;
     let sidecar = make_sidecar(opts, &ckpt)?;
     let weights = super::weights::Weights::open(&ckpt)?;
     let model = dmnet::build_model(

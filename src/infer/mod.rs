@@ -5,6 +5,7 @@
 //! [`case_metrics`] per-case metrics, and [`run`] is `dmnet-infer`'s entry point. Loading ONNX
 //! Runtime and opening sessions is [`crate::onnxrt`].
 pub mod case_metrics;
+pub mod cli;
 pub mod input;
 pub mod model;
 pub mod run;

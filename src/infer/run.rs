@@ -19,6 +19,7 @@ use crate::artifact::sidecar::ModelSidecar;
 use crate::cli::DeviceChoice;
 use crate::metrics::MetricsAccumulator;
 use crate::onnxrt::session::OnnxModel;
+use crate::shard::Split;
 use crate::volume::{DicomSeries, Volume};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ pub struct InferOptions {
     /// Also write probability maps (volumes: 5-D float32 NIfTI, vector intent).
     pub probabilities: bool,
     /// Shards: only rows of this split.
-    pub split: Option<String>,
+    pub split: Option<Split>,
     /// ONNX Runtime library override.
     pub ort_lib: Option<PathBuf>,
     /// Time point of 4-D inputs (`None`: a 4-D input is an error); the mask has the 3-D
@@ -362,7 +363,7 @@ impl Run<'_> {
         for group in crate::shard::schema::read_shards(dir)? {
             let rows: Vec<_> = group?
                 .into_iter()
-                .filter(|r| self.opts.split.as_ref().is_none_or(|s| &r.split == s))
+                .filter(|r| self.opts.split.is_none_or(|s| r.split == s))
                 .collect();
             for chunk in rows.chunks(self.opts.batch.max(1)) {
                 let p =
@@ -384,7 +385,7 @@ impl Run<'_> {
             let m = shards::ShardMetrics {
                 shards: dir.to_path_buf(),
                 model: self.opts.model.clone(),
-                split: self.opts.split.clone(),
+                split: self.opts.split,
                 metrics: acc.finish(),
             };
             staged.write("metrics.json", |p| write_json(p, &m))?;

@@ -9,6 +9,7 @@ use crate::metrics::{MetricsAccumulator, SegMetrics};
 use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::resize_bilinear;
 use crate::shard::schema::SliceRecord;
+use crate::shard::Split;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -103,7 +104,7 @@ pub fn predict_rows(
         .map(|(r, p)| Prediction {
             patient_key: r.patient_key.clone(),
             source_path: r.source_path.clone(),
-            split: r.split.clone(),
+            split: r.split,
             slice_index: r.slice_index,
             height: s as i32,
             width: s as i32,
@@ -135,7 +136,7 @@ pub struct ShardMetrics {
     /// The model.
     pub model: PathBuf,
     /// Split filter applied (`None` = all rows).
-    pub split: Option<String>,
+    pub split: Option<Split>,
     /// The metrics over every row with a mask.
     #[serde(flatten)]
     pub metrics: SegMetrics,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::Fraction;
 use crate::preprocess::PreprocessConfig;
 use crate::shard::schema::ImageDtype;
 use crate::{Error, Result};
@@ -56,10 +57,13 @@ pub struct PrepConfig {
     /// Split ratios train:val:test.
     pub split_ratio: [u32; 3],
     /// `all-slices`: number of training patients whose slices stay labeled (None = all,
-    /// unless `labeled_fraction` is set).
+    /// unless `labeled_patient_fraction` is set).
     pub labeled_patients: Option<usize>,
-    /// `all-slices`: fraction of training patients whose slices stay labeled.
-    pub labeled_fraction: Option<f64>,
+    /// `all-slices`: fraction of the training *patients* whose slices stay labeled (`0.2` or
+    /// `"20%"`). Training's `labeled_slice_fraction` is a different thing: a fraction of the
+    /// labeled training *slices*. `labeled_fraction` is this field's 0.1.0 name.
+    #[serde(alias = "labeled_fraction")]
+    pub labeled_patient_fraction: Option<Fraction>,
     /// `paper`: unlabeled slices drawn per training patient.
     pub unlabeled_per_patient: usize,
     /// Write raw patient ids instead of salted hashes.
@@ -102,7 +106,7 @@ impl Default for PrepConfig {
             seed: 0,
             split_ratio: [7, 1, 2],
             labeled_patients: None,
-            labeled_fraction: None,
+            labeled_patient_fraction: None,
             unlabeled_per_patient: 2,
             keep_patient_ids: false,
             row_group_slices: 64,
@@ -160,11 +164,6 @@ impl PrepConfig {
                 "split_ratio {:?}: train share must be > 0",
                 self.split_ratio
             ));
-        }
-        if let Some(f) = self.labeled_fraction {
-            if !(0.0..=1.0).contains(&f) {
-                return Err(format!("labeled_fraction {f} not in 0..=1"));
-            }
         }
         if self.row_group_slices == 0 {
             return Err("row_group_slices must be > 0".into());

@@ -19,9 +19,10 @@ use super::layout::{discover, Discovery, LabelSource, Study};
 use super::split::{patient_key, salt_fingerprint, Splits};
 use super::study::{process_study, resolve_slice_axis, StudyPlan};
 use super::writer::{journal_path, part_options, read_journal, ShardWriter, StudyEntry};
-use crate::shard::folder;
+use crate::shard::folder::{self, StudyStatus};
 use crate::shard::schema::{SliceRecord, SliceShape};
 use crate::shard::writer::{EncodedRowGroup, RowGroupEncoder};
+use crate::shard::{Role, Split};
 use crate::{Error, Result};
 
 /// `_manifest.json`: per-study status, counts per split and role, seed, config, tool version.
@@ -44,7 +45,7 @@ pub struct Manifest {
     /// The complete prep config.
     pub config: PrepConfig,
     /// Rows per split and role.
-    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+    pub counts: BTreeMap<Split, BTreeMap<Role, u64>>,
     /// Number of studies ok / failed, rows.
     pub totals: Totals,
     /// Every study of this worker's share.
@@ -72,20 +73,20 @@ impl Manifest {
     /// Recomputes `counts` and `totals` from `studies`.
     pub fn recount(&mut self) {
         self.studies.sort_by(|a, b| a.study.cmp(&b.study));
-        let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut counts: BTreeMap<Split, BTreeMap<Role, u64>> = BTreeMap::new();
         let mut t = Totals {
             studies: self.studies.len(),
             ..Default::default()
         };
         for s in &self.studies {
-            if s.status == "ok" {
+            if s.status == StudyStatus::Ok {
                 t.ok += 1;
                 t.slices += s.slices;
-                for (role, n) in &s.roles {
+                for (&role, n) in &s.roles {
                     *counts
-                        .entry(s.split.clone())
+                        .entry(s.split.unwrap_or_default())
                         .or_default()
-                        .entry(role.clone())
+                        .entry(role)
                         .or_default() += n;
                 }
             } else {
@@ -171,7 +172,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         if let Some(p) = &e.part {
             let seq = folder::part_number(p).and_then(|n| n.checked_sub(w * 10000));
             max_seq = max_seq.max(seq);
-            if e.status == "ok" && folder::part_path(out, p).exists() {
+            if e.status == StudyStatus::Ok && folder::part_path(out, p).exists() {
                 done.insert(e.study.clone(), e);
             }
         }
@@ -420,7 +421,7 @@ fn existing_shape(out: &Path, done: &BTreeMap<String, StudyEntry>) -> Result<Opt
 /// One study prepared by a worker: its rows, encoded and compressed.
 struct Prepared {
     slices: u64,
-    roles: BTreeMap<String, u64>,
+    roles: BTreeMap<Role, u64>,
     groups: Vec<EncodedRowGroup>,
 }
 
@@ -429,7 +430,7 @@ struct Prepared {
 fn encode_study(records: &[SliceRecord], cfg: &PrepConfig) -> Result<Prepared> {
     let mut roles = BTreeMap::new();
     for r in records {
-        *roles.entry(r.role.clone()).or_default() += 1;
+        *roles.entry(r.role).or_default() += 1;
     }
     let groups = match records.first() {
         Some(first) => {
@@ -475,7 +476,7 @@ fn write_study(
         }
         Err(e) => {
             tracing::error!("{e}");
-            entry.status = "failed".into();
+            entry.status = StudyStatus::Failed;
             entry.reason = Some(e.to_string());
             writer.journal_only(entry.clone())?;
             Ok(entry)
@@ -539,8 +540,8 @@ fn run_pipeline(
                 study: study.name.clone(),
                 source_path: study.source_path.clone(),
                 patient_key: key(study),
-                split: splits.split_of(&key(study)).unwrap_or("").to_string(),
-                status: "ok".into(),
+                split: splits.split_of(&key(study)),
+                status: StudyStatus::Ok,
                 reason: None,
                 slices: 0,
                 roles: BTreeMap::new(),
@@ -548,7 +549,11 @@ fn run_pipeline(
             };
             match write_study(writer, study, entry, result) {
                 Ok(e) => {
-                    slices += if e.status == "ok" { e.slices } else { 0 };
+                    slices += if e.status == StudyStatus::Ok {
+                        e.slices
+                    } else {
+                        0
+                    };
                     entries.push(e);
                 }
                 Err(e) => {
@@ -584,7 +589,7 @@ fn plan(
         )
     })?;
     let use_labels = match cfg.protocol {
-        super::config::Protocol::AllSlices => split != "train" || splits.in_labeled_budget(&k),
+        super::config::Protocol::AllSlices => split != Split::Train || splits.in_labeled_budget(&k),
         super::config::Protocol::Paper => true,
     };
     Ok(StudyPlan {

@@ -6,7 +6,8 @@
 //!
 //! Invariants: a finished v2 folder (`_manifest.json` present, every part listed in it and
 //! every listed part present); schema version 2 and one slice shape in every file; no patient
-//! in two splits; `role` agrees with `labeled` and a mask is present exactly on labeled rows;
+//! in two splits; `split` and `role` hold known values, `role` agrees with `labeled` and a mask
+//! is present exactly on labeled rows;
 //! unlabeled rows only in `train`; mask values < number of label names; finite image values;
 //! `slice_index < num_slices`; no duplicate (patient, source, slice, role) row; counts equal
 //! `_manifest.json`'s; one slice orientation (axial / coronal / sagittal, from each row's affine
@@ -22,16 +23,16 @@ use super::config::Mixture;
 use super::ingest::Manifest;
 use crate::shard::folder;
 use crate::shard::schema::check_record;
-use crate::shard::Part;
+use crate::shard::{Part, Role, SliceRecord, Split};
 use crate::Result;
 
 /// What `inspect` found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct InspectReport {
     /// Rows per split and role.
-    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+    pub counts: BTreeMap<Split, BTreeMap<Role, u64>>,
     /// Patients per split.
-    pub patients: BTreeMap<String, usize>,
+    pub patients: BTreeMap<Split, usize>,
     /// Total rows.
     pub rows: u64,
     /// Mask pixels per class name (labeled rows).
@@ -54,134 +55,145 @@ pub struct InspectReport {
 
 /// Inspects a shard folder (see module docs).
 pub fn inspect(dir: &Path) -> Result<InspectReport> {
-    let mut rep = InspectReport::default();
-    let mut split_of: BTreeMap<String, String> = BTreeMap::new();
-    let mut seen: HashSet<(String, String, i32, String)> = HashSet::new();
-    let mut sizes = BTreeSet::new();
-    let parts = open_parts(dir, &mut rep)?;
+    let mut t = Tally::default();
+    let parts = open_parts(dir, &mut t.rep)?;
     let groups = parts
         .iter()
         .flat_map(|p| (0..p.num_row_groups()).map(move |rg| (p, rg)));
     for (part, rg) in groups {
-        let group = match part.read_row_group_unchecked(rg) {
-            Ok(g) => g,
-            Err(e) => {
-                problem(&mut rep, format!("row group {rg}: {e}"));
-                continue;
-            }
-        };
-        for r in group {
-            rep.rows += 1;
-            let id = format!(
-                "{} {} slice {}",
-                r.patient_key, r.source_path, r.slice_index
-            );
-            *rep.counts
-                .entry(r.split.clone())
-                .or_default()
-                .entry(r.role.clone())
-                .or_default() += 1;
-            match split_of.get(&r.patient_key) {
-                Some(s) if s != &r.split => problem(
-                    &mut rep,
-                    format!("patient {} is in splits {s} and {}", r.patient_key, r.split),
-                ),
-                None => {
-                    split_of.insert(r.patient_key.clone(), r.split.clone());
-                }
-                _ => {}
-            }
-            let role_ok = (r.role == "labeled") == r.labeled
-                && (r.role == "labeled" || r.role == "unlabeled");
-            if !role_ok || r.labeled != r.mask.is_some() {
-                problem(
-                    &mut rep,
-                    format!(
-                        "{id}: role {:?}, labeled {}, mask present {}",
-                        r.role,
-                        r.labeled,
-                        r.mask.is_some()
-                    ),
-                );
-            }
-            if !r.labeled && r.split != "train" {
-                problem(
-                    &mut rep,
-                    format!("{id}: unlabeled row in split {}", r.split),
-                );
-            }
-            if !["train", "val", "test"].contains(&r.split.as_str()) {
-                problem(&mut rep, format!("{id}: unknown split {:?}", r.split));
-            }
-            if r.slice_index < 0 || r.slice_index >= r.num_slices {
-                problem(
-                    &mut rep,
-                    format!("{id}: slice_index outside 0..{}", r.num_slices),
-                );
-            }
-            if let Err(e) = check_record(&r, Path::new(&r.source_path)) {
-                problem(&mut rep, format!("{id}: {e}"));
-            }
-            if let Some(m) = &r.mask {
-                let mut fg = false;
-                for &v in m {
-                    match r.label_names.get(v as usize) {
-                        Some(name) => *rep.class_pixels.entry(name.clone()).or_default() += 1,
-                        None => {
-                            problem(
-                                &mut rep,
-                                format!(
-                                    "{id}: mask value {v} ≥ {} label names",
-                                    r.label_names.len()
-                                ),
-                            );
-                            break;
-                        }
-                    }
-                    fg |= v > 0;
-                }
-                rep.labeled_with_foreground += fg as u64;
-            }
-            if !seen.insert((
-                r.patient_key.clone(),
-                r.source_path.clone(),
-                r.slice_index,
-                r.role.clone(),
-            )) {
-                problem(&mut rep, format!("{id}: duplicate row"));
-            }
-            for c in &r.channel_names {
-                if !rep.channels.contains(c) {
-                    rep.channels.push(c.clone());
-                }
-            }
-            sizes.insert(format!("{}x{}", r.height, r.width));
-            *rep.orientations
-                .entry(orientation(&r.affine, r.slice_axis))
-                .or_default() += 1;
-            *rep.modalities.entry(r.channel_names.join("+")).or_default() += 1;
-            *rep.source_sizes
-                .entry(format!("{}x{}", r.orig_height, r.orig_width))
-                .or_default() += 1;
+        match part.read_row_group_unchecked(rg) {
+            Ok(group) => group.iter().for_each(|r| t.row(r)),
+            Err(e) => problem(&mut t.rep, format!("row group {rg}: {e}")),
         }
     }
-    for s in split_of.values() {
-        *rep.patients.entry(s.clone()).or_default() += 1;
+    t.finish(dir)
+}
+
+/// The report so far and what the checks across rows remember.
+#[derive(Default)]
+struct Tally {
+    rep: InspectReport,
+    split_of: BTreeMap<String, Split>,
+    seen: HashSet<(String, String, i32, Role)>,
+    sizes: BTreeSet<String>,
+}
+
+impl Tally {
+    fn row(&mut self, r: &SliceRecord) {
+        let id = format!(
+            "{} {} slice {}",
+            r.patient_key, r.source_path, r.slice_index
+        );
+        self.count(r);
+        self.check(r, &id);
+        self.check_mask(r, &id);
     }
-    rep.sizes = sizes.into_iter().collect();
-    let mp = dir.join(folder::MANIFEST);
-    let manifest = if mp.exists() {
-        Some(Manifest::load(&mp)?)
-    } else {
-        None
-    };
-    let allowed = manifest
-        .as_ref()
-        .map(|m| m.config.allow_mixed.clone())
-        .unwrap_or_default();
-    check_mixture(&mut rep, &allowed);
-    if let Some(m) = manifest {
-        if m.counts != rep.counts {
+
+    /// Counts, and the channel sets, sizes and orientations seen.
+    fn count(&mut self, r: &SliceRecord) {
+        let rep = &mut self.rep;
+        rep.rows += 1;
+        *rep.counts
+            .entry(r.split)
+            .or_default()
+            .entry(r.role)
+            .or_default() += 1;
+        for c in &r.channel_names {
+            if !rep.channels.contains(c) {
+                rep.channels.push(c.clone());
+            }
+        }
+        self.sizes.insert(format!("{}x{}", r.height, r.width));
+        *rep.orientations
+            .entry(orientation(&r.affine, r.slice_axis))
+            .or_default() += 1;
+        *rep.modalities.entry(r.channel_names.join("+")).or_default() += 1;
+        *rep.source_sizes
+            .entry(format!("{}x{}", r.orig_height, r.orig_width))
+            .or_default() += 1;
+    }
+
+    /// One split per patient, role and mask agree with `labeled`, unlabeled rows only in
+    /// train, the slice index in range, the row's values, no duplicate.
+    fn check(&mut self, r: &SliceRecord, id: &str) {
+        let rep = &mut self.rep;
+        match self.split_of.get(&r.patient_key) {
+            Some(&s) if s != r.split => problem(
+                rep,
+                format!("patient {} is in splits {s} and {}", r.patient_key, r.split),
+            ),
+            None => {
+                self.split_of.insert(r.patient_key.clone(), r.split);
+            }
+            _ => {}
+        }
+        if r.role != Role::of(r.labeled) || r.labeled != r.mask.is_some() {
+            let present = r.mask.is_some();
+            let msg = format!(
+                "{id}: role {}, labeled {}, mask present {present}",
+                r.role, r.labeled
+            );
+            problem(rep, msg);
+        }
+        if !r.labeled && r.split != Split::Train {
+            problem(rep, format!("{id}: unlabeled row in split {}", r.split));
+        }
+        if r.slice_index < 0 || r.slice_index >= r.num_slices {
+            problem(
+                rep,
+                format!("{id}: slice_index outside 0..{}", r.num_slices),
+            );
+        }
+        if let Err(e) = check_record(r, Path::new(&r.source_path)) {
+            problem(rep, format!("{id}: {e}"));
+        }
+        let key = (
+            r.patient_key.clone(),
+            r.source_path.clone(),
+            r.slice_index,
+            r.role,
+        );
+        if !self.seen.insert(key) {
+            problem(rep, format!("{id}: duplicate row"));
+        }
+    }
+
+    /// Mask pixels per class (each value must name a class) and foreground slices.
+    fn check_mask(&mut self, r: &SliceRecord, id: &str) {
+        let Some(m) = &r.mask else { return };
+        let rep = &mut self.rep;
+        let mut fg = false;
+        for &v in m {
+            let Some(name) = r.label_names.get(v as usize) else {
+                let n = r.label_names.len();
+                problem(rep, format!("{id}: mask value {v} ≥ {n} label names"));
+                break;
+            };
+            *rep.class_pixels.entry(name.clone()).or_default() += 1;
+            fg |= v > 0;
+        }
+        rep.labeled_with_foreground += fg as u64;
+    }
+
+    /// Patients per split, the mixture checks and the counts against `_manifest.json`.
+    fn finish(self, dir: &Path) -> Result<InspectReport> {
+        let mut rep = self.rep;
+        for &s in self.split_of.values() {
+            *rep.patients.entry(s).or_default() += 1;
+        }
+        rep.sizes = self.sizes.into_iter().collect();
+        let mp = dir.join(folder::MANIFEST);
+        let manifest = if mp.exists() {
+            Some(Manifest::load(&mp)?)
+        } else {
+            None
+        };
+        let allowed = manifest
+            .as_ref()
+            .map(|m| m.config.allow_mixed.clone())
+            .unwrap_or_default();
+        check_mixture(&mut rep, &allowed);
+        if let Some(m) = manifest.filter(|m| m.counts != rep.counts) {
             let msg = format!(
                 "{} counts {:?} differ from the rows {:?}",
                 folder::MANIFEST,
@@ -190,8 +202,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             );
             problem(&mut rep, msg);
         }
+        Ok(rep)
     }
-    Ok(rep)
 }
 
 /// The readable parts of `dir`; the folder checks and each unreadable part become problems.

@@ -15,6 +15,7 @@
 //! 4. per prediction: [`crate::preprocess::probabilities_to_mask`] (bilinear back to the original
 //!    in-plane size, argmax) and [`crate::preprocess::insert_slice`] into a `dims`-sized `u8` mask;
 //! 5. [`crate::volume::write_nifti_mask`] with the input volume as reference.
+pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod inspect;

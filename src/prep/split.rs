@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::PrepConfig;
+use crate::shard::Split;
 use crate::{Error, Result};
 
 /// The pseudonymous key of a patient: the first 16 hex digits of SHA-256(salt ‖ 0x00 ‖ id),
@@ -137,9 +138,9 @@ impl Splits {
         let n_train = share(cfg.split_ratio[0]).clamp(n.min(1), n);
         let n_val = share(cfg.split_ratio[1]).min(n - n_train);
         let train = keys[..n_train].to_vec();
-        let k = match (cfg.labeled_patients, cfg.labeled_fraction) {
+        let k = match (cfg.labeled_patients, cfg.labeled_patient_fraction) {
             (Some(k), _) => k.min(n_train),
-            (None, Some(f)) => ((n_train as f64) * f).round() as usize,
+            (None, Some(f)) => ((n_train as f64) * f.get()).round() as usize,
             (None, None) => n_train,
         };
         let mut unl: Vec<String> = unlabeled
@@ -160,15 +161,15 @@ impl Splits {
         }
     }
 
-    /// The split ("train" / "val" / "test") of a patient key, if listed.
-    pub fn split_of(&self, key: &str) -> Option<&'static str> {
+    /// The split of a patient key, if listed.
+    pub fn split_of(&self, key: &str) -> Option<Split> {
         let has = |v: &Vec<String>| v.iter().any(|k| k == key);
         if has(&self.train) || has(&self.unlabeled) {
-            Some("train")
+            Some(Split::Train)
         } else if has(&self.val) {
-            Some("val")
+            Some(Split::Val)
         } else if has(&self.test) {
-            Some("test")
+            Some(Split::Test)
         } else {
             None
         }

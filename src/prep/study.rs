@@ -8,6 +8,7 @@ use super::split::{draw_paper, study_rng};
 use crate::preprocess::{map_labels, prepare_volume, PreparedVolume};
 use crate::preprocess::{through_plane_axis, SliceAxis};
 use crate::shard::schema::SliceRecord;
+use crate::shard::{Role, Split};
 use crate::volume::{
     dicom_series_geometry, read_dicom_at, read_dicom_seg, read_nifti_at, read_nifti_geometry,
     read_nifti_label, Volume,
@@ -19,8 +20,8 @@ use crate::{Error, Result};
 pub struct StudyPlan {
     /// Pseudonymous patient key.
     pub key: String,
-    /// "train" / "val" / "test".
-    pub split: &'static str,
+    /// The patient's split.
+    pub split: Split,
     /// `all-slices`: whether this (training) patient's labels are kept.
     pub use_labels: bool,
 }
@@ -190,7 +191,7 @@ pub fn process_study(
                     format!("case {}: label map has no foreground slice (paper protocol draws among foreground slices)", study.name),
                 ));
             }
-            let n_unl = if plan.split == "train" {
+            let n_unl = if plan.split == Split::Train {
                 cfg.unlabeled_per_patient
             } else {
                 0
@@ -223,9 +224,9 @@ pub fn process_study(
             slice_axis: vol.axis as i32,
             slice_position: vol.slice_position(k),
             num_slices: n as i32,
-            split: plan.split.to_string(),
+            split: plan.split,
             labeled,
-            role: if labeled { "labeled" } else { "unlabeled" }.to_string(),
+            role: Role::of(labeled),
             height: s as i32,
             width: s as i32,
             orig_height: h as i32,

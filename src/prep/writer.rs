@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::PrepConfig;
-use crate::shard::folder;
+use crate::shard::folder::{self, StudyStatus};
 use crate::shard::schema::SliceShape;
 use crate::shard::writer::{EncodedRowGroup, PartFile, PartOptions};
+use crate::shard::{Role, Split};
 use crate::{Error, Result};
 
 /// One study's outcome, as journaled and listed in `_manifest.json`.
@@ -29,18 +30,19 @@ pub struct StudyEntry {
     pub source_path: String,
     /// Patient key.
     pub patient_key: String,
-    /// Split of the patient (empty when it failed before planning).
-    pub split: String,
-    /// "ok" or "failed".
-    pub status: String,
+    /// Split of the patient (`None`, stored as `""`, when it failed before planning).
+    #[serde(with = "split_or_empty")]
+    pub split: Option<Split>,
+    /// How it ended.
+    pub status: StudyStatus,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Rows written.
     pub slices: u64,
-    /// Rows per role ("labeled" / "unlabeled").
+    /// Rows per role.
     #[serde(default)]
-    pub roles: BTreeMap<String, u64>,
+    pub roles: BTreeMap<Role, u64>,
     /// Part file holding its rows (under `data/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
@@ -203,5 +205,25 @@ impl ShardWriter {
             .write_all(buf.as_bytes())
             .and_then(|_| self.journal.sync_data())
             .map_err(|e| Error::io(jp, e))
+    }
+}
+
+/// A study's split as `_manifest.json` stores it: the name, or `""` when there is none.
+mod split_or_empty {
+    use crate::shard::Split;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Split>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.map_or("", Split::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Split>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "" => Ok(None),
+            _ => serde_json::from_value(serde_json::Value::String(text))
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! manifest lists: each refusal is one line naming the folder or file and the command that fixes
 //! it.
 use crate::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -161,11 +161,21 @@ pub struct ManifestSummary {
     pub studies: Vec<StudySummary>,
 }
 
+/// How a study ended (`_manifest.json` `studies[].status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StudyStatus {
+    /// Its rows are in the folder.
+    Ok,
+    /// It failed (`reason` says why); the other studies went on.
+    Failed,
+}
+
 /// One study of a [`ManifestSummary`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct StudySummary {
-    /// "ok" or "failed".
-    pub status: String,
+    /// How it ended.
+    pub status: StudyStatus,
     /// Rows written.
     #[serde(default)]
     pub slices: u64,
@@ -178,7 +188,7 @@ impl ManifestSummary {
     /// Rows per part file, from the studies that are ok.
     pub fn rows_per_part(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for s in self.studies.iter().filter(|s| s.status == "ok") {
+        for s in self.studies.iter().filter(|s| s.status == StudyStatus::Ok) {
             if let Some(p) = &s.part {
                 *out.entry(p.clone()).or_default() += s.slices;
             }
@@ -222,14 +232,14 @@ pub fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
     match kind(dir) {
         FolderKind::V1 => {
             let what = if dir.join(V1_MANIFEST).exists() {
-                "shard schema v1"
+                "shard schema version 1"
             } else {
-                "half-written shard folder of schema v1 (no manifest.json)"
+                "half-written shard folder of schema version 1 (no manifest.json)"
             };
             return Err(Error::invalid(
                 dir,
                 format!(
-                    "{what}; this dmnet reads v{}: upgrade it with `{}`",
+                    "{what}; this dmnet reads version {}: upgrade it with `{}`",
                     super::schema::SCHEMA_VERSION,
                     upgrade_command(dir)
                 ),

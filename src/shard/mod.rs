@@ -19,4 +19,4 @@ pub mod v1;
 pub mod writer;
 
 pub use reader::{read_shards, shard_files, Part, PartCache, ShardIndex, ShardReader, SliceRef};
-pub use schema::{ImageDtype, SliceRecord, SliceShape};
+pub use schema::{ImageDtype, Role, SliceRecord, SliceShape, Split};

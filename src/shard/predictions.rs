@@ -15,7 +15,7 @@ pub struct Prediction {
     /// Source path of the shard row.
     pub source_path: String,
     /// Split of the shard row.
-    pub split: String,
+    pub split: super::Split,
     /// Slice index in the source volume.
     pub slice_index: i32,
     /// Height of `mask`.
@@ -57,7 +57,7 @@ pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
         vec![
             strs(|p| &p.patient_key),
             strs(|p| &p.source_path),
-            strs(|p| &p.split),
+            strs(|p| p.split.as_str()),
             ints(|p| p.slice_index),
             ints(|p| p.height),
             ints(|p| p.width),
@@ -93,7 +93,7 @@ mod tests {
         let preds = vec![Prediction {
             patient_key: "k".into(),
             source_path: "a.nii.gz".into(),
-            split: "val".into(),
+            split: crate::shard::Split::Val,
             slice_index: 3,
             height: 1,
             width: 2,

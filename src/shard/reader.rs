@@ -10,13 +10,11 @@
 //! checked again ([`super::schema::check_record`]).
 use super::folder;
 use super::schema::{
-    batch_to_records, shape_of_schema, ImageDtype, SliceRecord, SliceShape, META_SCHEMA_VERSION,
-    SCHEMA_VERSION,
+    batch_to_records, shape_of_schema, ImageDtype, SliceRecord, SliceShape, Split,
+    META_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 use crate::{Error, Result};
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int32Type;
-use arrow_array::{Array, RecordBatch};
+use arrow_array::RecordBatch;
 use half::f16;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -260,8 +258,8 @@ pub struct IndexRow {
     pub patient_key: String,
     /// Slice index in the source volume.
     pub slice_index: i32,
-    /// `train` / `val` / `test`.
-    pub split: String,
+    /// The patient's split.
+    pub split: Split,
     /// Whether the row has a mask for supervision.
     pub labeled: bool,
     /// Number of label names (classes).
@@ -275,35 +273,28 @@ fn index_rows(
     first: usize,
     path: &Path,
 ) -> Result<Vec<IndexRow>> {
-    let wrong = |n: &str| Error::invalid(path, format!("shard column `{n}` has the wrong type"));
-    let col = |n: &str| b.column_by_name(n).ok_or_else(|| wrong(n));
-    let keys = col("patient_key")?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| wrong("patient_key"))?;
-    let idx = col("slice_index")?
-        .as_primitive_opt::<Int32Type>()
-        .ok_or_else(|| wrong("slice_index"))?;
-    let split = col("split")?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| wrong("split"))?;
-    let labeled = col("labeled")?
-        .as_boolean_opt()
-        .ok_or_else(|| wrong("labeled"))?;
-    let labels = col("label_names")?
-        .as_list_opt::<i32>()
-        .ok_or_else(|| wrong("label_names"))?;
-    Ok((0..b.num_rows())
-        .map(|i| IndexRow {
+    let c = super::schema::Columns {
+        batch: b,
+        origin: path,
+        version: super::schema::SCHEMA_VERSION,
+    };
+    let (keys, idx) = (c.strs("patient_key")?, c.i32s("slice_index")?);
+    let (split, labeled) = (c.values::<Split>("split")?, c.bools("labeled")?);
+    let labels = c.str_lists("label_names")?;
+    Ok(keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, patient_key)| IndexRow {
             at: SliceRef {
                 file,
                 row_group: rg,
                 row: first + i,
             },
-            patient_key: keys.value(i).to_string(),
-            slice_index: idx.value(i),
-            split: split.value(i).to_string(),
-            labeled: labeled.is_valid(i) && labeled.value(i),
-            classes: labels.value_length(i).max(0) as usize,
+            patient_key,
+            slice_index: idx[i],
+            split: split[i],
+            labeled: labeled[i],
+            classes: labels[i].len(),
         })
         .collect())
 }
@@ -467,7 +458,7 @@ pub fn file_metadata(file: &Path) -> Result<HashMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::schema::{ImageDtype, SliceShape};
+    use crate::shard::schema::{ImageDtype, Role, SliceShape, Split};
     use crate::shard::writer::{write_part, PartOptions};
 
     fn record(i: i32) -> SliceRecord {
@@ -475,9 +466,9 @@ mod tests {
             patient_key: format!("p{i}"),
             source_path: "a.nii.gz".into(),
             slice_index: i,
-            split: "train".into(),
+            split: Split::Train,
             labeled: i % 2 == 0,
-            role: if i % 2 == 0 { "labeled" } else { "unlabeled" }.into(),
+            role: Role::of(i % 2 == 0),
             height: 2,
             width: 3,
             channel_names: vec!["mri".into()],

@@ -57,6 +57,112 @@ impl ImageDtype {
     }
 }
 
+/// The `split` column: the patient split a row belongs to (paper §4.1's 7:1:2 train:val:test).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training patients (labeled and unlabeled slices).
+    #[default]
+    Train,
+    /// Validation patients (checkpoint selection).
+    Val,
+    /// Test patients (reported metrics).
+    Test,
+}
+
+/// The `role` column: whether a row's mask may be used for supervision (`labeled` column).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The mask is present and used.
+    #[default]
+    Labeled,
+    /// No mask (or one that is withheld): the unlabeled stream of semi-supervised training.
+    Unlabeled,
+}
+
+/// A string column whose values come from a closed set (`split`, `role`).
+pub(crate) trait ColumnValue: Sized + Copy + 'static {
+    /// Every value, in order.
+    const ALL: &'static [Self];
+    /// The value as stored.
+    fn as_str(self) -> &'static str;
+    /// The value stored as `s`, if any.
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == s)
+    }
+}
+
+impl ColumnValue for Split {
+    const ALL: &'static [Split] = &[Split::Train, Split::Val, Split::Test];
+    fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl ColumnValue for Role {
+    const ALL: &'static [Role] = &[Role::Labeled, Role::Unlabeled];
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Labeled => "labeled",
+            Role::Unlabeled => "unlabeled",
+        }
+    }
+}
+
+impl Split {
+    /// `train`, `val` or `test`.
+    pub fn as_str(self) -> &'static str {
+        ColumnValue::as_str(self)
+    }
+}
+
+impl Role {
+    /// The role of a row whose `labeled` column is `labeled`.
+    pub fn of(labeled: bool) -> Role {
+        if labeled {
+            Role::Labeled
+        } else {
+            Role::Unlabeled
+        }
+    }
+    /// `labeled` or `unlabeled`.
+    pub fn as_str(self) -> &'static str {
+        ColumnValue::as_str(self)
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The tensor shape that every row of one shard folder shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SliceShape {
@@ -119,12 +225,12 @@ pub struct SliceRecord {
     pub slice_position: f64,
     /// Source extent along `slice_axis`.
     pub num_slices: i32,
-    /// `train`, `val` or `test`.
-    pub split: String,
+    /// The patient's split.
+    pub split: Split,
     /// Whether `mask` is present and may be used for supervision.
     pub labeled: bool,
-    /// `labeled` or `unlabeled`.
-    pub role: String,
+    /// [`Role::of`] `labeled` (stored as its own column for queries).
+    pub role: Role,
     /// Slice height after resize.
     pub height: i32,
     /// Slice width after resize.
@@ -308,8 +414,8 @@ impl Builders {
         let [key, source, split, role] = &mut self.strings;
         key.append_value(&r.patient_key);
         source.append_value(&r.source_path);
-        split.append_value(&r.split);
-        role.append_value(&r.role);
+        split.append_value(r.split.as_str());
+        role.append_value(r.role.as_str());
         let ints = [
             r.slice_index,
             r.slice_axis,
@@ -524,6 +630,28 @@ impl<'a> Columns<'a> {
             .ok_or_else(|| self.wrong(name))?;
         Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
     }
+    /// A string column of closed-set values; an unknown value is an error naming the file.
+    pub(super) fn values<T: ColumnValue>(&self, name: &str) -> Result<Vec<T>> {
+        let a = self
+            .col(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        (0..a.len())
+            .map(|i| {
+                T::parse(a.value(i)).ok_or_else(|| {
+                    let known: Vec<&str> = T::ALL.iter().map(|v| v.as_str()).collect();
+                    Error::invalid(
+                        self.origin,
+                        format!(
+                            "row {i}: column `{name}` holds {:?}, not one of {}",
+                            a.value(i),
+                            known.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
     pub(super) fn i32s(&self, name: &str) -> Result<Vec<i32>> {
         let a = self
             .col(name)?
@@ -660,11 +788,35 @@ pub fn batch_to_records_unchecked(batch: &RecordBatch, origin: &Path) -> Result<
         origin,
         version: SCHEMA_VERSION,
     };
-    let (keys, sources, splits, roles) = (
+    let mut rows = scalar_records(&c)?;
+    let (image, mask) = (image_rows(&c)?, mask_rows(&c)?);
+    let (spacing, pixel) = (
+        c.arrays::<Float64Type, 3>("spacing")?,
+        c.arrays::<Float64Type, 2>("pixel_spacing")?,
+    );
+    let (affine, shape) = (
+        c.arrays::<Float64Type, 16>("affine")?,
+        c.arrays::<Int32Type, 3>("volume_shape")?,
+    );
+    for (i, (r, (img, m))) in rows.iter_mut().zip(image.into_iter().zip(mask)).enumerate() {
+        r.image = img;
+        r.mask = m;
+        r.spacing = spacing[i];
+        r.pixel_spacing = pixel[i];
+        r.affine = affine[i];
+        r.volume_shape = shape[i];
+    }
+    Ok(rows)
+}
+
+/// The rows of a batch with every column that schema v1 and v2 store alike (strings, ints,
+/// flags, name lists); the tensor and fixed-size columns are left for the version's reader.
+pub(super) fn scalar_records(c: &Columns) -> Result<Vec<SliceRecord>> {
+    let (mut keys, mut sources, splits, roles) = (
         c.strs("patient_key")?,
         c.strs("source_path")?,
-        c.strs("split")?,
-        c.strs("role")?,
+        c.values::<Split>("split")?,
+        c.values::<Role>("role")?,
     );
     let (index, axis, num) = (
         c.i32s("slice_index")?,
@@ -678,45 +830,27 @@ pub fn batch_to_records_unchecked(batch: &RecordBatch, origin: &Path) -> Result<
         c.i32s("orig_width")?,
     );
     let (position, labeled) = (c.f64s("slice_position")?, c.bools("labeled")?);
-    let (channels, labels) = (c.str_lists("channel_names")?, c.str_lists("label_names")?);
-    let (image, mask) = (image_rows(&c)?, mask_rows(&c)?);
-    let (spacing, pixel) = (
-        c.arrays::<Float64Type, 3>("spacing")?,
-        c.arrays::<Float64Type, 2>("pixel_spacing")?,
-    );
-    let (affine, shape) = (
-        c.arrays::<Float64Type, 16>("affine")?,
-        c.arrays::<Int32Type, 3>("volume_shape")?,
-    );
-    let n = batch.num_rows();
-    let mut out = Vec::with_capacity(n);
-    for (i, (img, m)) in image.into_iter().zip(mask).enumerate().take(n) {
-        let r = SliceRecord {
-            patient_key: keys[i].clone(),
-            source_path: sources[i].clone(),
+    let (mut channels, mut labels) = (c.str_lists("channel_names")?, c.str_lists("label_names")?);
+    Ok((0..c.batch.num_rows())
+        .map(|i| SliceRecord {
+            patient_key: std::mem::take(&mut keys[i]),
+            source_path: std::mem::take(&mut sources[i]),
             slice_index: index[i],
             slice_axis: axis[i],
             slice_position: position[i],
             num_slices: num[i],
-            split: splits[i].clone(),
+            split: splits[i],
             labeled: labeled[i],
-            role: roles[i].clone(),
+            role: roles[i],
             height: h[i],
             width: w[i],
             orig_height: oh[i],
             orig_width: ow[i],
-            channel_names: channels[i].clone(),
-            image: img,
-            mask: m,
-            label_names: labels[i].clone(),
-            spacing: spacing[i],
-            pixel_spacing: pixel[i],
-            affine: affine[i],
-            volume_shape: shape[i],
-        };
-        out.push(r);
-    }
-    Ok(out)
+            channel_names: std::mem::take(&mut channels[i]),
+            label_names: std::mem::take(&mut labels[i]),
+            ..Default::default()
+        })
+        .collect())
 }
 
 /// Checks a decoded row: arrays agree with the declared shape, a labeled row has a mask, mask
@@ -783,9 +917,9 @@ mod tests {
             patient_key: format!("p{i}"),
             source_path: "imagesTr/a.nii.gz".into(),
             slice_index: i,
-            split: "train".into(),
+            split: Split::Train,
             labeled,
-            role: if labeled { "labeled" } else { "unlabeled" }.into(),
+            role: Role::of(labeled),
             height: 2,
             width: 3,
             channel_names: vec!["mri".into()],

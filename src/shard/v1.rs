@@ -61,25 +61,7 @@ fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecor
         origin,
         version: V1,
     };
-    let (keys, sources, splits, roles) = (
-        c.strs("patient_key")?,
-        c.strs("source_path")?,
-        c.strs("split")?,
-        c.strs("role")?,
-    );
-    let (index, axis, num) = (
-        c.i32s("slice_index")?,
-        c.i32s("slice_axis")?,
-        c.i32s("num_slices")?,
-    );
-    let (h, w, oh, ow) = (
-        c.i32s("height")?,
-        c.i32s("width")?,
-        c.i32s("orig_height")?,
-        c.i32s("orig_width")?,
-    );
-    let (position, labeled) = (c.f64s("slice_position")?, c.bools("labeled")?);
-    let (channels, labels) = (c.str_lists("channel_names")?, c.str_lists("label_names")?);
+    let mut rows = super::schema::scalar_records(&c)?;
     let (image, mask) = (
         c.prim_lists::<Float32Type>("image")?,
         c.prim_lists::<UInt8Type>("mask")?,
@@ -92,35 +74,16 @@ fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecor
         c.v1_fixed::<Float64Type, 16>("affine")?,
         c.v1_fixed::<Int32Type, 3>("volume_shape")?,
     );
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for (i, img) in image.into_iter().enumerate() {
-        let r = SliceRecord {
-            patient_key: keys[i].clone(),
-            source_path: sources[i].clone(),
-            slice_index: index[i],
-            slice_axis: axis[i],
-            slice_position: position[i],
-            num_slices: num[i],
-            split: splits[i].clone(),
-            labeled: labeled[i],
-            role: roles[i].clone(),
-            height: h[i],
-            width: w[i],
-            orig_height: oh[i],
-            orig_width: ow[i],
-            channel_names: channels[i].clone(),
-            image: img.unwrap_or_default(),
-            mask: mask[i].clone(),
-            label_names: labels[i].clone(),
-            spacing: spacing[i],
-            pixel_spacing: pixel[i],
-            affine: affine[i],
-            volume_shape: shape[i],
-        };
-        check_record(&r, origin)?;
-        out.push(r);
+    for (i, (r, img)) in rows.iter_mut().zip(image).enumerate() {
+        r.image = img.unwrap_or_default();
+        r.mask = mask[i].clone();
+        r.spacing = spacing[i];
+        r.pixel_spacing = pixel[i];
+        r.affine = affine[i];
+        r.volume_shape = shape[i];
+        check_record(r, origin)?;
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// A v1 part file's rows, one `Vec` per row group, after checking its version.

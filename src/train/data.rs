@@ -7,6 +7,7 @@
 //! shuffle buffer). Torch-free: batches are plain vectors.
 use crate::shard::reader::{IndexRow, PartCache, ShardIndex};
 use crate::shard::schema::SliceRecord;
+use crate::shard::Split;
 use crate::{Error, Result};
 use crossbeam_channel::{bounded, Receiver};
 use rand::seq::SliceRandom;
@@ -32,7 +33,7 @@ pub struct DataPlan {
 }
 
 /// The labeled slices of one split (validation / test), in file order.
-pub fn split_refs_of(index: &ShardIndex, split: &str) -> Result<Vec<SliceRef>> {
+pub fn split_refs_of(index: &ShardIndex, split: Split) -> Result<Vec<SliceRef>> {
     let refs: Vec<SliceRef> = index
         .rows
         .iter()
@@ -42,14 +43,14 @@ pub fn split_refs_of(index: &ShardIndex, split: &str) -> Result<Vec<SliceRef>> {
     if refs.is_empty() {
         return Err(Error::invalid(
             &index.dir,
-            format!("no labeled slices in split {split:?}"),
+            format!("no labeled slices in split \"{split}\""),
         ));
     }
     Ok(refs)
 }
 
 /// Opens (validates) `dir` and returns its files and the labeled slices of one split.
-pub fn split_refs(dir: &Path, split: &str) -> Result<(Arc<Vec<PathBuf>>, Vec<SliceRef>)> {
+pub fn split_refs(dir: &Path, split: Split) -> Result<(Arc<Vec<PathBuf>>, Vec<SliceRef>)> {
     let index = ShardIndex::open(dir)?;
     let refs = split_refs_of(&index, split)?;
     Ok((index.files(), refs))
@@ -80,7 +81,7 @@ impl DataPlan {
         let rows = &index.rows;
         let mut lab: Vec<&IndexRow> = rows
             .iter()
-            .filter(|r| r.split == "train" && r.labeled)
+            .filter(|r| r.split == Split::Train && r.labeled)
             .collect();
         if lab.is_empty() {
             return Err(Error::invalid(
@@ -95,7 +96,7 @@ impl DataPlan {
         let mut unlabeled: Vec<SliceRef> = lab[keep..].iter().map(|r| r.at).collect();
         unlabeled.extend(
             rows.iter()
-                .filter(|r| r.split == "train" && !r.labeled)
+                .filter(|r| r.split == Split::Train && !r.labeled)
                 .map(|r| r.at),
         );
         let (mut labeled, labeled_total) = (labeled, lab.len());

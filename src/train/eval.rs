@@ -13,6 +13,7 @@ use crate::metrics::{
 };
 use crate::model::DmNet;
 use crate::shard::schema::SliceRecord;
+use crate::shard::Split;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub struct Evaluation {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// Split evaluated.
-    pub split: String,
+    pub split: Split,
     /// Checkpoint evaluated.
     pub checkpoint: CheckpointKind,
     /// Validation round (`epoch`) the checkpoint was saved at.
@@ -144,7 +145,7 @@ pub fn evaluate_net(
 pub fn evaluate(
     run_dir: &Path,
     shards: &Path,
-    split: &str,
+    split: Split,
     kind: CheckpointKind,
     device: DeviceChoice,
     allow_mismatch: bool,
@@ -160,7 +161,7 @@ pub fn evaluate(
     let (files, refs) = data::split_refs(shards, split)?;
     let ev = evaluate_net(&net, (files, &refs), rc.train.eval_batch, device, true)?;
     let report = EvalReport {
-        split: split.into(),
+        split,
         checkpoint: kind,
         epoch: state.epoch,
         step: state.global_step,

@@ -7,6 +7,7 @@ use super::eval::{evaluate, EvalReport};
 use super::grid::{markdown_table, paired_table, Arm, GridResult, Metric};
 use super::{run, RunSpec};
 use crate::artifact::{read_state, CheckpointKind, Fraction, RunConfig};
+use crate::shard::Split;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -95,7 +96,7 @@ fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
             let r = evaluate(
                 &c.dir,
                 &spec.shards,
-                "test",
+                Split::Test,
                 kind,
                 c.arm.train.device,
                 false,

@@ -11,6 +11,8 @@ pub use plot::draw_curves;
 #[cfg(feature = "torch")]
 pub mod batch;
 #[cfg(feature = "torch")]
+pub mod cli;
+#[cfg(feature = "torch")]
 mod eval;
 #[cfg(feature = "torch")]
 pub mod grid_run;

@@ -14,11 +14,11 @@ use crate::artifact::{
     read_metrics, write_metrics, CheckpointKind, DataSummary, EpochRecord, RunConfig, RunDir,
     RunSummary, Schedule, TrainConfig, TrainState,
 };
-use crate::shard::schema::{file_metadata, shard_files, META_PREP_CONFIG};
+use crate::shard::{ShardIndex, Split};
 use crate::{Error, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
@@ -68,22 +68,25 @@ struct ShardProbe {
 }
 
 /// Channel and class names and the slice size, from the first row of the shards.
-fn probe_shards(dir: &Path) -> Result<ShardProbe> {
-    let files = shard_files(dir)?;
-    let first_file = files
+fn probe_shards(index: &ShardIndex) -> Result<ShardProbe> {
+    let part = index
+        .parts
         .first()
-        .ok_or_else(|| Error::invalid(dir, "no shard files"))?;
-    let prep = file_metadata(first_file)?
-        .get(META_PREP_CONFIG)
-        .and_then(|s| serde_json::from_str(s).ok());
-    let first = crate::shard::schema::read_shards(dir)?
-        .next()
+        .ok_or_else(|| Error::invalid(&index.dir, "no shard files"))?;
+    let prep = index
+        .prep_config()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let first = (0..part.num_row_groups())
+        .find_map(|rg| {
+            part.read_row_group(rg)
+                .map(|g| g.into_iter().next())
+                .transpose()
+        })
         .transpose()?
-        .and_then(|g| g.into_iter().next())
-        .ok_or_else(|| Error::invalid(dir, "the shards hold no slices"))?;
+        .ok_or_else(|| Error::invalid(&index.dir, "the shards hold no slices"))?;
     if first.height != first.width {
         return Err(Error::invalid(
-            first_file,
+            &part.path,
             format!(
                 "slices are {}×{}, training needs square slices",
                 first.height, first.width
@@ -230,9 +233,9 @@ fn train_round(
     })
 }
 
-fn prepare_new(spec: &RunSpec) -> Result<RunConfig> {
+fn prepare_new(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
     let mut train = spec.train.clone();
-    let probe = probe_shards(&spec.shards)?;
+    let probe = probe_shards(index)?;
     if let Some(s) = train.size.filter(|&s| s != probe.size) {
         return Err(Error::Config {
             path: spec.shards.clone(),
@@ -328,10 +331,14 @@ fn schedule_of(spec: &RunSpec, rc: &RunConfig, labeled: usize) -> Result<Schedul
 /// `metrics.jsonl`, `curves.png`, `prep-manifest.json` and `checkpoints/` into `spec.out`.
 pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     let dir = RunDir::new(&spec.out);
-    let mut rc = if spec.resume {
-        RunConfig::load(&spec.out)?
+    // the shard folder is opened (footers parsed, every row group checked) once per run
+    let (mut rc, index) = if spec.resume {
+        let rc = RunConfig::load(&spec.out)?;
+        let index = ShardIndex::open(&rc.shards)?;
+        (rc, index)
     } else {
-        prepare_new(spec)?
+        let index = ShardIndex::open(&spec.shards)?;
+        (prepare_new(spec, &index)?, index)
     };
     let cfg = rc.train.clone();
     let device = crate::device::select(cfg.device)?;
@@ -340,9 +347,9 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     if cfg.amp && !amp {
         tracing::warn!("--amp is ignored on CPU (mixed precision runs on CUDA only)");
     }
-    let plan = DataPlan::build(&rc.shards, cfg.labeled_slice_fraction.get(), cfg.seed)?;
-    let val = match data::split_refs(&rc.shards, "val") {
-        Ok((_, v)) => v,
+    let plan = DataPlan::from_index(&index, cfg.labeled_slice_fraction.get(), cfg.seed)?;
+    let val = match data::split_refs_of(&index, Split::Val) {
+        Ok(v) => v,
         Err(e) => {
             tracing::warn!("no validation: {e}");
             Vec::new()

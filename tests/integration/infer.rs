@@ -154,9 +154,9 @@ fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
                 slice_axis: pv.axis as i32,
                 slice_position: pv.slice_position(k),
                 num_slices: total as i32,
-                split: "val".into(),
+                split: dmnet::shard::Split::Val,
                 labeled: true,
-                role: "labeled".into(),
+                role: dmnet::shard::Role::Labeled,
                 height: S as i32,
                 width: S as i32,
                 orig_height: h as i32,
@@ -624,7 +624,7 @@ fn prep_train_export_infer_pipeline_agrees_with_train_eval() {
     let rows: Vec<SliceRecord> = dmnet::shard::schema::read_shards(&shards)
         .unwrap()
         .flat_map(|g| g.unwrap())
-        .filter(|r| r.split == "val")
+        .filter(|r| r.split == dmnet::shard::Split::Val)
         .collect();
     assert_eq!(rows.len(), preds.len());
     let (mut same, mut total) = (0usize, 0usize);

@@ -156,9 +156,12 @@ fn v1_folder_is_refused_with_the_upgrade_command_then_upgraded_exactly() {
             .arg(&v1),
     );
     let command = format!("dmnet-prep upgrade '{}'", v1.display());
-    train_refuses(&v1, &t.path().join("run"), &["version 1", &command]);
+    train_refuses(&v1, &t.path().join("run"), &["schema version 1", &command]);
     let e = open_error(&v1);
-    assert!(e.contains("schema v1") && e.contains(&command), "{e}");
+    assert!(
+        e.contains("schema version 1") && e.contains(&command),
+        "{e}"
+    );
     let o = run_ok(bin("dmnet-prep").arg("upgrade").arg(&v1));
     assert!(stdout(&o).contains("2 parts, 176 rows"), "{}", stdout(&o));
     let rows = |d: &Path| -> Vec<dmnet::shard::SliceRecord> {

@@ -232,7 +232,11 @@ fn read_jsonl(p: &std::path::Path) -> Vec<Value> {
 fn all_background_miou(shards: &std::path::Path) -> f64 {
     let (mut bg, mut all) = (0u64, 0u64);
     for group in dmnet::shard::schema::read_shards(shards).unwrap() {
-        for r in group.unwrap().into_iter().filter(|r| r.split == "val") {
+        for r in group
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.split == dmnet::shard::Split::Val)
+        {
             let m = r.mask.unwrap();
             bg += m.iter().filter(|&&v| v == 0).count() as u64;
             all += m.len() as u64;
@@ -444,9 +448,9 @@ fn loader_and_every_variant_on_la2018_shards() {
     assert!(unl.iter().all(|b| b
         .unwrap()
         .iter()
-        .all(|r| r.mask.is_none() && r.split == "train")));
+        .all(|r| r.mask.is_none() && r.split == dmnet::shard::Split::Train)));
     // One pass without shuffling: every val slice once, last batch short.
-    let (files, val) = dmnet::train::data::split_refs(&shards, "val").unwrap();
+    let (files, val) = dmnet::train::data::split_refs(&shards, dmnet::shard::Split::Val).unwrap();
     let rx = stream(
         files,
         val.clone(),

@@ -157,7 +157,10 @@ fn sidecar_metrics_come_from_the_exported_checkpoint_or_say_none() {
         stderr(&o)
     );
     let side = dmnet::artifact::sidecar::ModelSidecar::read_for(&last).unwrap();
-    assert_eq!(side.source.checkpoint, "last");
+    assert_eq!(
+        side.source.checkpoint,
+        dmnet::artifact::CheckpointKind::Last
+    );
     assert!(side.validation_metrics.is_none());
     // A newer best checkpoint (round 5) than the one evaluated (round 3): none either.
     let state = run.join("checkpoints/best/state.json");

@@ -1,0 +1,156 @@
+//! The `dmnet-infer` command line: flags and their mapping onto [`InferOptions`]. The binary
+//! `src/bin/dmnet-infer.rs` only parses and calls [`run`].
+use super::run::{InferOptions, OutputFormat};
+use super::tta::Tta;
+use crate::{Error, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Examples, one command per paragraph; no line is wider than 78 columns, so clap never wraps
+/// them inside a command (tested: they paste into a shell as written).
+const EXAMPLES: &str = "\
+Examples:
+  # one NIfTI volume
+  dmnet-infer --model models/la.onnx --input scans/case01.nii.gz \\
+      --out masks/
+
+  # an nnU-Net / MSD raw folder (imagesTs/, else imagesTr/), mirrored TTA
+  dmnet-infer --model models/la.onnx --input Dataset027_LA/ --out pred/ \\
+      --tta flip
+
+  # a DICOM series: OUT/<series>.nii.gz and OUT/<series>.seg.dcm
+  dmnet-infer --model models/ct.onnx --input dicom/series1/ --out pred/
+
+  # a shard folder: predictions.parquet and metrics.json
+  dmnet-infer --model models/la.onnx --input shards/la --out eval/ \\
+      --split val
+
+  # which ONNX Runtime is loaded, and its execution providers
+  dmnet-infer runtime
+
+The sidecar (models/la.json, written by dmnet-export) must sit beside the
+model. Exit status: 0 all cases done, 2 some cases failed (one error line
+each, listed in OUT/summary.json), 1 nothing could run.";
+
+/// Segment volumes or shards with an exported DMNet model and ONNX Runtime.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100,
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    log: crate::cli::LogArgs,
+    /// ONNX Runtime library to load (default: ORT_DYLIB_PATH, then the one scripts/setup.sh installed).
+    #[arg(long, global = true)]
+    ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The exported model (.onnx, with its .json sidecar beside it).
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
+    /// A NIfTI file; a folder of NIfTI files (<case>_0000.nii.gz … groups channels); an
+    /// nnU-Net/MSD raw folder; a KiTS tree; a DICOM folder; or a shard folder.
+    #[arg(long, required = true)]
+    input: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Execution provider: auto (CUDA when available), cpu, or cuda (error when unavailable).
+    #[arg(long, value_enum, default_value_t = crate::cli::DeviceChoice::Auto)]
+    device: crate::cli::DeviceChoice,
+    /// Slices per ONNX Runtime run.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Also write class probabilities (volumes: OUT/<case>_probabilities.nii.gz, 5-D float32,
+    /// vector intent).
+    #[arg(long)]
+    probabilities: bool,
+    /// Test-time augmentation: average over mirrored inputs (flip: width axis, as trained;
+    /// flip-all: both in-plane axes).
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    tta: Tta,
+    /// Volume outputs: auto (NIfTI; DICOM inputs also a DICOM SEG), nifti, seg, both.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Auto)]
+    format: OutputFormat,
+    /// Run even when the input's channels, modality, classes or slice size differ from the
+    /// model's (a warning instead of an error).
+    #[arg(long)]
+    allow_mismatch: bool,
+    /// When the sidecar disagrees with the metadata inside the .onnx, follow the model's
+    /// metadata instead of stopping.
+    #[arg(long)]
+    use_model_metadata: bool,
+    /// Shard inputs: only rows of this split.
+    #[arg(long, value_enum)]
+    split: Option<crate::shard::Split>,
+    /// 4-D inputs (a 4-D NIfTI, a DICOM series with repeated positions): segment this time
+    /// point (0-based); 3-D inputs are read as they are. Without it a 4-D input is an error.
+    #[arg(long)]
+    timepoint: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load ONNX Runtime and print its library path, version and execution providers as JSON.
+    Runtime,
+}
+
+/// `dmnet-infer`: installs the logger, runs, maps the result to the exit code (0 all cases
+/// done; 2 some failed; 1 nothing could run, after one `error:` line).
+pub fn run(cli: Cli) -> ExitCode {
+    cli.log.init();
+    crate::cli::exit_code(run_cli(cli))
+}
+
+fn run_cli(cli: Cli) -> Result<ExitCode> {
+    if let Some(Cmd::Runtime) = cli.cmd {
+        let info = crate::onnxrt::runtime::load(cli.ort_lib.as_deref())?;
+        println!("{}", serde_json::to_string_pretty(info).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = cli.run;
+    let (Some(model), Some(input), Some(out)) = (r.model, r.input, r.out) else {
+        return Err(Error::Usage(
+            "--model, --input and --out are required".into(),
+        ));
+    };
+    let opts = InferOptions {
+        device: r.device,
+        batch: r.batch,
+        probabilities: r.probabilities,
+        split: r.split,
+        timepoint: r.timepoint,
+        ort_lib: cli.ort_lib,
+        tta: r.tta,
+        format: r.format,
+        allow_mismatch: r.allow_mismatch,
+        use_model_metadata: r.use_model_metadata,
+        ..InferOptions::new(model, input, out)
+    };
+    let s = super::run::infer(&opts)?;
+    eprintln!(
+        "{} case(s), {} slices in {:.2} s: {:.1} slices/s ({}){}",
+        s.cases,
+        s.slices,
+        s.seconds,
+        s.slices_per_second,
+        s.provider,
+        match s.failed.len() {
+            0 => String::new(),
+            n => format!("; {n} failed (see the error lines above and summary.json)"),
+        }
+    );
+    println!("{}", serde_json::to_string(&s).unwrap_or_default());
+    Ok(ExitCode::from(if s.failed.is_empty() { 0 } else { 2 }))
+}

@@ -1,0 +1,378 @@
+//! The `dmnet-train` command line: training flags, `eval`, `grid` and `check-device`, and how
+//! flags merge into a [`TrainConfig`] (a pipeline's `[train]` table, then each given flag on
+//! top). The binary `src/bin/dmnet-train.rs` only parses and calls [`run`].
+use super::grid::{read_plan, Arm, GridPlan};
+use super::grid_run::GridSpec;
+use super::{Extend, RunSpec};
+use crate::artifact::{CheckpointKind, Fraction, SemiLoss, TrainConfig, UnlabeledPass};
+use crate::cli::{DeviceChoice, LogArgs};
+use crate::model::{Encoder, Variant};
+use crate::shard::Split;
+use crate::{Error, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Labeled fractions of a grid when neither the pipeline's arm nor `--fractions` gives them.
+const DEFAULT_GRID_FRACTIONS: [f64; 2] = [0.1, 0.3];
+
+/// Train DMNet (shared encoder, U-Net + DeepLab v3+ decoders, FCN discriminator) with libtorch.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+      dmnet-train --shards shards/la2018 --out runs/la-dmnet-10 --pipeline pipelines/la2018.toml --labeled-fraction 10%\n  \
+      dmnet-train --shards shards/la2018 --out runs/la-sup --variant supervised --encoder resnet18 --steps 2000\n  \
+      dmnet-train --out runs/la-dmnet-10 --shards shards/la2018 --resume\n  \
+      dmnet-train eval --run runs/la-dmnet-10 --shards shards/la2018 --split test --checkpoint best\n  \
+      dmnet-train check-device --device auto"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Shard folder written by `dmnet-prep ingest`.
+    #[arg(long)]
+    shards: Option<PathBuf>,
+    /// Run directory to create (or to continue with --resume).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Pipeline file whose [train] table gives the defaults (flags override it).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// Training variant (the paper's ablations).
+    #[arg(long, value_enum)]
+    variant: Option<Variant>,
+    /// Fraction of the training labeled slices used with labels: 0.1 or 10%.
+    #[arg(long)]
+    labeled_fraction: Option<Fraction>,
+    /// Run length in epochs of the labeled slices (default 150; --steps wins).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Run length in optimiser steps, independent of the labeled fraction. With --resume:
+    /// extend a run to this many steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Steps between validations and checkpoints (default: one labeled epoch, at least 1/50
+    /// of the run).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Encoder depth.
+    #[arg(long, value_enum)]
+    encoder: Option<Encoder>,
+    /// Width multiplier of all layers (1 = the paper's network).
+    #[arg(long)]
+    width: Option<f64>,
+    /// Slice size S the shards must have (prep is the only resampler; default: theirs).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Labeled slices per step.
+    #[arg(long)]
+    labeled_batch: Option<usize>,
+    /// Unlabeled slices per step.
+    #[arg(long)]
+    unlabeled_batch: Option<usize>,
+    /// The form of L_semi.
+    #[arg(long, value_enum)]
+    semi_loss: Option<SemiLoss>,
+    /// λ2, the weight of L_semi.
+    #[arg(long)]
+    lambda_semi: Option<f64>,
+    /// λ1, the weight of the adversarial loss on labeled batches.
+    #[arg(long)]
+    lambda_adv: Option<f64>,
+    /// Weight of the adversarial loss on unlabeled batches (default: λ1).
+    #[arg(long)]
+    lambda_adv_unlabeled: Option<f64>,
+    /// Sigmoid ramp-up of the unlabeled terms over this fraction of the run (0 = none).
+    #[arg(long)]
+    ramp_up: Option<f64>,
+    /// How labeled and unlabeled slices go through the network.
+    #[arg(long, value_enum)]
+    unlabeled_pass: Option<UnlabeledPass>,
+    /// Cap on steps per epoch (smoke runs, benchmarks).
+    #[arg(long)]
+    max_steps_per_epoch: Option<usize>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto | cpu | cuda
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Mixed precision on CUDA (ignored with a warning on CPU).
+    #[arg(long)]
+    amp: bool,
+    /// Same seed, same numbers in every process (one libtorch CPU thread).
+    #[arg(long)]
+    deterministic: bool,
+    /// Continue the run in --out from its last checkpoint (its config.json is used; --steps or
+    /// --epochs extend it).
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Evaluate a run's checkpoint on a split; prints the metrics as JSON and writes them into
+    /// the run dir (eval-<split>-<checkpoint>.json).
+    Eval {
+        /// Run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Shard folder.
+        #[arg(long)]
+        shards: PathBuf,
+        /// The split to evaluate.
+        #[arg(long, value_enum, default_value_t = Split::Test)]
+        split: Split,
+        /// best | last
+        #[arg(long, value_enum, default_value_t = CheckpointKind::Best)]
+        checkpoint: CheckpointKind,
+        /// auto | cpu | cuda
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Evaluate even when the shards' channels, modality, classes or slice size differ
+        /// from the run's training data (a warning instead of an error).
+        #[arg(long)]
+        allow_mismatch: bool,
+    },
+    /// Run variants × labeled fractions × seeds, evaluate each on the test split (best and last
+    /// checkpoints) and write OUT/grid.md (mean ± sd tables, the paper's layout) + OUT/grid.json.
+    Grid(Box<GridArgs>),
+    /// Report which torch device `--device` resolves to (and why); exit 1 if unusable.
+    CheckDevice {
+        /// auto | cpu | cuda
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
+}
+
+#[derive(Args)]
+struct GridArgs {
+    /// Arms (rows) to run from the pipeline's [grid.arms] tables, comma-separated (default:
+    /// all of them).
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<String>,
+    /// Without [grid.arms]: variants (rows), comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "dmnet,supervised"
+    )]
+    variants: Vec<Variant>,
+    /// Labeled fractions (columns) for every arm, comma-separated: 0.1 or 10%.
+    #[arg(long, value_delimiter = ',')]
+    fractions: Vec<Fraction>,
+    /// Seeds for every arm, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Arm that paired differences are taken against (default: [grid] baseline, else
+    /// `supervised` when it is an arm).
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Runs trained at once (use --deterministic: one CPU thread per run).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// Applies the flags that were given on top of `t`.
+fn apply(a: &TrainArgs, t: &mut TrainConfig) {
+    macro_rules! set {
+        ($($field:ident => $($path:ident).+),*) => { $(if let Some(v) = a.$field { t.$($path).+ = v; })* };
+    }
+    set!(variant => model.variant, labeled_fraction => labeled_slice_fraction, epochs => epochs,
+         encoder => model.encoder, width => model.width, labeled_batch => labeled_batch,
+         unlabeled_batch => unlabeled_batch, semi_loss => loss.semi_loss,
+         lambda_semi => loss.lambda_semi, lambda_adv => loss.lambda_adv, ramp_up => loss.ramp_up,
+         unlabeled_pass => loss.unlabeled_pass, seed => seed, device => device);
+    if a.steps.is_some() {
+        t.steps = a.steps;
+    }
+    if a.eval_every.is_some() {
+        t.eval_every = a.eval_every;
+    }
+    if a.lambda_adv_unlabeled.is_some() {
+        t.loss.lambda_adv_unlabeled = a.lambda_adv_unlabeled;
+    }
+    if a.size.is_some() {
+        t.size = a.size;
+    }
+    if a.max_steps_per_epoch.is_some() {
+        t.max_steps_per_epoch = a.max_steps_per_epoch;
+    }
+    t.amp |= a.amp;
+    t.deterministic |= a.deterministic;
+}
+
+/// The pipeline's `[train]` table, or the defaults.
+fn base_config(a: &TrainArgs) -> Result<TrainConfig> {
+    Ok(match &a.pipeline {
+        Some(p) => TrainConfig::from_pipeline(p)?,
+        None => TrainConfig::default(),
+    })
+}
+
+/// The grid's arms from the pipeline's `[grid.arms]` (or `--variants`), with the flags on top.
+fn grid_spec(a: GridArgs) -> Result<GridSpec> {
+    let (Some(shards), Some(out)) = (a.train.shards.clone(), a.train.out.clone()) else {
+        return Err(Error::Usage("--shards and --out are required".into()));
+    };
+    let plan = match &a.train.pipeline {
+        Some(p) => read_plan(p)?,
+        None => GridPlan {
+            arms: Vec::new(),
+            baseline: None,
+        },
+    };
+    let mut arms = if plan.arms.is_empty() {
+        let base = base_config(&a.train)?;
+        a.variants
+            .iter()
+            .map(|&v| {
+                let mut train = base.clone();
+                train.model.variant = v;
+                Arm {
+                    name: v.name().into(),
+                    description: String::new(),
+                    train,
+                    fractions: Vec::new(),
+                    seeds: Vec::new(),
+                }
+            })
+            .collect()
+    } else if a.arms.is_empty() {
+        plan.arms
+    } else {
+        a.arms
+            .iter()
+            .map(|n| {
+                plan.arms
+                    .iter()
+                    .find(|arm| &arm.name == n)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = plan.arms.iter().map(|x| x.name.as_str()).collect();
+                        Error::Usage(format!(
+                            "no arm {n:?} in the pipeline's [grid.arms] (there are: {})",
+                            known.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?
+    };
+    for arm in &mut arms {
+        apply(&a.train, &mut arm.train);
+        if !a.fractions.is_empty() || arm.fractions.is_empty() {
+            arm.fractions = if a.fractions.is_empty() {
+                DEFAULT_GRID_FRACTIONS
+                    .iter()
+                    .map(|&f| Fraction::new(f).map_err(Error::Usage))
+                    .collect::<Result<_>>()?
+            } else {
+                a.fractions.clone()
+            };
+        }
+        if !a.seeds.is_empty() || arm.seeds.is_empty() {
+            arm.seeds = if a.seeds.is_empty() {
+                vec![0, 1, 2]
+            } else {
+                a.seeds.clone()
+            };
+        }
+    }
+    let baseline = a.baseline.or(plan.baseline).or_else(|| {
+        arms.iter()
+            .any(|x| x.name == "supervised")
+            .then(|| "supervised".into())
+    });
+    Ok(GridSpec {
+        shards,
+        out,
+        pipeline: a.train.pipeline,
+        arms,
+        baseline,
+        jobs: a.jobs,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// One training run: the pipeline's `[train]` table with the flags on top.
+fn train_spec(a: TrainArgs) -> Result<RunSpec> {
+    let (Some(shards), Some(out)) = (a.shards.clone(), a.out.clone()) else {
+        return Err(Error::Usage(
+            "--shards and --out are required to train".into(),
+        ));
+    };
+    let mut t = base_config(&a)?;
+    apply(&a, &mut t);
+    let extend = match (a.resume, a.steps, a.epochs) {
+        (true, Some(n), _) => Some(Extend::Steps(n)),
+        (true, None, Some(e)) => Some(Extend::Epochs(e)),
+        _ => None,
+    };
+    Ok(RunSpec {
+        shards,
+        out,
+        pipeline: a.pipeline,
+        train: t,
+        resume: a.resume,
+        extend,
+    })
+}
+
+/// `dmnet-train`: installs the logger, runs the subcommand (or trains), maps the result to the
+/// exit code (0; 1 on an error, after one `error:` line).
+pub fn run(cli: Cli) -> ExitCode {
+    cli.log.init();
+    crate::cli::exit_code(run_cmd(cli).map(|()| ExitCode::SUCCESS))
+}
+
+fn run_cmd(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Some(Cmd::CheckDevice { device }) => {
+            println!("{:?}", crate::device::select(device)?);
+        }
+        Some(Cmd::Eval {
+            run,
+            shards,
+            split,
+            checkpoint,
+            device,
+            allow_mismatch,
+        }) => {
+            let r = super::evaluate(&run, &shards, split, checkpoint, device, allow_mismatch)?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        }
+        Some(Cmd::Grid(args)) => {
+            let spec = grid_spec(*args)?;
+            let results = super::grid_run::run_grid(&spec)?;
+            let table = spec.out.join("grid.md");
+            println!(
+                "{}",
+                std::fs::read_to_string(&table).map_err(|e| Error::io(&table, e))?
+            );
+            eprintln!(
+                "{} evaluations; every run: {}",
+                results.len(),
+                spec.out.join("grid.json").display()
+            );
+        }
+        None => {
+            let s = super::run(&train_spec(cli.train)?)?;
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
