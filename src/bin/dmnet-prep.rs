@@ -2,6 +2,9 @@
 //! and the subcommands live in `dmnet::prep::cli`.
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     dmnet::prep::cli::run(dmnet::prep::cli::Cli::parse())
 }

@@ -425,9 +425,10 @@ struct Prepared {
     groups: Vec<EncodedRowGroup>,
 }
 
-/// Encodes a study's rows into row groups of at most `row_group_slices` rows (in parallel on
-/// the pool, which also helps when few studies are left).
-fn encode_study(records: &[SliceRecord], cfg: &PrepConfig) -> Result<Prepared> {
+/// Encodes a study's rows into row groups of at most `row_group_slices` rows; in parallel on
+/// the pool when `parallel` (fewer studies left to start than threads: see
+/// [`RowGroupEncoder::encode_groups`]).
+fn encode_study(records: &[SliceRecord], cfg: &PrepConfig, parallel: bool) -> Result<Prepared> {
     let mut roles = BTreeMap::new();
     for r in records {
         *roles.entry(r.role).or_default() += 1;
@@ -435,8 +436,11 @@ fn encode_study(records: &[SliceRecord], cfg: &PrepConfig) -> Result<Prepared> {
     let groups = match records.first() {
         Some(first) => {
             let shape = SliceShape::of(first, cfg.image_dtype);
-            RowGroupEncoder::new(&shape, &part_options(cfg))?
-                .encode_groups(records, cfg.row_group_slices)?
+            RowGroupEncoder::new(&shape, &part_options(cfg))?.encode_groups(
+                records,
+                cfg.row_group_slices,
+                parallel,
+            )?
         }
         None => Vec::new(),
     };
@@ -513,12 +517,18 @@ fn run_pipeline(
     let mut entries = Vec::new();
     let mut slices = 0u64;
     let mut write_err = None;
+    let started = &std::sync::atomic::AtomicUsize::new(0);
+    let few_left = &|| {
+        let n = started.load(std::sync::atomic::Ordering::Relaxed);
+        todo.len().saturating_sub(n) < threads
+    };
     std::thread::scope(|scope| {
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
                     // a panic (a bug) fails this study only; the others go on (issue 12)
                     let what = format!("case {}", study.name);
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let r = crate::error::catch_panic(&study.source_path, &what, || {
                         crate::error::debug_injected_panic(&study.name);
                         study
@@ -529,7 +539,7 @@ fn run_pipeline(
                             })
                             .and_then(|_| plan(study, splits, cfg, key))
                             .and_then(|p| process_study(study, &p, cfg))
-                            .and_then(|recs| encode_study(&recs, cfg))
+                            .and_then(|recs| encode_study(&recs, cfg, few_left()))
                     });
                     let _ = tx.send((*study, r));
                 });

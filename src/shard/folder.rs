@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(kind(d), FolderKind::V1);
         let e = finished_manifest(d).unwrap_err().to_string();
         assert!(
-            e.contains("schema v1") && e.contains("dmnet-prep upgrade"),
+            e.contains("schema version 1") && e.contains("dmnet-prep upgrade"),
             "{e}"
         );
         assert_eq!(part_files(d).unwrap().len(), 1);

@@ -28,6 +28,10 @@ pub struct PartOptions {
     pub prep_config: String,
 }
 
+/// Values handed to a column writer at a time (parquet's default is 1024: with 50 000 values
+/// per slice the per-batch overhead then dominates the encoding).
+const WRITE_BATCH_VALUES: usize = 1 << 16;
+
 /// The writer properties of a part holding slices of `shape`.
 fn properties(shape: &SliceShape, opts: &PartOptions) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Config {
@@ -44,12 +48,17 @@ fn properties(shape: &SliceShape, opts: &PartOptions) -> Result<WriterProperties
             KeyValue::new(META_SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
             KeyValue::new(META_PREP_CONFIG.into(), opts.prep_config.clone()),
         ]));
+    b = b.set_write_batch_size(WRITE_BATCH_VALUES);
     for col in parquet.columns() {
         let path: &ColumnPath = col.path();
-        if path.parts().first().is_some_and(|p| p == "image") {
-            b = b
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT);
+        match path.parts().first().map(String::as_str) {
+            Some("image") => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT);
+            }
+            Some("mask") => b = b.set_column_dictionary_enabled(path.clone(), false),
+            _ => {}
         }
     }
     Ok(b.build())
@@ -99,15 +108,21 @@ impl RowGroupEncoder {
             Error::invalid("<shard writer>", format!("encoding a row group: {e}"))
         };
         let mut writers = self.factory.create_column_writers(0).map_err(err)?;
-        let mut next = writers.iter_mut();
-        for (array, field) in batch.columns().iter().zip(self.schema.fields()) {
-            for leaf in compute_leaves(field, array).map_err(err)? {
-                next.next()
-                    .ok_or_else(|| {
-                        Error::invalid("<shard writer>", "more leaves than column writers")
-                    })?
-                    .write(&leaf)
-                    .map_err(err)?;
+        // one write per slice: parquet-rs copies a float16 leaf into one buffer per write, and
+        // the statistics' min/max keep that buffer alive until the part is finished (a write
+        // per row group kept every image column of a part in memory)
+        for row in 0..batch.num_rows() {
+            let slice = batch.slice(row, 1);
+            let mut next = writers.iter_mut();
+            for (array, field) in slice.columns().iter().zip(self.schema.fields()) {
+                for leaf in compute_leaves(field, array).map_err(err)? {
+                    next.next()
+                        .ok_or_else(|| {
+                            Error::invalid("<shard writer>", "more leaves than column writers")
+                        })?
+                        .write(&leaf)
+                        .map_err(err)?;
+                }
             }
         }
         let chunks = writers
@@ -122,16 +137,24 @@ impl RowGroupEncoder {
     }
 
     /// Encodes `records` as row groups of at most `max_rows` rows of balanced sizes (88 rows
-    /// with 64 → 44 + 44), in parallel on the current rayon pool.
+    /// with 64 → 44 + 44); in parallel on the current rayon pool when `parallel`. (Inside a
+    /// parallel loop over studies, a worker waiting for its groups would steal and start
+    /// another study while holding this one's rows: peak memory then grows with the number of
+    /// studies. `dmnet-prep` encodes in parallel only when fewer studies than threads are left.)
     pub fn encode_groups(
         &self,
         records: &[SliceRecord],
         max_rows: usize,
+        parallel: bool,
     ) -> Result<Vec<EncodedRowGroup>> {
         use rayon::prelude::*;
         let groups = records.len().div_ceil(max_rows.max(1)).max(1);
         let size = records.len().div_ceil(groups).max(1);
-        records.par_chunks(size).map(|c| self.encode(c)).collect()
+        if parallel {
+            records.par_chunks(size).map(|c| self.encode(c)).collect()
+        } else {
+            records.chunks(size).map(|c| self.encode(c)).collect()
+        }
     }
 }
 
@@ -215,7 +238,7 @@ pub fn write_part(
     let tmp = dest.with_file_name(format!(".{name}.tmp"));
     let enc = RowGroupEncoder::new(shape, opts)?;
     let mut part = PartFile::create(&tmp, shape, opts)?;
-    for g in enc.encode_groups(records, max_rows)? {
+    for g in enc.encode_groups(records, max_rows, true)? {
         part.append(g)?;
     }
     part.finish()?;
