@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 /// `-v` (repeatable) and `-q` flags, flattened into every binary's arguments.
 #[derive(Debug, Clone, Args)]
-pub struct LogArgs {
+pub(crate) struct LogArgs {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -43,7 +43,7 @@ impl LogArgs {
 
 /// Whether log lines on stderr may carry ANSI colour codes: stderr is a terminal and
 /// `NO_COLOR` is unset or empty.
-pub fn colour_stderr() -> bool {
+pub(crate) fn colour_stderr() -> bool {
     use std::io::IsTerminal;
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
@@ -66,7 +66,7 @@ pub enum DeviceChoice {
 }
 
 /// A progress bar on stderr with dmnet's style; hidden under `-q` or when stderr is no terminal.
-pub fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     if QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
@@ -84,7 +84,7 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 /// A binary's exit code from its stage's result: the code the stage chose (0, or 2 when some
 /// studies or cases failed), or 1 after one `error:` line on stderr (the error and its causes,
 /// [`crate::error::report_line`]).
-pub fn exit_code(result: crate::Result<ExitCode>) -> ExitCode {
+pub(crate) fn exit_code(result: crate::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("error: {}", crate::error::report_line(&e));
         ExitCode::FAILURE

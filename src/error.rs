@@ -80,7 +80,7 @@ impl Error {
         }
     }
     /// An invalid-input error for `path`.
-    pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+    pub(crate) fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::InvalidInput {
             path: path.into(),
             msg: msg.into(),
@@ -94,7 +94,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// One line for the user: `err`, then each cause in its `source()` chain that the line does
 /// not already show. [`Error::Io`] prints its `io::Error` and also returns it as its source, so
 /// printing the chain naively (anyhow's `{:#}`) says "Permission denied (os error 13)" twice.
-pub fn report_line(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn report_line(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
@@ -111,7 +111,7 @@ pub fn report_line(err: &(dyn std::error::Error + 'static)) -> String {
 /// Runs `work`; a panic inside it becomes [`Error::Panic`] naming `path` and `what` (the panic
 /// message is kept) instead of unwinding through the caller. Used at the study boundary of
 /// `dmnet-prep ingest`, where one rayon worker's panic would otherwise abort every study.
-pub fn catch_panic<T>(
+pub(crate) fn catch_panic<T>(
     path: impl AsRef<Path>,
     what: &str,
     work: impl FnOnce() -> Result<T>,
@@ -136,7 +136,7 @@ pub fn catch_panic<T>(
 /// `DMNET_DEBUG_PANIC_IN` equals `name` (a study name), so the tests can prove that a panic at
 /// the study boundary is contained. Compiled out of release builds.
 #[doc(hidden)]
-pub fn debug_injected_panic(name: &str) {
+pub(crate) fn debug_injected_panic(name: &str) {
     #[cfg(debug_assertions)]
     if std::env::var_os("DMNET_DEBUG_PANIC_IN").is_some_and(|v| v == name) {
         panic!("injected by DMNET_DEBUG_PANIC_IN={name}");

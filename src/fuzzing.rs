@@ -21,7 +21,7 @@ use crate::volume::{
 use crate::{Error, Result};
 
 /// Joins the files of a multi-file input (chosen to never occur in DICOM or NIfTI data).
-pub const FILE_SEPARATOR: &[u8] = b"\n--dmnet-fuzz-next-file--\n";
+pub(crate) const FILE_SEPARATOR: &[u8] = b"\n--dmnet-fuzz-next-file--\n";
 
 /// Slice size used to exercise the preprocessing of a volume that was read.
 const SIZE: usize = 8;
@@ -246,7 +246,7 @@ fn write_files(scratch: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
 }
 
 /// The files of a multi-file input.
-pub fn split_files(bytes: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn split_files(bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = bytes;
     while let Some(i) = rest

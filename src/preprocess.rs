@@ -155,7 +155,7 @@ impl std::fmt::Display for SliceAxis {
 
 impl SliceAxis {
     /// The world axis (0 = L–R, 1 = A–P, 2 = S–I) a named orientation is perpendicular to.
-    pub fn world_axis(self) -> Option<usize> {
+    pub(crate) fn world_axis(self) -> Option<usize> {
         match self {
             SliceAxis::Sagittal => Some(0),
             SliceAxis::Coronal => Some(1),
@@ -165,7 +165,7 @@ impl SliceAxis {
     }
 
     /// The orientation perpendicular to world axis `w` (0 = L–R, 1 = A–P, else S–I).
-    pub fn from_world_axis(w: usize) -> SliceAxis {
+    pub(crate) fn from_world_axis(w: usize) -> SliceAxis {
         match w {
             0 => SliceAxis::Sagittal,
             1 => SliceAxis::Coronal,
@@ -175,7 +175,7 @@ impl SliceAxis {
 
     /// The orientation of slices through voxel axis `axis` of `vol`: the world axis its
     /// direction is closest to.
-    pub fn of_voxel_axis(vol: &Volume, axis: usize) -> SliceAxis {
+    pub(crate) fn of_voxel_axis(vol: &Volume, axis: usize) -> SliceAxis {
         let d = vol.axis_direction(axis);
         let w = (0..3)
             .max_by(|&a, &b| d[a].abs().total_cmp(&d[b].abs()))
@@ -184,7 +184,7 @@ impl SliceAxis {
     }
 
     /// The voxel axis of `vol` to slice through; `case` names the volume in errors.
-    pub fn voxel_axis(self, vol: &Volume, case: &str) -> Result<usize> {
+    pub(crate) fn voxel_axis(self, vol: &Volume, case: &str) -> Result<usize> {
         match self {
             SliceAxis::Auto => Ok(through_plane_axis(vol)),
             SliceAxis::Voxel(a) if a < 3 => Ok(a),
@@ -216,7 +216,7 @@ impl SliceAxis {
 }
 
 /// Normalises one channel in place per `norm` (see [`Normalization`]).
-pub fn normalize(data: &mut [f32], norm: Normalization, ct_window: [f32; 2]) {
+pub(crate) fn normalize(data: &mut [f32], norm: Normalization, ct_window: [f32; 2]) {
     match norm {
         Normalization::None => {}
         Normalization::Ct => {
@@ -260,7 +260,11 @@ fn mean_std(it: impl Iterator<Item = f32>) -> (f64, f64) {
 
 /// Maps a label volume's values to class indices with `cfg.label_map` (identity when empty).
 /// Errors (naming `labels.source`) for an unmapped non-zero value or a class ≥ `num_classes`.
-pub fn map_labels(labels: &Volume, cfg: &PreprocessConfig, num_classes: usize) -> Result<Vec<u8>> {
+pub(crate) fn map_labels(
+    labels: &Volume,
+    cfg: &PreprocessConfig,
+    num_classes: usize,
+) -> Result<Vec<u8>> {
     let mut lut = vec![None; 65536];
     lut[0] = Some(0u8);
     if cfg.label_map.is_empty() {
@@ -296,7 +300,7 @@ pub fn map_labels(labels: &Volume, cfg: &PreprocessConfig, num_classes: usize) -
 }
 
 /// The through-plane (slicing) axis of a volume; see the module docs for the rule.
-pub fn through_plane_axis(vol: &Volume) -> usize {
+pub(crate) fn through_plane_axis(vol: &Volume) -> usize {
     let sp = vol.spacing;
     let (smin, smax) = (
         sp.iter().cloned().fold(f64::INFINITY, f64::min),
@@ -311,7 +315,7 @@ pub fn through_plane_axis(vol: &Volume) -> usize {
 }
 
 /// The two in-plane axes `(p, q)`, `p < q`, for slicing axis `axis`.
-pub fn in_plane_axes(axis: usize) -> (usize, usize) {
+pub(crate) fn in_plane_axes(axis: usize) -> (usize, usize) {
     match axis {
         0 => (1, 2),
         1 => (0, 2),
@@ -321,7 +325,12 @@ pub fn in_plane_axes(axis: usize) -> (usize, usize) {
 
 /// Slice `k` through `axis` of a volume with `dims` (index `i0 + n0·(i1 + n1·i2)`), as a
 /// row-major `n_p × n_q` array: pixel (r, c) = voxel with index r on axis p, c on axis q.
-pub fn extract_slice<T: Copy>(data: &[T], dims: [usize; 3], axis: usize, k: usize) -> Vec<T> {
+pub(crate) fn extract_slice<T: Copy>(
+    data: &[T],
+    dims: [usize; 3],
+    axis: usize,
+    k: usize,
+) -> Vec<T> {
     let (p, q) = in_plane_axes(axis);
     let (h, w) = (dims[p], dims[q]);
     let stride = [1, dims[0], dims[0] * dims[1]];
@@ -337,7 +346,13 @@ pub fn extract_slice<T: Copy>(data: &[T], dims: [usize; 3], axis: usize, k: usiz
 
 /// Writes a row-major `n_p × n_q` slice back into slice `k` through `axis` (inverse of
 /// [`extract_slice`]); used by inference to assemble a mask volume.
-pub fn insert_slice<T: Copy>(data: &mut [T], dims: [usize; 3], axis: usize, k: usize, s: &[T]) {
+pub(crate) fn insert_slice<T: Copy>(
+    data: &mut [T],
+    dims: [usize; 3],
+    axis: usize,
+    k: usize,
+    s: &[T],
+) {
     let (p, q) = in_plane_axes(axis);
     let (h, w) = (dims[p], dims[q]);
     let stride = [1, dims[0], dims[0] * dims[1]];
@@ -359,7 +374,7 @@ fn linear_tap(o: usize, n: usize, m: usize) -> (usize, usize, f32) {
 
 /// Bilinear resize of a row-major `h × w` plane to `oh × ow` (formula in the module docs).
 /// Also the inverse for probability maps: `resize_bilinear(prob, S, S, H, W)`.
-pub fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub(crate) fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
     assert_eq!(src.len(), h * w, "resize_bilinear: {h}x{w} plane expected");
     if (h, w) == (oh, ow) {
         return src.to_vec();
@@ -380,7 +395,13 @@ pub fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) ->
 
 /// Nearest resize (masks) of a row-major `h × w` plane to `oh × ow`: source index
 /// `min(⌊(o + 0.5)·n/m⌋, n − 1)`.
-pub fn resize_nearest<T: Copy>(src: &[T], h: usize, w: usize, oh: usize, ow: usize) -> Vec<T> {
+pub(crate) fn resize_nearest<T: Copy>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<T> {
     assert_eq!(src.len(), h * w, "resize_nearest: {h}x{w} plane expected");
     let idx = |o: usize, n: usize, m: usize| {
         (((o as f64 + 0.5) * n as f64 / m as f64).floor() as usize).min(n - 1)
@@ -392,25 +413,6 @@ pub fn resize_nearest<T: Copy>(src: &[T], h: usize, w: usize, oh: usize, ow: usi
         out.extend(cols.iter().map(|&c| row[c]));
     }
     out
-}
-
-/// Resizes C stacked S×S probability maps (`C × S × S`, row-major) back to `h × w` each
-/// (bilinear, same formula) and returns the per-pixel argmax (`h × w` class indices).
-pub fn probabilities_to_mask(probs: &[f32], c: usize, s: usize, h: usize, w: usize) -> Vec<u8> {
-    let planes: Vec<Vec<f32>> = (0..c)
-        .map(|k| resize_bilinear(&probs[k * s * s..(k + 1) * s * s], s, s, h, w))
-        .collect();
-    (0..h * w)
-        .map(|i| {
-            let mut best = 0;
-            for k in 1..c {
-                if planes[k][i] > planes[best][i] {
-                    best = k;
-                }
-            }
-            best as u8
-        })
-        .collect()
 }
 
 /// A normalised multi-channel volume ready to be sliced.

@@ -41,7 +41,7 @@ const MR_NAMES: [&str; 16] = [
 impl Modality {
     /// From a DICOM Modality (0008,0060) or a dataset's channel / modality name (`CT`, `MRI`,
     /// `T2w`, `FLAIR`, …); `None` when the name says nothing (`image`, `channel0`, empty).
-    pub fn from_name(name: &str) -> Option<Modality> {
+    pub(crate) fn from_name(name: &str) -> Option<Modality> {
         let n = name.trim().to_ascii_lowercase();
         if n.is_empty() || n.starts_with("channel") || n == "image" {
             return None;
@@ -63,7 +63,7 @@ impl Modality {
 
     /// What a training preprocessing implies: `ct` normalisation = CT, `mri` = MR, else the
     /// channel names decide (all must agree).
-    pub fn of_training(pre: &PreprocessConfig, channels: &[String]) -> Option<Modality> {
+    pub(crate) fn of_training(pre: &PreprocessConfig, channels: &[String]) -> Option<Modality> {
         match pre.normalization {
             Normalization::Ct => Some(Modality::Ct),
             Normalization::Mri => Some(Modality::Mr),
@@ -172,7 +172,7 @@ pub fn mismatches(model: &ModelFacts, data: &DataFacts) -> Vec<String> {
 
 /// Checks `data` against `model`: a mismatch is an error naming both sides (the input's path
 /// and the model); with `allow` it is logged as a warning and `Ok` is returned.
-pub fn enforce(model: &ModelFacts, data: &DataFacts, allow: bool) -> Result<()> {
+pub(crate) fn enforce(model: &ModelFacts, data: &DataFacts, allow: bool) -> Result<()> {
     let found = mismatches(model, data);
     if found.is_empty() {
         return Ok(());
@@ -193,7 +193,7 @@ pub fn enforce(model: &ModelFacts, data: &DataFacts, allow: bool) -> Result<()> 
 
 /// What a shard folder holds: channel and class names and slice size of its first slice,
 /// modality from its prep config (`dmnet.prep_config` metadata).
-pub fn shard_facts(dir: &Path) -> Result<DataFacts> {
+pub(crate) fn shard_facts(dir: &Path) -> Result<DataFacts> {
     use crate::shard::schema::{file_metadata, read_shards, shard_files, META_PREP_CONFIG};
     let files = shard_files(dir)?;
     let first_file = files
@@ -223,7 +223,7 @@ pub fn shard_facts(dir: &Path) -> Result<DataFacts> {
 }
 
 /// The facts of a training run (`RUN/config.json`).
-pub fn run_facts(run_dir: &Path, rc: &RunConfig) -> ModelFacts {
+pub(crate) fn run_facts(run_dir: &Path, rc: &RunConfig) -> ModelFacts {
     let pre: Option<PreprocessConfig> = rc
         .prep_config
         .as_ref()

@@ -9,10 +9,12 @@ pub mod run_config;
 mod run_dir;
 pub mod sidecar;
 
-pub use record::{
-    read_metrics, read_state, write_metrics, CheckpointKind, EpochRecord, RunSummary, TrainState,
+pub use record::CheckpointKind;
+#[cfg_attr(not(feature = "torch"), allow(unused_imports))]
+pub(crate) use record::{
+    read_metrics, read_state, write_metrics, EpochRecord, RunSummary, TrainState,
 };
-pub use run_config::{
-    DataSummary, Fraction, LossConfig, RunConfig, Schedule, SemiLoss, TrainConfig, UnlabeledPass,
-};
-pub use run_dir::{CheckpointFiles, RunDir};
+pub use run_config::{DataSummary, RunConfig, TrainConfig, UnlabeledPass};
+#[cfg_attr(not(feature = "torch"), allow(unused_imports))]
+pub(crate) use run_config::{Fraction, Schedule, SemiLoss};
+pub(crate) use run_dir::RunDir;

@@ -52,7 +52,7 @@ pub struct EpochRecord {
 
 /// Resume state saved with a checkpoint (`checkpoints/<kind>/state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
+pub(crate) struct TrainState {
     /// Validation rounds completed.
     pub epoch: usize,
     /// Optimiser steps taken (the poly schedule's iteration).
@@ -84,7 +84,7 @@ pub struct RunSummary {
 }
 
 /// Reads `metrics.jsonl` (missing file: empty).
-pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
+pub(crate) fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
     let p = run_dir.join("metrics.jsonl");
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
@@ -98,7 +98,7 @@ pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
 }
 
 /// Rewrites `metrics.jsonl` with `records` (used on resume to drop epochs after the checkpoint).
-pub fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<()> {
+pub(crate) fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<()> {
     let p = run_dir.join("metrics.jsonl");
     let mut text = String::new();
     for r in records {
@@ -137,6 +137,6 @@ impl std::fmt::Display for CheckpointKind {
 }
 
 /// The resume state saved beside a run's checkpoint `kind`.
-pub fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
+pub(crate) fn read_state(run_dir: &Path, kind: CheckpointKind) -> Result<TrainState> {
     super::RunDir::new(run_dir).state(kind)
 }

@@ -18,7 +18,7 @@ pub struct Fraction(f64);
 
 impl Fraction {
     /// All of it.
-    pub const ONE: Fraction = Fraction(1.0);
+    pub(crate) const ONE: Fraction = Fraction(1.0);
     /// The value in (0, 1].
     pub fn get(self) -> f64 {
         self.0
@@ -37,7 +37,7 @@ impl Fraction {
         }
     }
     /// The value as a percentage, for names and tables (`10`).
-    pub fn percent(self) -> f64 {
+    pub(crate) fn percent(self) -> f64 {
         self.0 * 100.0
     }
 }
@@ -154,11 +154,11 @@ impl Default for LossConfig {
 
 impl LossConfig {
     /// The unlabeled adversarial weight.
-    pub fn lambda_adv_unlabeled(&self) -> f64 {
+    pub(crate) fn lambda_adv_unlabeled(&self) -> f64 {
         self.lambda_adv_unlabeled.unwrap_or(self.lambda_adv)
     }
     /// The ramp-up factor in [0, 1] at `step` of `total` steps.
-    pub fn ramp(&self, step: usize, total: usize) -> f64 {
+    pub(crate) fn ramp(&self, step: usize, total: usize) -> f64 {
         let len = self.ramp_up * total as f64;
         if len <= 0.0 || step as f64 >= len {
             return 1.0;
@@ -286,11 +286,11 @@ pub struct Schedule {
 
 impl Schedule {
     /// Rounds in the run (the last one may be shorter).
-    pub fn rounds(&self) -> usize {
+    pub(crate) fn rounds(&self) -> usize {
         self.total_steps.div_ceil(self.eval_every.max(1))
     }
     /// Steps in round `r` (from 1).
-    pub fn steps_in(&self, r: usize) -> usize {
+    pub(crate) fn steps_in(&self, r: usize) -> usize {
         let start = (r - 1) * self.eval_every;
         self.eval_every.min(self.total_steps.saturating_sub(start))
     }
@@ -298,7 +298,7 @@ impl Schedule {
 
 impl TrainConfig {
     /// Reads the `[train]` table of a pipeline file (absent table: defaults).
-    pub fn from_pipeline(path: &Path) -> Result<TrainConfig> {
+    pub(crate) fn from_pipeline(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let doc: toml::Table = toml::from_str(&text).map_err(|e| Error::Config {
             path: path.into(),

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 /// A run directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunDir(PathBuf);
+pub(crate) struct RunDir(PathBuf);
 
 /// The three files of one committed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointFiles {
+pub(crate) struct CheckpointFiles {
     /// The model weights (checkpoint variable names = the weight-name contract).
     pub weights: PathBuf,
     /// The optimisers' state.
@@ -85,7 +85,7 @@ impl RunDir {
     }
     /// Commits checkpoint `kind`: `write` fills a fresh temporary folder (weights and optimiser
     /// state; `state` is written here, last), which then replaces the committed one.
-    pub fn commit_checkpoint(
+    pub(crate) fn commit_checkpoint(
         &self,
         kind: CheckpointKind,
         state: &TrainState,

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Name of the graph input.
-pub const INPUT: &str = "image";
+pub(crate) const INPUT: &str = "image";
 /// Name of the averaged probability output.
 pub const PROBABILITIES: &str = "probabilities";
 /// Name of the argmax output.
-pub const LABELS: &str = "labels";
+pub(crate) const LABELS: &str = "labels";
 
 /// The `schema` field of every sidecar.
-pub const SCHEMA: &str = "dmnet.model-sidecar";
+pub(crate) const SCHEMA: &str = "dmnet.model-sidecar";
 /// The sidecar schema version this dmnet writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -90,7 +90,7 @@ pub struct ModelSidecar {
 
 impl ModelSidecar {
     /// The sidecar path of a model file: `model.onnx` → `model.json`.
-    pub fn path_for(model: &Path) -> PathBuf {
+    pub(crate) fn path_for(model: &Path) -> PathBuf {
         model.with_extension("json")
     }
 
@@ -167,7 +167,7 @@ impl ModelSidecar {
     /// Rebuilds a sidecar from an ONNX file's `metadata_props` (`dmnet.<field>` = JSON), as
     /// [`ModelSidecar::metadata_props`] wrote them; `None` when the model carries no `dmnet.*`
     /// entries (not exported by dmnet), an error when they are there but unreadable.
-    pub fn from_metadata_props(
+    pub(crate) fn from_metadata_props(
         props: &std::collections::BTreeMap<String, String>,
         model: &Path,
     ) -> Result<Option<Self>> {
@@ -191,7 +191,7 @@ impl ModelSidecar {
 
     /// The fields inference depends on (preprocessing, channels, classes, network, tensors)
     /// whose values differ between `self` and `other`.
-    pub fn differing_fields(&self, other: &ModelSidecar) -> Vec<&'static str> {
+    pub(crate) fn differing_fields(&self, other: &ModelSidecar) -> Vec<&'static str> {
         let mut out = Vec::new();
         macro_rules! cmp {
             ($($f:ident),*) => { $(if self.$f != other.$f { out.push(stringify!($f)); })* };
@@ -242,7 +242,7 @@ impl ModelSidecar {
 }
 
 /// The preprocessing steps in words, for the sidecar.
-pub fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
+pub(crate) fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
     use crate::preprocess::Normalization as N;
     let norm = match p.normalization {
         N::Ct => format!(

@@ -8,7 +8,8 @@
 use super::graph::{ConvOpts, Dim, GraphBuilder, T};
 use super::onnx::{tensor_proto::DataType, ModelProto};
 use super::weights::Weights;
-pub use crate::artifact::sidecar::{INPUT, LABELS, PROBABILITIES};
+pub use crate::artifact::sidecar::PROBABILITIES;
+pub(crate) use crate::artifact::sidecar::{INPUT, LABELS};
 use crate::model::arch::{ConvSpec, Module, Op, Segmenter, BN_EPS};
 use crate::model::{weight_specs, ModelConfig};
 use crate::Result;

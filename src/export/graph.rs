@@ -19,9 +19,9 @@ use super::onnx::{
 use crate::{Error, Result};
 
 /// Lowest and highest opset the builder writes (ONNX Runtime 1.2x+ runs all of them).
-pub const OPSET_RANGE: (i64, i64) = (13, 21);
+pub(crate) const OPSET_RANGE: (i64, i64) = (13, 21);
 /// The default opset.
-pub const DEFAULT_OPSET: i64 = 17;
+pub(crate) const DEFAULT_OPSET: i64 = 17;
 
 /// A value in the graph: its name and its (channels, height, width); the batch is dynamic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ fn attr_s(name: &str, v: &str) -> AttributeProto {
 }
 
 /// A float32 tensor proto (little-endian raw data).
-pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+pub(crate) fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
     TensorProto {
         name: Some(name.into()),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -111,7 +111,7 @@ pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
 }
 
 /// An int64 tensor proto.
-pub fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
+pub(crate) fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
     TensorProto {
         name: Some(name.into()),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -146,7 +146,7 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 }
 
 /// The IR version that goes with an opset (onnx.helper.VERSION_TABLE).
-pub fn ir_version(opset: i64) -> i64 {
+pub(crate) fn ir_version(opset: i64) -> i64 {
     match opset {
         ..=14 => 7,
         15..=18 => 8,
@@ -216,14 +216,6 @@ impl GraphBuilder {
     /// Adds a float32 initializer (e.g. a checkpoint variable under its own name).
     pub fn initializer(&mut self, name: &str, dims: &[usize], data: &[f32]) {
         self.graph.initializer.push(tensor_f32(name, dims, data));
-    }
-
-    /// Whether an initializer of this name exists.
-    pub fn has_initializer(&self, name: &str) -> bool {
-        self.graph
-            .initializer
-            .iter()
-            .any(|t| t.name.as_deref() == Some(name))
     }
 
     fn fresh(&mut self, op: &str) -> String {
@@ -309,7 +301,7 @@ impl GraphBuilder {
 
     /// ConvTranspose with weight `[cin, cout, k, k]` (an initializer `w`) and optional bias
     /// `b`; PyTorch `conv_transpose2d` semantics (no output padding).
-    pub fn conv_transpose(
+    pub(crate) fn conv_transpose(
         &mut self,
         x: &T,
         w: &str,
@@ -437,7 +429,7 @@ impl GraphBuilder {
     }
 
     /// argmax over channels as uint8 `[N, H, W]`, named `out`.
-    pub fn argmax_u8(&mut self, x: &T, out: &str) -> String {
+    pub(crate) fn argmax_u8(&mut self, x: &T, out: &str) -> String {
         let am = self.node(
             "ArgMax",
             &[&x.name],

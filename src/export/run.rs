@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// What to export.
 #[derive(Debug, Clone)]
-pub struct ExportOptions {
+pub(crate) struct ExportOptions {
     /// The run directory.
     pub run: PathBuf,
     /// The ONNX file to write (the sidecar goes beside it, `.json`).
@@ -27,7 +27,7 @@ pub struct ExportOptions {
 
 /// What was written.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ExportSummary {
+pub(crate) struct ExportSummary {
     /// The ONNX file.
     pub onnx: PathBuf,
     /// The sidecar.
@@ -70,7 +70,7 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 /// The run's model config, preprocessing config, channel names and class names: from
 /// `train::RunConfig` (`train.model`, `prep_config.preprocess`, `data.channel_names`,
 /// `data.label_names`), else found by key anywhere in `config.json` (hand-made run dirs).
-pub fn read_run_config(
+pub(crate) fn read_run_config(
     run: &Path,
 ) -> Result<(ModelConfig, PreprocessConfig, Vec<String>, Vec<String>)> {
     let path = run.join("config.json");
@@ -137,7 +137,7 @@ pub fn read_run_config(
 }
 
 /// The checkpoint weights of a run.
-pub fn checkpoint_path(run: &Path, kind: CheckpointKind) -> Result<PathBuf> {
+pub(crate) fn checkpoint_path(run: &Path, kind: CheckpointKind) -> Result<PathBuf> {
     Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
@@ -185,7 +185,7 @@ fn spec(name: &str, dtype: &str, shape: Vec<Value>, description: &str) -> Tensor
 }
 
 /// Builds the sidecar for a run and checkpoint.
-pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
+pub(crate) fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
     let (model, prep, channel_names, class_names) = read_run_config(&opts.run)?;
     let bytes = std::fs::read(ckpt).map_err(|e| Error::io(ckpt, e))?;
     let (s, c, k) = (model.input_size, model.in_channels, model.num_classes);
@@ -239,7 +239,7 @@ pub fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSidecar> {
 }
 
 /// Exports a run: `opts.out` (ONNX) and its sidecar.
-pub fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSummary)> {
+pub(crate) fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSummary)> {
     let ckpt = checkpoint_path(&opts.run, opts.checkpoint)?;
     let sidecar = make_sidecar(opts, &ckpt)?;
     let weights = super::weights::Weights::open(&ckpt)?;

@@ -41,14 +41,6 @@ impl Weights {
         })
     }
 
-    /// Builds weights from memory (tests).
-    pub fn from_map(path: &Path, tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
-        Weights {
-            path: path.to_path_buf(),
-            tensors,
-        }
-    }
-
     /// The checkpoint file.
     pub fn path(&self) -> &Path {
         &self.path

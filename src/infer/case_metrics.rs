@@ -83,7 +83,7 @@ pub fn case_metrics(
 }
 
 /// Writes the rows as CSV (`case,class,name,dice,iou,tp,fp,fn,n_pred,n_ref`).
-pub fn write_csv(path: &Path, rows: &[CaseClassMetrics]) -> Result<PathBuf> {
+pub(crate) fn write_csv(path: &Path, rows: &[CaseClassMetrics]) -> Result<PathBuf> {
     let err = |e: csv::Error| Error::invalid(path, format!("writing CSV: {e}"));
     let mut w = csv::Writer::from_path(path).map_err(err)?;
     w.write_record([

@@ -96,7 +96,7 @@ fn is_nifti(p: &Path) -> bool {
 
 /// Label maps lying beside images: `segmentation`, `label`, `*_seg`, `*_seg-manual`,
 /// `*_label(s)`, `*_mask`, `*_gt`.
-pub fn is_label_name(stem: &str) -> bool {
+pub(crate) fn is_label_name(stem: &str) -> bool {
     let s = stem.to_ascii_lowercase();
     if ["segmentation", "label", "labels", "mask", "seg"].contains(&s.as_str()) {
         return true;

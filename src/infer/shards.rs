@@ -13,7 +13,7 @@ use crate::shard::Split;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub use crate::shard::predictions::{write_predictions, Prediction};
+pub(crate) use crate::shard::predictions::{write_predictions, Prediction};
 
 /// Argmax over classes of `K × S × S` probabilities (first maximum wins, like `argmax`).
 pub fn argmax(p: &[f32], k: usize, n: usize) -> Vec<u8> {
@@ -30,18 +30,6 @@ pub fn argmax(p: &[f32], k: usize, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// tch `upsample_nearest2d` (legacy nearest: source `min(⌊o·n/m⌋, n − 1)`), which
-/// `dmnet-train` applies to masks of shards whose size differs from the model's.
-pub fn resize_nearest_legacy(src: &[u8], h: usize, w: usize, oh: usize, ow: usize) -> Vec<u8> {
-    let idx = |o: usize, n: usize, m: usize| ((o as f64 * n as f64 / m as f64) as usize).min(n - 1);
-    let mut out = Vec::with_capacity(oh * ow);
-    for r in 0..oh {
-        let row = idx(r, h, oh) * w;
-        out.extend((0..ow).map(|c| src[row + idx(c, w, ow)]));
-    }
-    out
-}
-
 /// A shard row's image at the model size S (bilinear, half-pixel, as `dmnet-train` resizes).
 fn image_at(r: &SliceRecord, c: usize, s: usize) -> Vec<f32> {
     let (h, w) = (r.height as usize, r.width as usize);
@@ -53,21 +41,9 @@ fn image_at(r: &SliceRecord, c: usize, s: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A shard row's mask at the model size S, if it has one.
-pub fn mask_at(r: &SliceRecord, s: usize) -> Option<Vec<u8>> {
-    let (h, w) = (r.height as usize, r.width as usize);
-    r.mask.as_ref().map(|m| {
-        if (h, w) == (s, s) {
-            m.clone()
-        } else {
-            resize_nearest_legacy(m, h, w, s, s)
-        }
-    })
-}
-
 /// Runs a batch of shard rows (with test-time augmentation `tta`); checks channels against the
 /// model (naming `dir`) and resizes slices whose size differs from the model's S.
-pub fn predict_rows(
+pub(crate) fn predict_rows(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
     rows: &[SliceRecord],
@@ -114,7 +90,11 @@ pub fn predict_rows(
 }
 
 /// Accumulates metrics for the rows that carry a mask.
-pub fn add_metrics(acc: &mut MetricsAccumulator, rows: &[SliceRecord], preds: &[Prediction]) {
+pub(crate) fn add_metrics(
+    acc: &mut MetricsAccumulator,
+    rows: &[SliceRecord],
+    preds: &[Prediction],
+) {
     for (r, p) in rows.iter().zip(preds) {
         if let Some(gt) = &r.mask {
             acc.add(
@@ -130,7 +110,7 @@ pub fn add_metrics(acc: &mut MetricsAccumulator, rows: &[SliceRecord], preds: &[
 
 /// The metrics file of a shard run.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct ShardMetrics {
+pub(crate) struct ShardMetrics {
     /// The shard folder.
     pub shards: PathBuf,
     /// The model.
@@ -151,14 +131,5 @@ mod tests {
         // K = 3 classes, 2 pixels: pixel 0 → class 2, pixel 1 tie between 0 and 1 → 0.
         let p = [0.1, 0.4, 0.2, 0.4, 0.7, 0.2];
         assert_eq!(argmax(&p, 3, 2), [2, 0]);
-    }
-
-    #[test]
-    fn legacy_nearest_matches_torch_upsample_nearest2d() {
-        // torch: F.interpolate(arange(4).view(1,1,1,4), size=(1,6), mode="nearest")
-        // → [0, 0, 1, 2, 2, 3]; downsampling 4 → 3 picks 0, 1, 2.
-        let row = [0u8, 1, 2, 3];
-        assert_eq!(resize_nearest_legacy(&row, 1, 4, 1, 6), [0, 0, 1, 2, 2, 3]);
-        assert_eq!(resize_nearest_legacy(&row, 1, 4, 1, 3), [0, 1, 2]);
     }
 }

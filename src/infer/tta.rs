@@ -24,7 +24,7 @@ type Mirror = (bool, bool);
 
 impl Tta {
     /// The mirrorings averaged, the identity first.
-    pub fn mirrors(self) -> &'static [Mirror] {
+    pub(crate) fn mirrors(self) -> &'static [Mirror] {
         match self {
             Tta::None => &[(false, false)],
             Tta::Flip => &[(false, false), (false, true)],
@@ -34,7 +34,7 @@ impl Tta {
 }
 
 /// Mirrors every `h × w` plane of `x` (planes stored one after the other, row-major).
-pub fn mirror(x: &[f32], h: usize, w: usize, (rows, cols): Mirror) -> Vec<f32> {
+pub(crate) fn mirror(x: &[f32], h: usize, w: usize, (rows, cols): Mirror) -> Vec<f32> {
     if !rows && !cols {
         return x.to_vec();
     }

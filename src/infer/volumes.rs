@@ -18,20 +18,18 @@ use std::path::Path;
 
 /// A segmented volume.
 #[derive(Debug, Clone)]
-pub struct Segmentation {
+pub(crate) struct Segmentation {
     /// Class indices in the voxel order of the input.
     pub mask: Vec<u8>,
     /// When asked for: K probability maps at source resolution, each in voxel order.
     pub probabilities: Option<Vec<Vec<f32>>>,
     /// Slices run through the model.
     pub slices: usize,
-    /// The voxel axis sliced through.
-    pub axis: usize,
 }
 
 /// How to run a volume.
 #[derive(Debug, Clone, Copy)]
-pub struct SegmentOptions {
+pub(crate) struct SegmentOptions {
     /// Slices per model run.
     pub batch: usize,
     /// Keep the class probabilities at source resolution.
@@ -41,7 +39,7 @@ pub struct SegmentOptions {
 }
 
 /// Segments one volume (see the module docs).
-pub fn segment_volume(
+pub(crate) fn segment_volume(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
     vols: Vec<Volume>,
@@ -106,7 +104,6 @@ pub fn segment_volume(
         mask,
         probabilities: probs,
         slices: n,
-        axis: prepared.axis,
     })
 }
 
@@ -134,12 +131,16 @@ fn put_f32(b: &mut [u8], off: usize, v: f32) {
 }
 
 /// `NIFTI_INTENT_VECTOR`: a vector per voxel, stored along dim 5.
-pub const NIFTI_INTENT_VECTOR: i16 = 1007;
+pub(crate) const NIFTI_INTENT_VECTOR: i16 = 1007;
 
 /// Writes `K` probability maps as one 5-D float32 NIfTI-1 (dims `[X, Y, Z, 1, K]`, intent
 /// [`NIFTI_INTENT_VECTOR`], intent name `probabilities`) with the geometry of `reference`
 /// (same dims, pixdim, qform/sform as the mask).
-pub fn write_probabilities(path: &Path, probs: &[Vec<f32>], reference: &Volume) -> Result<()> {
+pub(crate) fn write_probabilities(
+    path: &Path,
+    probs: &[Vec<f32>],
+    reference: &Volume,
+) -> Result<()> {
     let g: &NiftiGeometry = &reference.header;
     let mut h = vec![0u8; 352];
     h[0..4].copy_from_slice(&348i32.to_le_bytes());

@@ -143,7 +143,7 @@ fn case_metrics(name: &str, c: &Case, k: usize) -> CaseMetrics {
 }
 
 /// Metrics of two binary volumes of `dims` = [slices, rows, cols], `spacing` in the same order.
-pub fn class_metrics(
+pub(crate) fn class_metrics(
     a: &[bool],
     b: &[bool],
     dims: [usize; 3],

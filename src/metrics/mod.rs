@@ -161,7 +161,7 @@ fn directed(from: &[(usize, usize)], to: &[(usize, usize)], spacing: [f64; 2]) -
 }
 
 /// NumPy's default (linear) percentile of unsorted values.
-pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+pub(crate) fn percentile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN distances"));
     let pos = q / 100.0 * (values.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
@@ -180,7 +180,9 @@ pub fn hd95(a: &[bool], b: &[bool], h: usize, w: usize, spacing: [f64; 2]) -> Op
 }
 
 mod case;
-pub use case::{CaseAccumulator, CaseMetrics, CaseSummary, ClassCaseMetrics};
+#[cfg_attr(not(feature = "torch"), allow(unused_imports))]
+pub(crate) use case::CaseMetrics;
+pub use case::{CaseAccumulator, CaseSummary};
 
 /// What an evaluation says beyond the metrics, to see a collapse coming: the predicted and
 /// the true foreground fractions (any class > 0) and the Dice between the two decoders'
@@ -197,7 +199,7 @@ pub struct Diagnostics {
 
 /// Accumulates [`Diagnostics`] over slices.
 #[derive(Debug, Clone, Default)]
-pub struct DiagnosticsAccumulator {
+pub(crate) struct DiagnosticsAccumulator {
     pixels: u64,
     pred_fg: u64,
     true_fg: u64,

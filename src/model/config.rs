@@ -29,7 +29,7 @@ impl Encoder {
         Encoder::Resnet101,
     ];
     /// Blocks per layer.
-    pub fn blocks(self) -> [usize; 4] {
+    pub(crate) fn blocks(self) -> [usize; 4] {
         match self {
             Encoder::Resnet18 => [2, 2, 2, 2],
             Encoder::Resnet34 | Encoder::Resnet50 => [3, 4, 6, 3],
@@ -37,11 +37,11 @@ impl Encoder {
         }
     }
     /// Whether the blocks are bottlenecks (expansion 4).
-    pub fn bottleneck(self) -> bool {
+    pub(crate) fn bottleneck(self) -> bool {
         matches!(self, Encoder::Resnet50 | Encoder::Resnet101)
     }
     /// Channel expansion of a block (1 or 4).
-    pub fn expansion(self) -> usize {
+    pub(crate) fn expansion(self) -> usize {
         if self.bottleneck() {
             4
         } else {
@@ -97,7 +97,7 @@ impl Variant {
         !matches!(self, Variant::Supervised | Variant::NoAdvNoSharpen)
     }
     /// Whether the soft masks are sharpened before L_semi.
-    pub fn sharpens(self) -> bool {
+    pub(crate) fn sharpens(self) -> bool {
         !matches!(self, Variant::NoSharpen | Variant::NoAdvNoSharpen)
     }
     /// Whether decoder 2 has its own encoder (`encoder2.*`).
@@ -181,7 +181,7 @@ impl AsppRates {
     /// DeepLab's 6, 12, 18 is scaled by F/32 and rounded half up, at least 1, then raised where
     /// needed to exceed the previous one (distinct, increasing): S = 512 → 6/12/18,
     /// 240 → 3/6/8, 224 → 3/5/8, 128 → 2/3/5, 64 → 1/2/3.
-    pub fn resolve(self, input_size: usize) -> [usize; 3] {
+    pub(crate) fn resolve(self, input_size: usize) -> [usize; 3] {
         match self {
             AsppRates::Fixed(r) => r,
             AsppRates::Auto => {
@@ -245,10 +245,10 @@ impl<'de> Deserialize<'de> for AsppRates {
 
 /// The multiple every input size must be (the encoder downsamples by 32, but ASPP runs at
 /// stride 16 and every upsampling targets an explicit size, so 16 suffices).
-pub const SIZE_MULTIPLE: usize = 16;
+pub(crate) const SIZE_MULTIPLE: usize = 16;
 
 /// Checks that the network can take an S×S input.
-pub fn validate_input_size(size: usize) -> Result<()> {
+pub(crate) fn validate_input_size(size: usize) -> Result<()> {
     if size < 2 * SIZE_MULTIPLE || !size.is_multiple_of(SIZE_MULTIPLE) {
         return Err(Error::Config {
             path: PathBuf::from("<model>"),

@@ -8,7 +8,8 @@ mod names;
 #[cfg(feature = "torch")]
 mod net;
 
-pub use config::{validate_input_size, AsppRates, Encoder, ModelConfig, Variant, SIZE_MULTIPLE};
+pub(crate) use config::validate_input_size;
+pub use config::{AsppRates, Encoder, ModelConfig, Variant};
 pub use names::{
     discriminator_specs, param_groups, weight_names, weight_specs, ParamGroups, WeightSpec,
 };

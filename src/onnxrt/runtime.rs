@@ -20,7 +20,7 @@ pub struct RuntimeInfo {
 /// The candidate library paths, in search order, with where each came from. An explicit
 /// `--ort-lib` or `ORT_DYLIB_PATH` is used alone: a user who names a library gets that one or
 /// an error, never a silent fallback to another.
-pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
+pub(crate) fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     if let Some(p) = explicit {
         return vec![("--ort-lib".into(), p.to_path_buf())];
     }

@@ -156,7 +156,7 @@ impl OnnxModel {
     }
 
     /// The dims of output `name` (`None` entries: dynamic), if the model has that output.
-    pub fn output_shape(&self, name: &str) -> Option<&[Option<usize>]> {
+    pub(crate) fn output_shape(&self, name: &str) -> Option<&[Option<usize>]> {
         self.output_names
             .iter()
             .position(|n| n == name)

@@ -132,7 +132,7 @@ struct PipelineFile {
 
 impl PrepConfig {
     /// Reads the `[prep]` table of a pipeline file (serde defaults, unknown keys rejected).
-    pub fn from_pipeline(path: &Path) -> Result<Self> {
+    pub(crate) fn from_pipeline(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg_err = |msg: String| Error::Config {
             path: path.to_path_buf(),

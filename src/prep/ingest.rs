@@ -71,7 +71,7 @@ pub struct Totals {
 
 impl Manifest {
     /// Recomputes `counts` and `totals` from `studies`.
-    pub fn recount(&mut self) {
+    pub(crate) fn recount(&mut self) {
         self.studies.sort_by(|a, b| a.study.cmp(&b.study));
         let mut counts: BTreeMap<Split, BTreeMap<Role, u64>> = BTreeMap::new();
         let mut t = Totals {
@@ -105,7 +105,7 @@ impl Manifest {
 }
 
 /// Writes `bytes` to `path` via a temporary name + rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
@@ -117,7 +117,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The manifest file name of a worker (`_manifest.json` for a single worker).
-pub fn manifest_name(worker: (usize, usize)) -> String {
+pub(crate) fn manifest_name(worker: (usize, usize)) -> String {
     if worker.1 <= 1 {
         folder::MANIFEST.into()
     } else {

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 /// Where a study's image channels come from.
 #[derive(Debug, Clone)]
-pub enum StudyImages {
+pub(crate) enum StudyImages {
     /// One NIfTI file per channel: (channel name, path).
     Nifti(Vec<(String, PathBuf)>),
     /// A DICOM series (one channel).
@@ -23,7 +23,7 @@ pub enum StudyImages {
 
 /// Where a study's labels come from.
 #[derive(Debug, Clone)]
-pub enum LabelSource {
+pub(crate) enum LabelSource {
     /// Unlabeled.
     None,
     /// A NIfTI label map.
@@ -34,7 +34,7 @@ pub enum LabelSource {
 
 /// One study (one image volume of one patient).
 #[derive(Debug, Clone)]
-pub struct Study {
+pub(crate) struct Study {
     /// Unique, stable id (relative path of its first image or series folder + UID); the resume
     /// key in the journal.
     pub name: String,
@@ -74,7 +74,7 @@ fn strip_nii(name: &str) -> Option<&str> {
 }
 
 /// Detects the layout of `input` (a folder, or a `.csv` manifest).
-pub fn detect(input: &Path) -> Result<Layout> {
+pub(crate) fn detect(input: &Path) -> Result<Layout> {
     if input.is_file() {
         return if input.extension().is_some_and(|e| e == "csv") {
             Ok(Layout::Manifest)
@@ -117,7 +117,7 @@ pub fn detect(input: &Path) -> Result<Layout> {
 /// warnings (a case without its label, a SEG referencing no series of the input, …), each
 /// naming the file(s) concerned.
 #[derive(Debug, Clone)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     /// The layout used (after detection).
     pub layout: Layout,
     /// The studies, sorted by name.
@@ -128,7 +128,7 @@ pub struct Discovery {
 
 /// Lists the studies of `input` for `layout` (`Auto` detects it and logs the choice).
 /// `channels` = the pipeline's channel names (brats: file suffixes).
-pub fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<Discovery> {
+pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<Discovery> {
     let layout = if layout == Layout::Auto {
         let l = detect(input)?;
         tracing::info!("layout: detected {l:?} in {}", input.display());

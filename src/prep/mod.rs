@@ -27,6 +27,7 @@ mod synth_dicom;
 pub mod upgrade;
 pub mod writer;
 
-pub use config::{IngestOptions, Layout, PrepConfig, Protocol};
+pub(crate) use config::{IngestOptions, Layout, PrepConfig, Protocol};
 pub use ingest::{ingest, merge, Manifest};
-pub use inspect::{inspect, InspectReport};
+pub use inspect::inspect;
+pub use inspect::InspectReport;

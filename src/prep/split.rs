@@ -29,10 +29,10 @@ pub fn patient_key(raw: &str, salt: &str, keep: bool) -> String {
 /// The salt used when neither `--salt` nor `DMNET_SALT` is given. It is published in this
 /// source code, so anyone holding a list of PatientIDs can recompute the keys made with it:
 /// fine for a local experiment, never for shards that leave the machine ([`resolve_salt`]).
-pub const PUBLIC_SALT: &str = "dmnet-default-salt";
+pub(crate) const PUBLIC_SALT: &str = "dmnet-default-salt";
 
 /// The shortest salt `--shareable` accepts (a short salt can be guessed, and with it every key).
-pub const MIN_SHAREABLE_SALT_LEN: usize = 16;
+pub(crate) const MIN_SHAREABLE_SALT_LEN: usize = 16;
 
 /// Chooses the patient-key salt (policy of issue 12, README "Patient keys"):
 /// `--salt` (`flag`), else `DMNET_SALT` (`env`); an empty value counts as absent.
@@ -41,7 +41,7 @@ pub const MIN_SHAREABLE_SALT_LEN: usize = 16;
 /// - `shareable` (the output is meant to leave this machine): a salt of at least
 ///   [`MIN_SHAREABLE_SALT_LEN`] characters other than the public one is required, and
 ///   `--keep-patient-ids` is refused.
-pub fn resolve_salt(
+pub(crate) fn resolve_salt(
     flag: Option<&str>,
     env: Option<&str>,
     keep_ids: bool,
@@ -84,19 +84,19 @@ pub fn resolve_salt(
 }
 
 /// The warning printed when the keys are salted with [`PUBLIC_SALT`].
-pub const PUBLIC_SALT_WARNING: &str =
+pub(crate) const PUBLIC_SALT_WARNING: &str =
     "NO --salt / DMNET_SALT: patient keys use the PUBLIC built-in salt, so anyone with a list of \
      PatientIDs can recompute them. Keep these shards private, or re-run with a private \
      --salt (and --shareable to enforce it) before sharing them.";
 
 /// Whether a manifest's salt fingerprint is that of [`PUBLIC_SALT`].
-pub fn is_public_salt(fingerprint: &str) -> bool {
+pub(crate) fn is_public_salt(fingerprint: &str) -> bool {
     fingerprint == salt_fingerprint(PUBLIC_SALT)
 }
 
 /// A short fingerprint of the salt (recorded in the manifest to catch a resume with another
 /// salt; it does not reveal the salt).
-pub fn salt_fingerprint(salt: &str) -> String {
+pub(crate) fn salt_fingerprint(salt: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"dmnet-salt-fingerprint\0");
     h.update(salt.as_bytes());
@@ -105,7 +105,7 @@ pub fn salt_fingerprint(salt: &str) -> String {
 
 /// The patient split, by patient key (`OUT/splits.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Splits {
+pub(crate) struct Splits {
     /// Seed used to shuffle the patients.
     pub seed: u64,
     /// train:val:test ratio.
@@ -162,7 +162,7 @@ impl Splits {
     }
 
     /// The split of a patient key, if listed.
-    pub fn split_of(&self, key: &str) -> Option<Split> {
+    pub(crate) fn split_of(&self, key: &str) -> Option<Split> {
         let has = |v: &Vec<String>| v.iter().any(|k| k == key);
         if has(&self.train) || has(&self.unlabeled) {
             Some(Split::Train)
@@ -176,7 +176,7 @@ impl Splits {
     }
 
     /// Whether a training patient's slices keep their labels (`all-slices` budget).
-    pub fn in_labeled_budget(&self, key: &str) -> bool {
+    pub(crate) fn in_labeled_budget(&self, key: &str) -> bool {
         self.labeled_train.iter().any(|k| k == key)
     }
 
@@ -192,7 +192,7 @@ impl Splits {
 
 /// The RNG for one study's slice draws: seeded by the run seed and the study's name, so a
 /// study draws the same slices whatever the worker or thread order.
-pub fn study_rng(seed: u64, study: &str) -> ChaCha8Rng {
+pub(crate) fn study_rng(seed: u64, study: &str) -> ChaCha8Rng {
     let mut h = Sha256::new();
     h.update(seed.to_le_bytes());
     h.update(study.as_bytes());
@@ -202,7 +202,7 @@ pub fn study_rng(seed: u64, study: &str) -> ChaCha8Rng {
 
 /// `paper` protocol draws: one labeled slice among `foreground` and up to `n_unlabeled` other
 /// foreground slices (sorted). Returns `(labeled, unlabeled)`.
-pub fn draw_paper(
+pub(crate) fn draw_paper(
     foreground: &[usize],
     n_unlabeled: usize,
     rng: &mut ChaCha8Rng,

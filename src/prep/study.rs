@@ -17,7 +17,7 @@ use crate::{Error, Result};
 
 /// How one study is used: its patient key, split, and whether its labels are used.
 #[derive(Debug, Clone)]
-pub struct StudyPlan {
+pub(crate) struct StudyPlan {
     /// Pseudonymous patient key.
     pub key: String,
     /// The patient's split.
@@ -28,7 +28,7 @@ pub struct StudyPlan {
 
 /// Reads and preprocesses a study; returns the volume, its class mask (if labeled) and the
 /// label names.
-pub fn load_study(
+pub(crate) fn load_study(
     study: &Study,
     cfg: &PrepConfig,
 ) -> Result<(PreparedVolume, Option<Vec<u8>>, Vec<String>)> {
@@ -108,7 +108,7 @@ fn study_geometry(study: &Study) -> Result<Volume> {
 /// sagittal) that most volumes' own through-plane axis has (ties: axial, then coronal),
 /// from headers only; logged with the counts. Other settings are returned as they are.
 /// Studies whose header cannot be read are left out here (they fail later by name).
-pub fn resolve_slice_axis(studies: &[Study], axis: SliceAxis) -> SliceAxis {
+pub(crate) fn resolve_slice_axis(studies: &[Study], axis: SliceAxis) -> SliceAxis {
     if axis != SliceAxis::Auto {
         return axis;
     }
@@ -170,7 +170,7 @@ fn select_channels(
 }
 
 /// Processes one study into shard rows according to the protocol and its plan.
-pub fn process_study(
+pub(crate) fn process_study(
     study: &Study,
     plan: &StudyPlan,
     cfg: &PrepConfig,

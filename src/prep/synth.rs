@@ -223,7 +223,7 @@ pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthSummary> {
 }
 
 /// Voxel payloads the phantom writes.
-pub enum Voxels<'a> {
+pub(crate) enum Voxels<'a> {
     /// float32 (NIfTI datatype 16).
     F32(&'a [f32]),
     /// uint8 (NIfTI datatype 2).
@@ -232,7 +232,7 @@ pub enum Voxels<'a> {
 
 /// Minimal NIfTI-1 single-file writer (gzip), sform and qform both set (code 1, scanner).
 /// Independent of the reader in `volume`, so reading these files back tests that reader.
-pub fn write_nifti(path: &Path, p: &Phantom, voxels: Voxels) -> Result<()> {
+pub(crate) fn write_nifti(path: &Path, p: &Phantom, voxels: Voxels) -> Result<()> {
     let (datatype, bitpix, bytes): (i16, i16, Vec<u8>) = match voxels {
         Voxels::F32(v) => (16, 32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Voxels::U8(v) => (2, 8, v.to_vec()),

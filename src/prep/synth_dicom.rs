@@ -31,7 +31,7 @@ fn uid(seed: u64, patient: usize, what: u64, k: usize) -> String {
 }
 
 /// Writes `p` as one DICOM file per axial slice into `dir`.
-pub fn write_series(dir: &Path, p: &Phantom, patient: usize, seed: u64) -> Result<()> {
+pub(crate) fn write_series(dir: &Path, p: &Phantom, patient: usize, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let [nx, ny, nz] = p.dims;
     let a = &p.affine;

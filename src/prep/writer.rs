@@ -49,12 +49,12 @@ pub struct StudyEntry {
 }
 
 /// Journal file of a worker.
-pub fn journal_path(out: &Path, worker: usize) -> PathBuf {
+pub(crate) fn journal_path(out: &Path, worker: usize) -> PathBuf {
     out.join(folder::journal_name(worker))
 }
 
 /// Reads a journal; a torn last line (kill during append) is ignored.
-pub fn read_journal(path: &Path) -> Result<Vec<StudyEntry>> {
+pub(crate) fn read_journal(path: &Path) -> Result<Vec<StudyEntry>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
@@ -65,7 +65,7 @@ pub fn read_journal(path: &Path) -> Result<Vec<StudyEntry>> {
 }
 
 /// The prep config as the part writer needs it.
-pub fn part_options(cfg: &PrepConfig) -> PartOptions {
+pub(crate) fn part_options(cfg: &PrepConfig) -> PartOptions {
     PartOptions {
         zstd_level: cfg.zstd_level,
         prep_config: serde_json::to_string(cfg).expect("config serialises"),
@@ -79,7 +79,7 @@ struct OpenPart {
 }
 
 /// Streams studies' encoded row groups into part files (see module docs).
-pub struct ShardWriter {
+pub(crate) struct ShardWriter {
     out: PathBuf,
     worker: usize,
     next_seq: usize,
@@ -125,12 +125,12 @@ impl ShardWriter {
     }
 
     /// Journals a study without rows (failed, or nothing to write).
-    pub fn journal_only(&mut self, entry: StudyEntry) -> Result<()> {
+    pub(crate) fn journal_only(&mut self, entry: StudyEntry) -> Result<()> {
         self.append_journal(&[entry])
     }
 
     /// Whether slices of `shape` may join this folder; the message says why not.
-    pub fn check_shape(&self, shape: &SliceShape) -> std::result::Result<(), String> {
+    pub(crate) fn check_shape(&self, shape: &SliceShape) -> std::result::Result<(), String> {
         match self.shape {
             Some(s) if s != *shape => Err(format!(
                 "slices are {shape}, the shard folder holds {s} (one channel set and size per folder)"
@@ -182,7 +182,7 @@ impl ShardWriter {
     }
 
     /// Completes the open part: close, sync, journal its studies, rename.
-    pub fn finish_part(&mut self) -> Result<()> {
+    pub(crate) fn finish_part(&mut self) -> Result<()> {
         let Some(part) = self.current.take() else {
             return Ok(());
         };

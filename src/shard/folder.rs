@@ -10,41 +10,41 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Subfolder holding the part files.
-pub const DATA_DIR: &str = "data";
+pub(crate) const DATA_DIR: &str = "data";
 /// The folder's manifest, written last: a folder without it is unfinished.
-pub const MANIFEST: &str = "_manifest.json";
+pub(crate) const MANIFEST: &str = "_manifest.json";
 /// The patient split.
-pub const SPLITS: &str = "_splits.json";
+pub(crate) const SPLITS: &str = "_splits.json";
 /// The complete prep config.
-pub const PREP_CONFIG: &str = "_prep-config.json";
+pub(crate) const PREP_CONFIG: &str = "_prep-config.json";
 /// Fingerprint of the patient-key salt (internal).
-pub const SALT_FINGERPRINT: &str = ".salt-fingerprint";
+pub(crate) const SALT_FINGERPRINT: &str = ".salt-fingerprint";
 /// The v1 manifest name (a v1 folder has it beside its `part-*.parquet`).
 const V1_MANIFEST: &str = "manifest.json";
 
 /// Manifest of worker `w` of a multi-worker ingest (`dmnet-prep merge` joins them).
-pub fn worker_manifest(w: usize) -> String {
+pub(crate) fn worker_manifest(w: usize) -> String {
     format!("_manifest-w{w}.json")
 }
 
 /// Resume journal of worker `w` (internal).
-pub fn journal_name(w: usize) -> String {
+pub(crate) fn journal_name(w: usize) -> String {
     format!(".journal-w{w}.jsonl")
 }
 
 /// The command line of the ingest that writes worker `w`'s share (internal; quoted in the
 /// refusal of an unfinished folder).
-pub fn command_name(w: usize) -> String {
+pub(crate) fn command_name(w: usize) -> String {
     format!(".command-w{w}")
 }
 
 /// Part file name: worker `w` numbers its parts from `w · 10000`.
-pub fn part_name(worker: usize, seq: usize) -> String {
+pub(crate) fn part_name(worker: usize, seq: usize) -> String {
     format!("part-{:05}.parquet", worker * 10000 + seq)
 }
 
 /// The number in a part file name.
-pub fn part_number(name: &str) -> Option<usize> {
+pub(crate) fn part_number(name: &str) -> Option<usize> {
     name.strip_prefix("part-")?
         .strip_suffix(".parquet")?
         .parse()
@@ -52,12 +52,12 @@ pub fn part_number(name: &str) -> Option<usize> {
 }
 
 /// Where part `name` lives.
-pub fn part_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn part_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(DATA_DIR).join(name)
 }
 
 /// The hidden name a part is written under until it is complete.
-pub fn temp_part_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn temp_part_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(DATA_DIR).join(format!(".{name}.tmp"))
 }
 
@@ -102,7 +102,7 @@ pub fn kind(dir: &Path) -> FolderKind {
 }
 
 /// The command that converts a v1 folder.
-pub fn upgrade_command(dir: &Path) -> String {
+pub(crate) fn upgrade_command(dir: &Path) -> String {
     format!(
         "dmnet-prep upgrade {}",
         shell_quote(&dir.display().to_string())
@@ -110,7 +110,7 @@ pub fn upgrade_command(dir: &Path) -> String {
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
@@ -123,7 +123,7 @@ pub fn shell_quote(s: &str) -> String {
 
 /// The part files of a shard folder, sorted: `data/part-*.parquet` (v2) or `part-*.parquet`
 /// (v1, so that the reader can refuse it with the upgrade command). Temporary files are skipped.
-pub fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let base = match kind(dir) {
         FolderKind::V2 => dir.join(DATA_DIR),
         FolderKind::V1 => dir.to_path_buf(),
@@ -151,12 +151,9 @@ pub fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The fields of `_manifest.json` that readers check (the prep stage owns the full type).
 #[derive(Debug, Clone, Deserialize)]
-pub struct ManifestSummary {
+pub(crate) struct ManifestSummary {
     /// Shard schema version.
     pub schema_version: String,
-    /// `[worker, workers]` this manifest covers.
-    #[serde(default)]
-    pub worker: [usize; 2],
     /// Every study: its status, rows and part.
     pub studies: Vec<StudySummary>,
 }
@@ -173,7 +170,7 @@ pub enum StudyStatus {
 
 /// One study of a [`ManifestSummary`].
 #[derive(Debug, Clone, Deserialize)]
-pub struct StudySummary {
+pub(crate) struct StudySummary {
     /// How it ended.
     pub status: StudyStatus,
     /// Rows written.
@@ -186,7 +183,7 @@ pub struct StudySummary {
 
 impl ManifestSummary {
     /// Rows per part file, from the studies that are ok.
-    pub fn rows_per_part(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn rows_per_part(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for s in self.studies.iter().filter(|s| s.status == StudyStatus::Ok) {
             if let Some(p) = &s.part {
@@ -228,7 +225,7 @@ fn unfinished(dir: &Path) -> Error {
 /// Checks that `dir` is a finished v2 shard folder and returns its manifest. Refuses a v1
 /// folder (with the upgrade command), an unfinished one (with the command that finishes it)
 /// and a manifest of another version.
-pub fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
+pub(crate) fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
     match kind(dir) {
         FolderKind::V1 => {
             let what = if dir.join(V1_MANIFEST).exists() {
@@ -281,7 +278,7 @@ pub fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
 
 /// The part files of `dir` must be exactly those its manifest lists: a part it does not list
 /// is foreign (or stale) and a listed part must exist.
-pub fn check_parts_listed(dir: &Path, m: &ManifestSummary, files: &[PathBuf]) -> Result<()> {
+pub(crate) fn check_parts_listed(dir: &Path, m: &ManifestSummary, files: &[PathBuf]) -> Result<()> {
     let listed = m.rows_per_part();
     let present: BTreeSet<String> = files
         .iter()

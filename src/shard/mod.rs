@@ -18,5 +18,6 @@ pub mod schema;
 pub mod v1;
 pub mod writer;
 
-pub use reader::{read_shards, shard_files, Part, PartCache, ShardIndex, ShardReader, SliceRef};
+pub(crate) use reader::Part;
+pub use reader::{read_shards, shard_files, PartCache, ShardIndex};
 pub use schema::{ImageDtype, Role, SliceRecord, SliceShape, Split};

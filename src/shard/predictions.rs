@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// One predicted slice.
 #[derive(Debug, Clone)]
-pub struct Prediction {
+pub(crate) struct Prediction {
     /// Patient key of the shard row.
     pub patient_key: String,
     /// Source path of the shard row.
@@ -27,7 +27,7 @@ pub struct Prediction {
 }
 
 /// Writes the predictions as one Parquet file (zstd), via a temporary name.
-pub fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
+pub(crate) fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("patient_key", DataType::Utf8, false),
         Field::new("source_path", DataType::Utf8, false),

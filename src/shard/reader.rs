@@ -94,7 +94,7 @@ impl Part {
     }
 
     /// The file's `dmnet.*` key-value metadata.
-    pub fn key_values(&self) -> HashMap<String, String> {
+    pub(crate) fn key_values(&self) -> HashMap<String, String> {
         key_values(&self.meta)
     }
 
@@ -147,7 +147,7 @@ impl Part {
     }
 
     /// Reads row group `rg` as records, each checked.
-    pub fn read_row_group(&self, rg: usize) -> Result<Vec<SliceRecord>> {
+    pub(crate) fn read_row_group(&self, rg: usize) -> Result<Vec<SliceRecord>> {
         let mut out = Vec::new();
         for b in self.collect(self.builder(rg)?)? {
             out.extend(batch_to_records(&b, &self.path)?);
@@ -157,7 +157,7 @@ impl Part {
 
     /// Reads row group `rg` as records without the per-row value checks (for `inspect`, which
     /// reports every bad row itself).
-    pub fn read_row_group_unchecked(&self, rg: usize) -> Result<Vec<SliceRecord>> {
+    pub(crate) fn read_row_group_unchecked(&self, rg: usize) -> Result<Vec<SliceRecord>> {
         let mut out = Vec::new();
         for b in self.collect(self.builder(rg)?)? {
             out.extend(super::schema::batch_to_records_unchecked(&b, &self.path)?);
@@ -451,7 +451,7 @@ pub fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The `dmnet.*` key-value metadata of one part file (schema version, prep config JSON, …).
-pub fn file_metadata(file: &Path) -> Result<HashMap<String, String>> {
+pub(crate) fn file_metadata(file: &Path) -> Result<HashMap<String, String>> {
     Ok(Part::open(file)?.key_values())
 }
 

@@ -18,22 +18,23 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use super::reader::{file_metadata, read_shards, shard_files, ShardReader};
+pub(crate) use super::reader::file_metadata;
+pub use super::reader::{read_shards, shard_files};
 
 /// The shard schema version written to `dmnet.schema_version`.
 pub const SCHEMA_VERSION: &str = "2";
 /// Parquet key-value and Arrow schema metadata key holding [`SCHEMA_VERSION`].
-pub const META_SCHEMA_VERSION: &str = "dmnet.schema_version";
+pub(crate) const META_SCHEMA_VERSION: &str = "dmnet.schema_version";
 /// Parquet key-value and Arrow schema metadata key holding the complete prep config as JSON.
-pub const META_PREP_CONFIG: &str = "dmnet.prep_config";
+pub(crate) const META_PREP_CONFIG: &str = "dmnet.prep_config";
 /// Arrow field metadata key naming an extension type.
 const EXTENSION_NAME: &str = "ARROW:extension:name";
 /// Arrow field metadata key holding an extension type's parameters.
 const EXTENSION_METADATA: &str = "ARROW:extension:metadata";
 /// Arrow's canonical fixed-shape tensor extension.
-pub const TENSOR_EXTENSION: &str = "arrow.fixed_shape_tensor";
+pub(crate) const TENSOR_EXTENSION: &str = "arrow.fixed_shape_tensor";
 /// The largest finite float16 value; larger image values need [`ImageDtype::Float32`].
-pub const F16_MAX: f32 = 65504.0;
+pub(crate) const F16_MAX: f32 = 65504.0;
 
 /// How the `image` column stores its values (`[prep] image_dtype`).
 #[derive(
@@ -187,11 +188,11 @@ impl SliceShape {
         }
     }
     /// Values in one `image` row (C·H·W).
-    pub fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
     /// Values in one `mask` row (H·W).
-    pub fn mask_len(&self) -> usize {
+    pub(crate) fn mask_len(&self) -> usize {
         self.height * self.width
     }
 }
@@ -319,7 +320,7 @@ pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef 
 }
 
 /// Reads the slice shape back from a version-2 Arrow schema (`origin` names the file).
-pub fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
+pub(crate) fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
     let wrong = |what: String| {
         Error::invalid(
             origin,
@@ -545,7 +546,7 @@ fn check_shapes(records: &[SliceRecord], shape: &SliceShape) -> Result<()> {
 /// Converts slices of one `shape` to a record batch of [`arrow_schema`]`(shape)`. Refuses
 /// non-finite images, values beyond float16 range when stored as float16, and rows whose shape
 /// or mask values disagree.
-pub fn records_to_batch(records: &[SliceRecord], shape: &SliceShape) -> Result<RecordBatch> {
+pub(crate) fn records_to_batch(records: &[SliceRecord], shape: &SliceShape) -> Result<RecordBatch> {
     check_shapes(records, shape)?;
     let mut b = Builders::new(records.len());
     for r in records {
@@ -772,7 +773,7 @@ fn mask_rows(c: &Columns) -> Result<Vec<Option<Vec<u8>>>> {
 
 /// Converts a version-2 record batch read from `origin` back to slices, checking each row
 /// ([`check_record`]: shape, mask values < number of label names, finite image values).
-pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
+pub(crate) fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
     let rows = batch_to_records_unchecked(batch, origin)?;
     for r in &rows {
         check_record(r, origin)?;
@@ -782,7 +783,10 @@ pub fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceR
 
 /// [`batch_to_records`] without the per-row value checks (for `inspect`, which reports every
 /// bad row itself).
-pub fn batch_to_records_unchecked(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
+pub(crate) fn batch_to_records_unchecked(
+    batch: &RecordBatch,
+    origin: &Path,
+) -> Result<Vec<SliceRecord>> {
     let c = Columns {
         batch,
         origin,
@@ -855,7 +859,7 @@ pub(super) fn scalar_records(c: &Columns) -> Result<Vec<SliceRecord>> {
 
 /// Checks a decoded row: arrays agree with the declared shape, a labeled row has a mask, mask
 /// values index `label_names`, image values are finite.
-pub fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
+pub(crate) fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
     let (h, w, c) = (
         r.height.max(0) as usize,
         r.width.max(0) as usize,

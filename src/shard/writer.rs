@@ -65,7 +65,7 @@ fn properties(shape: &SliceShape, opts: &PartOptions) -> Result<WriterProperties
 }
 
 /// A row group encoded and compressed, ready to be appended to a part file.
-pub struct EncodedRowGroup {
+pub(crate) struct EncodedRowGroup {
     chunks: Vec<ArrowColumnChunk>,
     /// Rows in the group.
     pub rows: usize,
@@ -80,7 +80,7 @@ impl std::fmt::Debug for EncodedRowGroup {
 }
 
 /// Encodes rows of one shape into row groups; usable from any thread.
-pub struct RowGroupEncoder {
+pub(crate) struct RowGroupEncoder {
     schema: SchemaRef,
     factory: ArrowRowGroupWriterFactory,
     shape: SliceShape,
@@ -141,7 +141,7 @@ impl RowGroupEncoder {
     /// parallel loop over studies, a worker waiting for its groups would steal and start
     /// another study while holding this one's rows: peak memory then grows with the number of
     /// studies. `dmnet-prep` encodes in parallel only when fewer studies than threads are left.)
-    pub fn encode_groups(
+    pub(crate) fn encode_groups(
         &self,
         records: &[SliceRecord],
         max_rows: usize,
@@ -159,7 +159,7 @@ impl RowGroupEncoder {
 }
 
 /// A part file being written under its temporary name.
-pub struct PartFile {
+pub(crate) struct PartFile {
     writer: SerializedFileWriter<File>,
     tmp: PathBuf,
     /// The slice shape of its rows.
@@ -186,7 +186,7 @@ impl PartFile {
     }
 
     /// Appends an encoded row group (of this part's shape).
-    pub fn append(&mut self, g: EncodedRowGroup) -> Result<()> {
+    pub(crate) fn append(&mut self, g: EncodedRowGroup) -> Result<()> {
         if g.shape != self.shape {
             return Err(Error::invalid(
                 &self.tmp,
@@ -206,7 +206,7 @@ impl PartFile {
     }
 
     /// Bytes written so far.
-    pub fn bytes_written(&self) -> u64 {
+    pub(crate) fn bytes_written(&self) -> u64 {
         self.writer.bytes_written() as u64
     }
 

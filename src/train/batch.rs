@@ -7,7 +7,7 @@ use rand::Rng;
 use tch::{Device, Tensor};
 
 /// A batch on the device.
-pub struct TensorBatch {
+pub(crate) struct TensorBatch {
     /// Images `[N, C, S, S]`, float.
     pub images: Tensor,
     /// Class masks `[N, S, S]`, int64 (None for unlabeled batches).
@@ -17,7 +17,7 @@ pub struct TensorBatch {
 }
 
 /// Converts records (all `size`×`size`, `channels` channels) to tensors on `device`.
-pub fn to_tensors(
+pub(crate) fn to_tensors(
     records: &[SliceRecord],
     size: usize,
     channels: usize,
@@ -61,7 +61,7 @@ pub fn to_tensors(
 }
 
 /// Flips each slice horizontally (last axis) with probability `p`, image and mask together.
-pub fn random_flip(b: &mut TensorBatch, p: f64, rng: &mut impl Rng) {
+pub(crate) fn random_flip(b: &mut TensorBatch, p: f64, rng: &mut impl Rng) {
     let n = b.images.size()[0];
     let flips: Vec<i64> = (0..n).filter(|_| rng.random::<f64>() < p).collect();
     if flips.is_empty() {

@@ -33,7 +33,7 @@ pub struct DataPlan {
 }
 
 /// The labeled slices of one split (validation / test), in file order.
-pub fn split_refs_of(index: &ShardIndex, split: Split) -> Result<Vec<SliceRef>> {
+pub(crate) fn split_refs_of(index: &ShardIndex, split: Split) -> Result<Vec<SliceRef>> {
     let refs: Vec<SliceRef> = index
         .rows
         .iter()
@@ -76,7 +76,7 @@ impl DataPlan {
     }
 
     /// [`DataPlan::build`] on an index already open.
-    pub fn from_index(index: &ShardIndex, fraction: f64, seed: u64) -> Result<DataPlan> {
+    pub(crate) fn from_index(index: &ShardIndex, fraction: f64, seed: u64) -> Result<DataPlan> {
         Self::check_fraction(fraction)?;
         let rows = &index.rows;
         let mut lab: Vec<&IndexRow> = rows
@@ -112,7 +112,7 @@ impl DataPlan {
 }
 
 /// What a stream yields: a batch of slices (masks dropped for unlabeled streams).
-pub type Batch = Vec<SliceRecord>;
+pub(crate) type Batch = Vec<SliceRecord>;
 
 /// How a stream walks its slices.
 #[derive(Debug, Clone)]

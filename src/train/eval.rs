@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 /// What one evaluation found.
 #[derive(Debug, Clone)]
-pub struct Evaluation {
+pub(crate) struct Evaluation {
     /// Slice-pooled metrics.
     pub metrics: SegMetrics,
     /// Foreground fractions and decoder agreement.
@@ -73,7 +73,7 @@ fn case_of(r: &SliceRecord) -> (String, i64, [f64; 3]) {
 }
 
 /// Evaluates `net` on the labeled slices `refs`; `cases` adds the per-case 3-D metrics.
-pub fn evaluate_net(
+pub(crate) fn evaluate_net(
     net: &DmNet,
     (files, refs): (Arc<Vec<PathBuf>>, &[SliceRef]),
     batch: usize,

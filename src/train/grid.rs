@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// One arm of the grid: a name, its training config, and the fractions and seeds it runs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Arm {
+pub(crate) struct Arm {
     /// Row name in the tables (`supervised`, `dmnet`, `joint-control`, …).
     pub name: String,
     /// One line saying what the arm changes.
@@ -41,7 +41,7 @@ struct GridTable {
 
 /// The arms and the baseline of a pipeline's `[grid]` table.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GridPlan {
+pub(crate) struct GridPlan {
     /// The arms, in file order.
     pub arms: Vec<Arm>,
     /// The arm paired differences are taken against.
@@ -70,7 +70,7 @@ fn config_err(path: &Path, msg: String) -> Error {
 /// Reads the arms of `[grid.arms.*]` from a pipeline file; each arm's keys other than
 /// `description`, `fractions` and `seeds` override the file's `[train]` table. Arms without
 /// fractions or seeds take `[grid] fractions`/`seeds`, then 10 %, 30 % and seeds 0, 1, 2.
-pub fn read_plan(path: &Path) -> Result<GridPlan> {
+pub(crate) fn read_plan(path: &Path) -> Result<GridPlan> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| config_err(path, e.to_string()))?;
     let base = match doc.get("train") {
@@ -144,7 +144,7 @@ pub fn read_plan(path: &Path) -> Result<GridPlan> {
 
 /// One evaluated run of the grid.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GridResult {
+pub(crate) struct GridResult {
     /// Arm name.
     pub arm: String,
     /// Variant name (`dmnet`, `supervised`, …).
@@ -182,7 +182,7 @@ pub struct GridResult {
 }
 
 /// Mean and sample standard deviation (n − 1; 0 for a single value).
-pub fn mean_sd(values: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_sd(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     if values.is_empty() {
         return (f64::NAN, f64::NAN);
@@ -198,7 +198,7 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
 
 /// A metric of a [`GridResult`] as a percentage (or mm), with its column title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
+pub(crate) enum Metric {
     /// Test mIoU %.
     Miou,
     /// Test Dice % pooled over slices.
@@ -286,7 +286,7 @@ fn header(title: String, fractions: &[f64]) -> String {
 
 /// A Markdown table in the layout of the paper's Tables 1/3: one row per arm (in the order
 /// given), one column per labeled fraction, cells `mean ± sd (n)` over seeds.
-pub fn markdown_table(
+pub(crate) fn markdown_table(
     results: &[GridResult],
     arms: &[String],
     checkpoint: &str,
@@ -314,7 +314,7 @@ pub fn markdown_table(
 
 /// Paired differences `arm − baseline` over the seeds both ran: `mean ± sd (n), mean/se`,
 /// where se = sd/√n; |mean/se| > 2 is the bar for a gain.
-pub fn paired_table(
+pub(crate) fn paired_table(
     results: &[GridResult],
     arms: &[String],
     baseline: &str,

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 /// What the grid runs.
 #[derive(Debug, Clone)]
-pub struct GridSpec {
+pub(crate) struct GridSpec {
     /// Shard folder (the split is the one `dmnet-prep` wrote: every run uses the same patients).
     pub shards: PathBuf,
     /// Output folder: one run dir per cell plus grid.json / grid.md.
@@ -129,7 +129,7 @@ fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
 }
 
 /// Runs (or resumes) the whole grid and returns every evaluated result.
-pub fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
+pub(crate) fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
     std::fs::create_dir_all(&spec.out).map_err(|e| Error::io(&spec.out, e))?;
     let todo = cells(spec);
     let total = todo.len();

@@ -8,7 +8,7 @@ use crate::artifact::run_config::SemiLoss;
 use tch::{Kind, Reduction, Tensor};
 
 /// Smoothing added to numerator and denominator of every Dice ratio.
-pub const DICE_EPS: f64 = 1e-5;
+pub(crate) const DICE_EPS: f64 = 1e-5;
 
 fn sum_nhw(t: &Tensor) -> Tensor {
     t.sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Float)
@@ -62,7 +62,7 @@ pub fn semi_loss_stop_gradient(s1: &Tensor, s2: &Tensor) -> Tensor {
 /// `1 − (1/K) Σ_k (2 Σ a·b + ε) / (Σ a² + Σ b² + ε)`: since 2ab ≤ a² + b², its only optimum is
 /// a = b everywhere, so (unlike the linear denominator) raising both masks where they already
 /// exceed half of their sum earns nothing.
-pub fn dice_squared_loss(a: &Tensor, b: &Tensor) -> Tensor {
+pub(crate) fn dice_squared_loss(a: &Tensor, b: &Tensor) -> Tensor {
     let inter = sum_nhw(&(a * b));
     let denom = sum_nhw(&(a * a)) + sum_nhw(&(b * b));
     let dice = (inter * 2.0 + DICE_EPS) / (denom + DICE_EPS);
@@ -71,14 +71,14 @@ pub fn dice_squared_loss(a: &Tensor, b: &Tensor) -> Tensor {
 
 /// MC-Net's mutual consistency: `mean((p1 − sg(s2))²) + mean((p2 − sg(s1))²)`, each decoder's
 /// probabilities pulled towards the other's sharpened, detached probabilities.
-pub fn mse_consistency(p1: &Tensor, p2: &Tensor, s1: &Tensor, s2: &Tensor) -> Tensor {
+pub(crate) fn mse_consistency(p1: &Tensor, p2: &Tensor, s1: &Tensor, s2: &Tensor) -> Tensor {
     let mse = |p: &Tensor, t: &Tensor| p.mse_loss(&t.detach(), Reduction::Mean);
     mse(p1, s2) + mse(p2, s1)
 }
 
 /// L_semi in the configured form, from the two decoders' probabilities `p` and their
 /// sharpened (or, without sharpening, unchanged) masks `s`.
-pub fn semi(
+pub(crate) fn semi(
     form: SemiLoss,
     stop_gradient: bool,
     p: (&Tensor, &Tensor),

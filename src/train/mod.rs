@@ -6,7 +6,8 @@ pub mod data;
 pub mod grid;
 
 mod plot;
-pub use plot::draw_curves;
+#[cfg(feature = "torch")]
+pub(crate) use plot::draw_curves;
 
 #[cfg(feature = "torch")]
 pub mod batch;
@@ -27,6 +28,6 @@ mod step;
 #[cfg(feature = "torch")]
 mod trainer;
 #[cfg(feature = "torch")]
-pub use eval::{evaluate, evaluate_net, EvalReport, Evaluation};
+pub use eval::evaluate;
 #[cfg(feature = "torch")]
 pub use run::{run, Extend, RunSpec};

@@ -50,14 +50,14 @@ impl Adam {
     }
 
     /// Clears the gradients of the optimised variables.
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             p.zero_grad();
         }
     }
 
     /// Whether all gradients are finite (for loss scaling).
-    pub fn grads_finite(&self) -> bool {
+    pub(crate) fn grads_finite(&self) -> bool {
         let _g = tch::no_grad_guard();
         // One device sync for all variables.
         let flags: Vec<Tensor> = self
@@ -115,7 +115,11 @@ impl Adam {
     }
 
     /// Restores the state written by [`Adam::state`].
-    pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    pub(crate) fn load_state(
+        &mut self,
+        prefix: &str,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<()> {
         let get = |k: String| {
             tensors
                 .get(&k)
@@ -134,7 +138,7 @@ impl Adam {
 /// Dynamic loss scaling for fp16 autocast (as torch.cuda.amp.GradScaler: start 2^16, halve on
 /// overflow and skip the step, double after 2000 good steps). Scale 1 when disabled.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct LossScaler {
+pub(crate) struct LossScaler {
     /// Current scale.
     pub scale: f64,
     good_steps: u32,
@@ -151,7 +155,7 @@ impl LossScaler {
         }
     }
     /// Whether the scale is dynamic (mixed precision on).
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
     /// Records whether the step's gradients were finite; returns whether to apply the step.
@@ -174,7 +178,7 @@ impl LossScaler {
 }
 
 /// Poly learning-rate schedule: base·(1 − iter/max_iter)^power.
-pub fn poly_lr(base: f64, iter: usize, max_iter: usize, power: f64) -> f64 {
+pub(crate) fn poly_lr(base: f64, iter: usize, max_iter: usize, power: f64) -> f64 {
     base * (1.0 - iter as f64 / max_iter.max(1) as f64)
         .max(0.0)
         .powf(power)

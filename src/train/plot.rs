@@ -38,7 +38,7 @@ type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
 /// What the curves are drawn with besides the records.
 #[derive(Debug, Clone, Default)]
-pub struct CurveOptions {
+pub(crate) struct CurveOptions {
     /// Title: `run <name>`; `None` = the name of the folder holding the PNG (the run dir).
     pub run_name: Option<String>,
     /// The variant: only the losses it uses are drawn. `None` = the losses that are not zero
@@ -277,14 +277,18 @@ fn val_panel(
 /// Draws the curves of `records` into `path` (PNG, 1200×520): the run name is the folder
 /// holding `path`, the losses drawn are those not zero throughout, the best epoch is the first
 /// with the highest val mIoU. See [`draw_curves_with`].
-pub fn draw_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
+pub(crate) fn draw_curves(records: &[EpochRecord], path: &Path) -> Result<()> {
     draw_curves_with(records, path, &CurveOptions::default())
 }
 
 /// Draws the curves: a log-scale loss panel (only the losses the variant uses) and a
 /// validation panel (mIoU, mean Dice), the best checkpoint's epoch marked in both, the run
 /// name in the title, legends below the panels (never over a curve).
-pub fn draw_curves_with(records: &[EpochRecord], path: &Path, opts: &CurveOptions) -> Result<()> {
+pub(crate) fn draw_curves_with(
+    records: &[EpochRecord],
+    path: &Path,
+    opts: &CurveOptions,
+) -> Result<()> {
     draw(records, path, opts, font_available())
 }
 

@@ -20,13 +20,12 @@ mod dicom;
 mod nifti_io;
 
 pub use dicom::{
-    check_declared_lengths, dicom_series_geometry, read_dicom_pixels, read_dicom_seg,
-    read_dicom_series, read_dicom_timepoint, read_seg_names, scan_dicom_dir, series_timepoints,
-    DicomFile, DicomPixels, DicomSeries, FileKind, Frame, SegLabels, UnreadableFile,
+    check_declared_lengths, read_dicom_pixels, read_dicom_seg, read_dicom_series,
+    read_dicom_timepoint, scan_dicom_dir, series_timepoints, FileKind, Frame,
 };
-pub use nifti_io::{
-    read_nifti, read_nifti_geometry, read_nifti_label, read_nifti_timepoint, write_nifti_mask,
-};
+pub(crate) use dicom::{dicom_series_geometry, read_seg_names, DicomFile, DicomSeries};
+pub(crate) use nifti_io::read_nifti_geometry;
+pub use nifti_io::{read_nifti, read_nifti_label, read_nifti_timepoint, write_nifti_mask};
 
 /// The NIfTI-1 header fields kept with a volume so a mask can be written back with the same
 /// geometry (dims, pixdim, qform/sform codes and parameters, units).
@@ -51,7 +50,7 @@ pub struct NiftiGeometry {
 impl NiftiGeometry {
     /// A header for a volume built from DICOM geometry: sform (code 1, scanner) = `affine`,
     /// qform unset, pixdim = `spacing`, units mm.
-    pub fn from_affine(dims: [usize; 3], affine: &[[f64; 4]; 4], spacing: [f64; 3]) -> Self {
+    pub(crate) fn from_affine(dims: [usize; 3], affine: &[[f64; 4]; 4], spacing: [f64; 3]) -> Self {
         let mut srow = [[0f32; 4]; 3];
         for (r, row) in srow.iter_mut().enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
@@ -119,7 +118,7 @@ impl Volume {
         i0 + self.dims[0] * (i1 + self.dims[1] * i2)
     }
     /// The voxel→world direction (unit vector) of voxel axis `axis`.
-    pub fn axis_direction(&self, axis: usize) -> [f64; 3] {
+    pub(crate) fn axis_direction(&self, axis: usize) -> [f64; 3] {
         let v = [
             self.affine[0][axis],
             self.affine[1][axis],
@@ -130,7 +129,12 @@ impl Volume {
     }
     /// Checks that `other` (e.g. a label map) has the same dims and, within `tol_mm` per
     /// affine entry, the same affine; `case` names the study in the error.
-    pub fn check_same_grid(&self, other: &Volume, case: &str, tol_mm: f64) -> crate::Result<()> {
+    pub(crate) fn check_same_grid(
+        &self,
+        other: &Volume,
+        case: &str,
+        tol_mm: f64,
+    ) -> crate::Result<()> {
         if self.dims != other.dims {
             return Err(crate::Error::Shape {
                 path: other.source.clone(),
@@ -157,7 +161,7 @@ impl Volume {
         Ok(())
     }
     /// Errors (naming the file) when a voxel is NaN or infinite.
-    pub fn check_finite(&self) -> crate::Result<()> {
+    pub(crate) fn check_finite(&self) -> crate::Result<()> {
         if let Some(i) = self.data.iter().position(|v| !v.is_finite()) {
             return Err(crate::Error::invalid(
                 &self.source,
@@ -169,7 +173,7 @@ impl Volume {
 }
 
 /// Euclidean norm of a 3-vector.
-pub fn norm(v: [f64; 3]) -> f64 {
+pub(crate) fn norm(v: [f64; 3]) -> f64 {
     (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt()
 }
 
@@ -182,13 +186,16 @@ pub(crate) fn spacing_of(affine: &[[f64; 4]; 4]) -> [f64; 3] {
 /// Reads an image for inference: a NIfTI file, or a folder holding exactly one DICOM image
 /// series (DICOM SEG objects are ignored). A 4-D input is an error unless `timepoint` picks
 /// one of its time points (0-based).
-pub fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
+pub(crate) fn read_volume(path: &std::path::Path) -> crate::Result<Volume> {
     read_volume_at(path, None)
 }
 
 /// [`read_volume`] with an optional time point of a 4-D input (`None` = the input must be
 /// 3-D).
-pub fn read_volume_at(path: &std::path::Path, timepoint: Option<usize>) -> crate::Result<Volume> {
+pub(crate) fn read_volume_at(
+    path: &std::path::Path,
+    timepoint: Option<usize>,
+) -> crate::Result<Volume> {
     if !path.is_dir() {
         return read_nifti_at(path, timepoint);
     }
@@ -216,7 +223,10 @@ pub fn read_volume_at(path: &std::path::Path, timepoint: Option<usize>) -> crate
 
 /// A NIfTI volume: `None` = the file must be 3-D; `Some(t)` = time point `t` of a 4-D file,
 /// or the volume of a 3-D one (`--timepoint` applies to 4-D inputs only).
-pub fn read_nifti_at(path: &std::path::Path, timepoint: Option<usize>) -> crate::Result<Volume> {
+pub(crate) fn read_nifti_at(
+    path: &std::path::Path,
+    timepoint: Option<usize>,
+) -> crate::Result<Volume> {
     match timepoint {
         None => read_nifti(path),
         Some(t) => nifti_io::read_nifti_timepoint_or_3d(path, t),
@@ -225,7 +235,10 @@ pub fn read_nifti_at(path: &std::path::Path, timepoint: Option<usize>) -> crate:
 
 /// A DICOM series: `None` = the series must be 3-D; `Some(t)` = time point `t` of a 4-D
 /// series, or the volume of a 3-D one.
-pub fn read_dicom_at(series: &DicomSeries, timepoint: Option<usize>) -> crate::Result<Volume> {
+pub(crate) fn read_dicom_at(
+    series: &DicomSeries,
+    timepoint: Option<usize>,
+) -> crate::Result<Volume> {
     match timepoint {
         Some(t) if series_timepoints(series)? > 1 => read_dicom_timepoint(series, t),
         _ => read_dicom_series(series),

@@ -272,7 +272,7 @@ fn check_geometry(path: &Path, h: &nifti::NiftiHeader) -> Result<()> {
 
 /// Reads the header of a NIfTI file (no voxels): a [`Volume`] with dims, affine, spacing and
 /// header and empty data (time point 0 of a 4-D file).
-pub fn read_nifti_geometry(path: &Path) -> Result<Volume> {
+pub(crate) fn read_nifti_geometry(path: &Path) -> Result<Volume> {
     let bytes = file_bytes(path, Some(352))?;
     let p = parse_header(path, &bytes)?;
     RawNifti {

@@ -37,15 +37,15 @@ mod seg;
 mod series;
 
 pub use lengths::check_declared_lengths;
-pub use pixels::{read_dicom_pixels, DicomPixels};
+pub use pixels::read_dicom_pixels;
 pub use scan::scan_dicom_dir;
-pub use seg::{read_dicom_seg, read_seg_names};
-pub use series::{
-    dicom_series_geometry, read_dicom_series, read_dicom_timepoint, series_timepoints,
-};
+pub use seg::read_dicom_seg;
+pub(crate) use seg::read_seg_names;
+pub(crate) use series::dicom_series_geometry;
+pub use series::{read_dicom_series, read_dicom_timepoint, series_timepoints};
 
 /// A file with the DICM marker that could not be used, and why.
-pub type UnreadableFile = (PathBuf, String);
+pub(crate) type UnreadableFile = (PathBuf, String);
 
 /// How a file holds its 2-D images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

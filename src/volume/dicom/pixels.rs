@@ -85,7 +85,7 @@ pub(super) struct PixelFormat {
 
 impl PixelFormat {
     /// Samples per frame.
-    pub fn frame_samples(&self) -> usize {
+    pub(crate) fn frame_samples(&self) -> usize {
         self.rows * self.cols * self.spp
     }
     /// Bytes per frame of native data.

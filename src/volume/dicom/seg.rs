@@ -187,7 +187,7 @@ fn segment_names(obj: &InMemDicomObject) -> Vec<String> {
 }
 
 /// The class names of a DICOM SEG file (header only), see [`read_dicom_seg`].
-pub fn read_seg_names(seg: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_seg_names(seg: &Path) -> Result<Vec<String>> {
     let obj = open(seg, false)?;
     Ok(segment_names(&obj))
 }

@@ -240,7 +240,7 @@ pub fn read_dicom_timepoint(series: &DicomSeries, t: usize) -> Result<Volume> {
 
 /// The geometry of a series (dims, affine, spacing, header; no voxels) from its headers
 /// alone, e.g. to choose a slicing axis before reading pixels.
-pub fn dicom_series_geometry(series: &DicomSeries) -> Result<Volume> {
+pub(crate) fn dicom_series_geometry(series: &DicomSeries) -> Result<Volume> {
     let sorted = sort_series(series)?;
     timepoints(&sorted, series)?;
     geometry(series, &sorted, 0)
