@@ -13,7 +13,8 @@
 // dead code is checked in the default (torch) build.
 #![cfg_attr(not(feature = "torch"), allow(dead_code))]
 
-// Floor: errors, CLI plumbing, volume I/O.
+// Floor: errors, CLI plumbing, atomic file writes, volume I/O.
+mod atomic;
 pub mod cli;
 pub mod error;
 pub mod volume;

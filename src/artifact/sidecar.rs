@@ -222,7 +222,7 @@ impl ModelSidecar {
     /// Writes the sidecar as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("serialisable");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+        crate::atomic::write_bytes(path, text + "\n")
     }
 
     /// The `metadata_props` entries: `dmnet.<field>` = the field as JSON.

@@ -254,7 +254,7 @@ pub(crate) fn export_run(opts: &ExportOptions) -> Result<(ModelSidecar, ExportSu
     if let Some(dir) = opts.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    std::fs::write(&opts.out, &bytes).map_err(|e| Error::io(&opts.out, e))?;
+    crate::atomic::write_bytes(&opts.out, &bytes)?;
     let side = ModelSidecar::path_for(&opts.out);
     sidecar.write(&side)?;
     tracing::info!(

@@ -427,7 +427,7 @@ impl Run<'_> {
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| Error::invalid(path, format!("serialising: {e}")))?;
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    crate::atomic::write_bytes(path, text + "\n")
 }
 
 /// Output files written under hidden temporary names, renamed together by [`Staged::commit`];

@@ -104,18 +104,6 @@ impl Manifest {
     }
 }
 
-/// Writes `bytes` to `path` via a temporary name + rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::io(path, e))
-}
-
 /// The manifest file name of a worker (`_manifest.json` for a single worker).
 pub(crate) fn manifest_name(worker: (usize, usize)) -> String {
     if worker.1 <= 1 {
@@ -160,7 +148,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         .filter(|(i, _)| i % nw == w)
         .map(|(_, s)| s)
         .collect();
-    write_atomic(
+    crate::atomic::write_bytes(
         &out.join(folder::command_name(w)),
         command_line(opts).as_bytes(),
     )?;
@@ -211,7 +199,7 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     };
     manifest.recount();
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&out.join(manifest_name(opts.worker)), json.as_bytes())?;
+    crate::atomic::write_bytes(&out.join(manifest_name(opts.worker)), json.as_bytes())?;
     let secs = start.elapsed().as_secs_f64();
     tracing::info!(
         "ingest: {} studies ok, {} failed, {} slices in {:.1}s ({:.1} slices/s); counts {:?}",
@@ -252,7 +240,7 @@ fn plan_splits(
         }
     };
     let json = serde_json::to_string_pretty(&splits).expect("splits serialise");
-    write_atomic(&opts.out.join(folder::SPLITS), json.as_bytes())?;
+    crate::atomic::write_bytes(&opts.out.join(folder::SPLITS), json.as_bytes())?;
     Ok(splits)
 }
 
@@ -270,7 +258,7 @@ fn check_config(out: &Path, cfg: &PrepConfig) -> Result<()> {
         }
     }
     let json = serde_json::to_string_pretty(cfg).expect("config serialises");
-    write_atomic(&p, json.as_bytes())
+    crate::atomic::write_bytes(&p, json.as_bytes())
 }
 
 /// Refuses to resume or add workers with another salt (the keys would not match).
@@ -283,7 +271,7 @@ fn check_salt(out: &Path, salt: &str) -> Result<()> {
             msg: "this output folder was written with another --salt / DMNET_SALT; patient keys would not match".into(),
         }),
         Ok(_) => Ok(()),
-        Err(_) => write_atomic(&p, fp.as_bytes()),
+        Err(_) => crate::atomic::write_bytes(&p, fp.as_bytes()),
     }
 }
 
@@ -324,7 +312,7 @@ fn is_own_side_file(name: &str) -> bool {
         || numbered("_manifest-w", ".json")
         || numbered(".journal-w", ".jsonl")
         || numbered(".command-w", "")
-        || name.starts_with('.') && name.contains(".tmp-") // write_atomic's temporary names
+        || crate::atomic::is_temp_name(name)
 }
 
 /// Refuses an `--out` holding anything this ingest did not write: a v1 folder, a file that is
@@ -686,12 +674,12 @@ pub fn merge(dirs: &[std::path::PathBuf], out: &Path) -> Result<Manifest> {
         for (src, name) in &links {
             link_or_copy(src, &folder::part_path(out, name))?;
         }
-        write_atomic(&out.join(folder::SPLITS), splits.as_bytes())?;
+        crate::atomic::write_bytes(&out.join(folder::SPLITS), splits.as_bytes())?;
         let cfg = serde_json::to_string_pretty(&merged.config).expect("config serialises");
-        write_atomic(&out.join(folder::PREP_CONFIG), cfg.as_bytes())?;
+        crate::atomic::write_bytes(&out.join(folder::PREP_CONFIG), cfg.as_bytes())?;
     }
     let json = serde_json::to_string_pretty(&merged).expect("manifest serialises");
-    write_atomic(&out.join(folder::MANIFEST), json.as_bytes())?;
+    crate::atomic::write_bytes(&out.join(folder::MANIFEST), json.as_bytes())?;
     Ok(merged)
 }
 

@@ -103,10 +103,7 @@ pub(crate) fn write_series(dir: &Path, p: &Phantom, patient: usize, seed: u64) -
             .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
             .map_err(|e| Error::invalid(dir, format!("building DICOM meta: {e}")))?;
         let path = dir.join(format!("slice-{:04}.dcm", z + 1));
-        let tmp = path.with_extension("dcm.tmp");
-        file.write_to_file(&tmp)
-            .map_err(|e| Error::invalid(&tmp, format!("writing DICOM: {e}")))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        crate::atomic::write_with(&path, |w| file.write_all(w).map_err(std::io::Error::other))?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! float16` asks for the smaller encoding.
 use std::path::{Path, PathBuf};
 
-use super::ingest::{write_atomic, Manifest};
+use super::ingest::Manifest;
 use super::writer::part_options;
 use crate::shard::folder::{self, FolderKind};
 use crate::shard::schema::{ImageDtype, SliceShape, SCHEMA_VERSION};
@@ -78,12 +78,12 @@ pub fn upgrade(dir: &Path, dtype: ImageDtype) -> Result<UpgradeReport> {
         rows += upgrade_part(dir, p, dtype, &opts)?;
     }
     let text = std::fs::read(dir.join(V1_SPLITS)).map_err(|e| Error::io(dir.join(V1_SPLITS), e))?;
-    write_atomic(&dir.join(folder::SPLITS), &text)?;
+    crate::atomic::write_bytes(&dir.join(folder::SPLITS), &text)?;
     let cfg = serde_json::to_string_pretty(&manifest.config).expect("config serialises");
-    write_atomic(&dir.join(folder::PREP_CONFIG), cfg.as_bytes())?;
+    crate::atomic::write_bytes(&dir.join(folder::PREP_CONFIG), cfg.as_bytes())?;
     manifest.schema_version = SCHEMA_VERSION.into();
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    write_atomic(&dir.join(folder::MANIFEST), json.as_bytes())?;
+    crate::atomic::write_bytes(&dir.join(folder::MANIFEST), json.as_bytes())?;
     let mut report = finish_cleanup(dir)?;
     report.parts = parts.len();
     report.rows = rows;

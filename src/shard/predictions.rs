@@ -65,21 +65,17 @@ pub(crate) fn write_predictions(path: &Path, preds: &[Prediction]) -> Result<()>
         ],
     )
     .map_err(|e| Error::invalid(path, format!("building predictions: {e}")))?;
-    let err =
-        |e: parquet::errors::ParquetError| Error::invalid(path, format!("writing Parquet: {e}"));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("predictions.parquet");
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(err)?;
-    w.write(&batch).map_err(err)?;
-    w.close().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::atomic::write_with(path, |file| {
+        let write = || -> parquet::errors::Result<()> {
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
+            w.write(&batch)?;
+            w.close().map(|_| ())
+        };
+        write().map_err(std::io::Error::other)
+    })
 }
 
 #[cfg(test)]
@@ -107,6 +103,10 @@ mod tests {
             .unwrap();
         let rows: usize = r.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 1);
-        assert!(!t.path().join(".predictions.parquet.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 }

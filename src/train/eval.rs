@@ -184,10 +184,10 @@ fn write_report(run_dir: &Path, report: &EvalReport) -> Result<()> {
         outs.push(run_dir.join(format!("eval-{split}.json")));
     }
     for p in outs {
-        std::fs::write(&p, &text).map_err(|e| Error::io(&p, e))?;
+        crate::atomic::write_bytes(&p, &text)?;
     }
     let csv = run_dir.join(format!("eval-{split}-{kind}-cases.csv"));
-    std::fs::write(&csv, cases_csv(&report.cases)).map_err(|e| Error::io(&csv, e))
+    crate::atomic::write_bytes(&csv, cases_csv(&report.cases))
 }
 
 /// One row per case and foreground class.

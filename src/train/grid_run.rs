@@ -223,7 +223,7 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
     let json = spec.out.join("grid.json");
     let text =
         serde_json::to_string_pretty(results).map_err(|e| Error::invalid(&json, e.to_string()))?;
-    std::fs::write(&json, text + "\n").map_err(|e| Error::io(&json, e))?;
+    crate::atomic::write_bytes(&json, text + "\n")?;
     let names: Vec<String> = spec.arms.iter().map(|a| a.name.clone()).collect();
     let protocol = std::fs::read_to_string(spec.shards.join(crate::shard::folder::PREP_CONFIG))
         .ok()
@@ -263,5 +263,5 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         md += &format!("True foreground: {t:.2} % of test pixels.\n");
     }
     let path = spec.out.join("grid.md");
-    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))
+    crate::atomic::write_bytes(&path, md)
 }

@@ -71,28 +71,15 @@ pub fn write_nifti_mask(path: &Path, mask: &[u8], reference: &Volume) -> Result<
     }
     let mut bytes = header_bytes(&reference.header, reference.dims);
     bytes.extend_from_slice(mask);
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("mask"),
-        std::process::id()
-    ));
     let gz = path.extension().is_some_and(|e| e == "gz");
-    let write = || -> std::io::Result<()> {
-        let f = std::fs::File::create(&tmp)?;
+    crate::atomic::write_with(path, |w| {
         if gz {
-            let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::new(6));
+            let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
             enc.write_all(&bytes)?;
-            enc.finish()?.sync_all()?;
+            enc.finish().map(|_| ())
         } else {
-            let mut f = f;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+            w.write_all(&bytes)
         }
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
     })
 }
 

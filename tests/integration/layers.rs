@@ -5,7 +5,7 @@
 use crate::util::root;
 use std::path::Path;
 
-const FLOOR: &[&str] = &["cli", "error", "volume", "device"];
+const FLOOR: &[&str] = &["atomic", "cli", "error", "volume", "device"];
 const CONTRACTS: &[&str] = &[
     "artifact",
     "metrics",
