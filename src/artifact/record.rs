@@ -110,7 +110,16 @@ pub(crate) fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<(
 
 /// Which checkpoint to read.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum CheckpointKind {

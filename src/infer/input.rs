@@ -108,17 +108,8 @@ pub(crate) fn is_label_name(stem: &str) -> bool {
     })
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(sorted_entries(dir)?
+    Ok(crate::volume::sorted_dir(dir)?
         .into_iter()
         .filter(|p| is_nifti(p))
         .collect())
@@ -257,7 +248,7 @@ pub fn detect_input(input: &Path, channels: &[String]) -> Result<Input> {
     if input.join("imagesTs").is_dir() || input.join("imagesTr").is_dir() {
         return msd(input, channels, facts);
     }
-    let subdirs: Vec<PathBuf> = sorted_entries(input)?
+    let subdirs: Vec<PathBuf> = crate::volume::sorted_dir(input)?
         .into_iter()
         .filter(|p| p.is_dir() && !is_hidden(p))
         .collect();
@@ -464,7 +455,7 @@ fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .is_ok()
             && b.get(128..132) == Some(b"DICM".as_slice())
     };
-    Ok(sorted_entries(dir)?
+    Ok(crate::volume::sorted_dir(dir)?
         .into_iter()
         .filter(|p| p.is_file() && !is_nifti(p) && has_dicm(p))
         .collect())

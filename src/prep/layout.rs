@@ -59,15 +59,6 @@ fn rel(input: &Path, p: &Path) -> String {
         .into_owned()
 }
 
-fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 fn strip_nii(name: &str) -> Option<&str> {
     name.strip_suffix(".nii.gz")
         .or_else(|| name.strip_suffix(".nii"))
@@ -88,7 +79,7 @@ pub(crate) fn detect(input: &Path) -> Result<Layout> {
     if input.join("dataset.json").exists() || input.join("imagesTr").is_dir() {
         return Ok(Layout::Msd);
     }
-    let entries = sorted_dir(input)?;
+    let entries = crate::volume::sorted_dir(input)?;
     if entries.is_empty() {
         return Err(Error::invalid(input, "empty input folder"));
     }
@@ -136,7 +127,7 @@ pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Res
     } else {
         layout
     };
-    if input.is_dir() && sorted_dir(input)?.is_empty() {
+    if input.is_dir() && crate::volume::sorted_dir(input)?.is_empty() {
         return Err(Error::invalid(input, "empty input folder"));
     }
     let (mut studies, warnings) = match layout {
@@ -197,7 +188,10 @@ fn nifti_study(
 
 fn kits19(input: &Path) -> Result<Vec<Study>> {
     let mut out = Vec::new();
-    for d in sorted_dir(input)?.into_iter().filter(|p| p.is_dir()) {
+    for d in crate::volume::sorted_dir(input)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+    {
         let img = ["imaging.nii.gz", "imaging.nii"]
             .iter()
             .map(|n| d.join(n))
@@ -237,7 +231,10 @@ fn brats(input: &Path, channels: &[String]) -> Result<Vec<Study>> {
         channels.to_vec()
     };
     let mut out = Vec::new();
-    for d in sorted_dir(input)?.into_iter().filter(|p| p.is_dir()) {
+    for d in crate::volume::sorted_dir(input)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+    {
         let case = d.file_name().unwrap().to_string_lossy().into_owned();
         let find = |suffix: &str| {
             [".nii.gz", ".nii"]
@@ -342,7 +339,7 @@ fn nifti_stems(dir: &Path, others: &mut Vec<PathBuf>) -> Result<Vec<(String, Pat
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for p in sorted_dir(dir)? {
+    for p in crate::volume::sorted_dir(dir)? {
         let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
             others.push(p);
             continue;
@@ -737,7 +734,7 @@ fn manifest(input: &Path) -> Result<Vec<Study>> {
     let csv_path = if input.is_file() {
         input.to_path_buf()
     } else {
-        sorted_dir(input)?
+        crate::volume::sorted_dir(input)?
             .into_iter()
             .find(|p| p.extension().is_some_and(|e| e == "csv"))
             .ok_or_else(|| Error::invalid(input, "no .csv manifest"))?

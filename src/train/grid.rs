@@ -4,7 +4,7 @@
 //! paired per-seed differences against a baseline arm. An arm is a named set of overrides of
 //! the `[train]` table (`[grid.arms.<name>]` in a pipeline file), so every ablation is
 //! configuration. Torch-free: this part reads pipeline tables and aggregates results.
-use crate::artifact::{Fraction, TrainConfig};
+use crate::artifact::{CheckpointKind, Fraction, TrainConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -154,7 +154,7 @@ pub(crate) struct GridResult {
     /// Seed of the run.
     pub seed: u64,
     /// `best` (on validation) or `last`.
-    pub checkpoint: String,
+    pub checkpoint: CheckpointKind,
     /// Optimiser steps when the checkpoint was saved.
     pub step: usize,
     /// Test mIoU (mean over classes including background, pooled over slices), 0–1.
@@ -258,7 +258,7 @@ fn fractions_of(results: &[GridResult]) -> Vec<f64> {
 /// Values of `metric` per (arm, fraction) and seed, for one checkpoint kind.
 fn cells(
     results: &[GridResult],
-    checkpoint: &str,
+    checkpoint: CheckpointKind,
     metric: Metric,
 ) -> BTreeMap<(String, u64), BTreeMap<u64, f64>> {
     let mut out: BTreeMap<(String, u64), BTreeMap<u64, f64>> = BTreeMap::new();
@@ -289,7 +289,7 @@ fn header(title: String, fractions: &[f64]) -> String {
 pub(crate) fn markdown_table(
     results: &[GridResult],
     arms: &[String],
-    checkpoint: &str,
+    checkpoint: CheckpointKind,
     metric: Metric,
 ) -> String {
     let fractions = fractions_of(results);
@@ -318,7 +318,7 @@ pub(crate) fn paired_table(
     results: &[GridResult],
     arms: &[String],
     baseline: &str,
-    checkpoint: &str,
+    checkpoint: CheckpointKind,
     metric: Metric,
 ) -> String {
     let fractions = fractions_of(results);
@@ -366,13 +366,13 @@ pub(crate) fn paired_table(
 mod tests {
     use super::*;
 
-    fn r(arm: &str, fraction: f64, seed: u64, ck: &str, miou: f64) -> GridResult {
+    fn r(arm: &str, fraction: f64, seed: u64, ck: CheckpointKind, miou: f64) -> GridResult {
         GridResult {
             arm: arm.into(),
             variant: arm.into(),
             fraction,
             seed,
-            checkpoint: ck.into(),
+            checkpoint: ck,
             step: 10,
             miou,
             dice: miou / 2.0,
@@ -402,40 +402,45 @@ mod tests {
     #[test]
     fn table_has_paper_layout_and_separates_checkpoints() {
         let rs = vec![
-            r("dmnet", 0.1, 0, "best", 0.80),
-            r("dmnet", 0.1, 1, "best", 0.90),
-            r("dmnet", 0.3, 0, "best", 0.95),
-            r("supervised", 0.1, 0, "best", 0.70),
-            r("dmnet", 0.1, 0, "last", 0.10),
+            r("dmnet", 0.1, 0, CheckpointKind::Best, 0.80),
+            r("dmnet", 0.1, 1, CheckpointKind::Best, 0.90),
+            r("dmnet", 0.3, 0, CheckpointKind::Best, 0.95),
+            r("supervised", 0.1, 0, CheckpointKind::Best, 0.70),
+            r("dmnet", 0.1, 0, CheckpointKind::Last, 0.10),
         ];
         let t = markdown_table(
             &rs,
             &["supervised".into(), "dmnet".into()],
-            "best",
+            CheckpointKind::Best,
             Metric::Miou,
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "| test mIoU % (best) | 10% | 30% |");
         assert_eq!(lines[2], "| supervised | 70.0 ± 0.0 (n=1) | – |");
         assert_eq!(lines[3], "| dmnet | 85.0 ± 7.1 (n=2) | 95.0 ± 0.0 (n=1) |");
-        let dice = markdown_table(&rs, &["dmnet".into()], "last", Metric::SliceDice);
+        let dice = markdown_table(
+            &rs,
+            &["dmnet".into()],
+            CheckpointKind::Last,
+            Metric::SliceDice,
+        );
         assert!(dice.contains("| dmnet | 5.0 ± 0.0 (n=1) | – |"), "{dice}");
     }
 
     #[test]
     fn paired_differences_use_common_seeds_only() {
         let rs = vec![
-            r("dmnet", 0.1, 0, "best", 0.80),
-            r("dmnet", 0.1, 1, "best", 0.84),
-            r("dmnet", 0.1, 2, "best", 0.99),
-            r("supervised", 0.1, 0, "best", 0.70),
-            r("supervised", 0.1, 1, "best", 0.72),
+            r("dmnet", 0.1, 0, CheckpointKind::Best, 0.80),
+            r("dmnet", 0.1, 1, CheckpointKind::Best, 0.84),
+            r("dmnet", 0.1, 2, CheckpointKind::Best, 0.99),
+            r("supervised", 0.1, 0, CheckpointKind::Best, 0.70),
+            r("supervised", 0.1, 1, CheckpointKind::Best, 0.72),
         ];
         let t = paired_table(
             &rs,
             &["supervised".into(), "dmnet".into()],
             "supervised",
-            "best",
+            CheckpointKind::Best,
             Metric::Miou,
         );
         // differences 10 and 12 (seed 2 has no baseline): mean 11, sd 1.414, se 1, ratio 11

@@ -112,7 +112,7 @@ fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
         variant: c.arm.train.model.variant.name().into(),
         fraction: c.fraction.get(),
         seed: c.seed,
-        checkpoint: r.checkpoint.name().into(),
+        checkpoint: r.checkpoint,
         step: r.step,
         miou: r.metrics.miou,
         dice: r.metrics.mean_dice,
@@ -238,7 +238,7 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         machine(),
         arm_lines(spec)
     );
-    for ck in ["best", "last"] {
+    for ck in [CheckpointKind::Best, CheckpointKind::Last] {
         md += &format!("## {ck} checkpoint\n\n");
         for m in [Metric::Miou, Metric::CaseDice] {
             md += &format!("{}\n", markdown_table(results, &names, ck, m));
@@ -256,7 +256,10 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         Metric::PredictedForeground,
         Metric::DecoderDice,
     ] {
-        md += &format!("{}\n", markdown_table(results, &names, "best", m));
+        md += &format!(
+            "{}\n",
+            markdown_table(results, &names, CheckpointKind::Best, m)
+        );
     }
     let truth: Vec<f64> = results.iter().map(|r| r.true_foreground * 100.0).collect();
     if let Some(t) = truth.first() {

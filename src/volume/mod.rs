@@ -244,3 +244,15 @@ pub(crate) fn read_dicom_at(
         _ => read_dicom_series(series),
     }
 }
+
+/// The entries of a folder (files and folders), sorted by path: every folder walk of a reader
+/// (dataset layouts, inference inputs) goes in this order, so results do not depend on the
+/// file system's listing order.
+pub(crate) fn sorted_dir(dir: &std::path::Path) -> crate::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| crate::Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}

@@ -8,30 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::util::{bin, python, run_ok, stderr, stdout, tmp};
 
-/// An MSD folder with the first `n` la2018 cases (symlinked).
-fn la_subset(dir: &Path, n: usize) -> Option<PathBuf> {
-    let la = crate::util::shared_data("la2018", "shards")?;
-    let root = dir.join("la");
-    for sub in ["imagesTr", "labelsTr"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    let mut cases: Vec<_> = std::fs::read_dir(la.join("imagesTr"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    cases.sort();
-    for c in cases.iter().take(n) {
-        for sub in ["imagesTr", "labelsTr"] {
-            std::os::unix::fs::symlink(la.join(sub).join(c), root.join(sub).join(c)).unwrap();
-        }
-    }
-    std::fs::copy(la.join("dataset.json"), root.join("dataset.json")).unwrap();
-    Some(root)
-}
-
 /// Ingests `n` la2018 studies at 32×32, all slices, one part per study.
 fn shards(dir: &Path, n: usize, extra: &[&str]) -> Option<PathBuf> {
-    let input = la_subset(dir, n)?;
+    crate::util::shared_data("la2018", "shards")?;
+    let input = crate::prep::la_subset(dir, n);
     let out = dir.join("shards");
     let o = bin("dmnet-prep")
         .args(["ingest", "-q", "--threads", "2", "--size", "32"])
