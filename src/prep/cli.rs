@@ -161,6 +161,24 @@ struct IngestArgs {
 }
 
 impl IngestArgs {
+    /// What an ingest run needs besides its config (folders, threads, the resolved salt).
+    fn options(&self, cfg: &PrepConfig) -> Result<IngestOptions> {
+        Ok(IngestOptions {
+            input: self.input.clone(),
+            out: self.out.clone(),
+            threads: self.threads,
+            splits: self.splits.clone(),
+            salt: super::split::resolve_salt(
+                self.salt.as_deref(),
+                std::env::var("DMNET_SALT").ok().as_deref(),
+                cfg.keep_patient_ids,
+                self.shareable,
+            )?,
+            worker: (self.worker_index, self.num_workers),
+            max_studies: self.max_studies,
+        })
+    }
+
     /// The pipeline's `[prep]` table (or the defaults) with the given flags on top.
     fn config(&self) -> Result<PrepConfig> {
         let mut c = match &self.pipeline {
@@ -223,64 +241,16 @@ fn run_cmd(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Ingest(a) => {
             let cfg = a.config()?;
-            let opts = IngestOptions {
-                input: a.input.clone(),
-                out: a.out.clone(),
-                threads: a.threads,
-                splits: a.splits.clone(),
-                salt: super::split::resolve_salt(
-                    a.salt.as_deref(),
-                    std::env::var("DMNET_SALT").ok().as_deref(),
-                    cfg.keep_patient_ids,
-                    a.shareable,
-                )?,
-                worker: (a.worker_index, a.num_workers),
-                max_studies: a.max_studies,
-            };
-            report("", &super::ingest(&cfg, &opts)?)
+            report("", &super::ingest(&cfg, &a.options(&cfg)?)?)
         }
-        Cmd::Inspect { dir, json } => {
-            let r = super::inspect(&dir)?;
-            if let Ok(m) = super::Manifest::load(&dir.join(crate::shard::folder::MANIFEST)) {
-                if !m.config.keep_patient_ids && super::split::is_public_salt(&m.salt_fingerprint) {
-                    tracing::warn!("{}", super::split::PUBLIC_SALT_WARNING);
-                }
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                println!("rows: {}", r.rows);
-                for (split, roles) in &r.counts {
-                    let p = r.patients.get(split).copied().unwrap_or(0);
-                    println!("  {split:<5} patients {p:>4}  {roles:?}");
-                }
-                println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
-                println!(
-                    "slice orientations: {:?}  modalities: {:?}  source slice sizes: {:?}",
-                    r.orientations, r.modalities, r.source_sizes
-                );
-                println!("mask pixels per class: {:?}", r.class_pixels);
-                println!(
-                    "labeled slices with foreground: {}",
-                    r.labeled_with_foreground
-                );
-                for p in &r.problems {
-                    println!("BROKEN: {p}");
-                }
-                if r.problems.is_empty() {
-                    println!("all invariants hold");
-                }
-            }
-            Ok(ExitCode::from(if r.problems.is_empty() { 0 } else { 1 }))
-        }
+        Cmd::Inspect { dir, json } => inspect(&dir, json),
         Cmd::Merge { out, dirs } => {
             let out = match (out, dirs.as_slice()) {
                 (Some(o), _) => o,
                 (None, [one]) => one.clone(),
                 (None, _) => {
-                    return Err(Error::Usage(
-                        "several worker folders: give --out for the merged folder".into(),
-                    ))
+                    let msg = "several worker folders: give --out for the merged folder";
+                    return Err(Error::Usage(msg.into()));
                 }
             };
             report("merged: ", &super::merge(&dirs, &out)?)
@@ -322,6 +292,51 @@ fn run_cmd(cmd: Cmd) -> Result<ExitCode> {
     }
 }
 
+/// `dmnet-prep inspect`: the report as text (or JSON); exit code 1 when an invariant is broken.
+fn inspect(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let r = super::inspect(dir)?;
+    if let Ok(m) = super::Manifest::load(&dir.join(crate::shard::folder::MANIFEST)) {
+        warn_public_salt(&m);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        print_report(&r);
+    }
+    Ok(ExitCode::from(if r.problems.is_empty() { 0 } else { 1 }))
+}
+
+fn print_report(r: &super::InspectReport) {
+    println!("rows: {}", r.rows);
+    for (split, roles) in &r.counts {
+        let p = r.patients.get(split).copied().unwrap_or(0);
+        println!("  {split:<5} patients {p:>4}  {roles:?}");
+    }
+    println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
+    println!(
+        "slice orientations: {:?}  modalities: {:?}  source slice sizes: {:?}",
+        r.orientations, r.modalities, r.source_sizes
+    );
+    println!("mask pixels per class: {:?}", r.class_pixels);
+    println!(
+        "labeled slices with foreground: {}",
+        r.labeled_with_foreground
+    );
+    for p in &r.problems {
+        println!("BROKEN: {p}");
+    }
+    if r.problems.is_empty() {
+        println!("all invariants hold");
+    }
+}
+
+/// Warns when the folder's patient keys were salted with the public built-in salt.
+fn warn_public_salt(m: &super::Manifest) {
+    if !m.config.keep_patient_ids && super::split::is_public_salt(&m.salt_fingerprint) {
+        tracing::warn!("{}", super::split::PUBLIC_SALT_WARNING);
+    }
+}
+
 /// Prints a manifest's one-line summary; exit code 2 when any study failed.
 fn report(prefix: &str, m: &super::Manifest) -> Result<ExitCode> {
     println!(
@@ -331,8 +346,6 @@ fn report(prefix: &str, m: &super::Manifest) -> Result<ExitCode> {
         m.totals.slices,
         serde_json::to_string(&m.counts).unwrap_or_default()
     );
-    if !m.config.keep_patient_ids && super::split::is_public_salt(&m.salt_fingerprint) {
-        tracing::warn!("{}", super::split::PUBLIC_SALT_WARNING);
-    }
+    warn_public_salt(m);
     Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))
 }

@@ -236,42 +236,7 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
             baseline: None,
         },
     };
-    let mut arms = if plan.arms.is_empty() {
-        let base = base_config(&a.train)?;
-        a.variants
-            .iter()
-            .map(|&v| {
-                let mut train = base.clone();
-                train.model.variant = v;
-                Arm {
-                    name: v.name().into(),
-                    description: String::new(),
-                    train,
-                    fractions: Vec::new(),
-                    seeds: Vec::new(),
-                }
-            })
-            .collect()
-    } else if a.arms.is_empty() {
-        plan.arms
-    } else {
-        a.arms
-            .iter()
-            .map(|n| {
-                plan.arms
-                    .iter()
-                    .find(|arm| &arm.name == n)
-                    .cloned()
-                    .ok_or_else(|| {
-                        let known: Vec<&str> = plan.arms.iter().map(|x| x.name.as_str()).collect();
-                        Error::Usage(format!(
-                            "no arm {n:?} in the pipeline's [grid.arms] (there are: {})",
-                            known.join(", ")
-                        ))
-                    })
-            })
-            .collect::<Result<_>>()?
-    };
+    let mut arms = select_arms(&a, plan.arms)?;
     for arm in &mut arms {
         apply(&a.train, &mut arm.train);
         if !a.fractions.is_empty() || arm.fractions.is_empty() {
@@ -306,6 +271,45 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
         jobs: a.jobs,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })
+}
+
+/// The arms to run: `--arms` of the pipeline's `[grid.arms]` (all of them by default), or one
+/// arm per `--variants` entry when the pipeline has none.
+fn select_arms(a: &GridArgs, planned: Vec<Arm>) -> Result<Vec<Arm>> {
+    if planned.is_empty() {
+        let base = base_config(&a.train)?;
+        let arm = |v: Variant| {
+            let mut train = base.clone();
+            train.model.variant = v;
+            Arm {
+                name: v.name().into(),
+                description: String::new(),
+                train,
+                fractions: Vec::new(),
+                seeds: Vec::new(),
+            }
+        };
+        return Ok(a.variants.iter().map(|&v| arm(v)).collect());
+    }
+    if a.arms.is_empty() {
+        return Ok(planned);
+    }
+    a.arms
+        .iter()
+        .map(|n| {
+            planned
+                .iter()
+                .find(|arm| &arm.name == n)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<&str> = planned.iter().map(|x| x.name.as_str()).collect();
+                    Error::Usage(format!(
+                        "no arm {n:?} in the pipeline's [grid.arms] (there are: {})",
+                        known.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// One training run: the pipeline's `[train]` table with the flags on top.

@@ -6,7 +6,7 @@
 use super::batch::{random_flip, to_tensors, TensorBatch};
 use super::data::{self, DataPlan, SliceRef, StreamSpec};
 use super::draw_curves;
-use super::eval::evaluate_net;
+use super::eval::{evaluate_net, Evaluation};
 use super::optim::{poly_lr, LossScaler};
 use super::step::{step, LossMeans, StepLosses, StepPoint};
 use super::trainer::Trainer;
@@ -168,44 +168,15 @@ fn train_round(
 ) -> Result<RoundStats> {
     let cfg = ctx.cfg;
     let (seed, n) = (state.seed, ctx.schedule.steps_in(round));
-    let lab_rx = batches(
-        ctx,
-        &ctx.plan.labeled,
-        cfg.labeled_batch,
-        n,
-        mix(seed, round, 2),
-        false,
-    );
-    let use_unl = cfg.model.variant.uses_unlabeled() && !ctx.plan.unlabeled.is_empty();
-    let unl_rx = use_unl.then(|| {
-        batches(
-            ctx,
-            &ctx.plan.unlabeled,
-            cfg.unlabeled_batch,
-            n,
-            mix(seed, round, 3),
-            true,
-        )
-    });
+    let (lab_rx, unl_rx) = round_streams(ctx, round, seed, n);
     let mut rng_l = ChaCha8Rng::seed_from_u64(mix(seed, round, 4));
     let mut rng_u = ChaCha8Rng::seed_from_u64(mix(seed, round, 5));
     let bar = crate::cli::progress(n as u64, &format!("round {round}"));
     let (mut means, mut slices, start) = (LossMeans::default(), 0usize, Instant::now());
     let total = ctx.schedule.total_steps;
-    let mut point = StepPoint {
-        lr: cfg.lr,
-        lr_discriminator: cfg.lr_discriminator,
-        ramp: 1.0,
-        global_step: state.global_step,
-    };
+    let mut point = point_at(cfg, state.global_step, total);
     for _ in 0..n {
-        let g = state.global_step;
-        point = StepPoint {
-            lr: poly_lr(cfg.lr, g, total, cfg.poly_power),
-            lr_discriminator: poly_lr(cfg.lr_discriminator, g, total, cfg.poly_power),
-            ramp: cfg.loss.ramp(g, total),
-            global_step: g,
-        };
+        point = point_at(cfg, state.global_step, total);
         let lab = next_batch(ctx, &lab_rx, "labeled", &mut rng_l)?;
         let unl = match &unl_rx {
             Some(rx) => Some(next_batch(ctx, rx, "unlabeled", &mut rng_u)?),
@@ -231,6 +202,40 @@ fn train_round(
         slices_per_s: slices as f64 / secs.max(1e-9),
         secs,
     })
+}
+
+/// The labeled and (for variants that use them) unlabeled batch streams of one round.
+type Streams = (
+    crossbeam_channel::Receiver<Result<data::Batch>>,
+    Option<crossbeam_channel::Receiver<Result<data::Batch>>>,
+);
+
+fn round_streams(ctx: &Ctx, round: usize, seed: u64, n: usize) -> Streams {
+    let (cfg, plan) = (ctx.cfg, ctx.plan);
+    let lab = batches(
+        ctx,
+        &plan.labeled,
+        cfg.labeled_batch,
+        n,
+        mix(seed, round, 2),
+        false,
+    );
+    let use_unl = cfg.model.variant.uses_unlabeled() && !plan.unlabeled.is_empty();
+    let unl = use_unl.then(|| {
+        let seed = mix(seed, round, 3);
+        batches(ctx, &plan.unlabeled, cfg.unlabeled_batch, n, seed, true)
+    });
+    (lab, unl)
+}
+
+/// Learning rates (poly schedule) and ramp-up weight at global step `g` of `total`.
+fn point_at(cfg: &TrainConfig, g: usize, total: usize) -> StepPoint {
+    StepPoint {
+        lr: poly_lr(cfg.lr, g, total, cfg.poly_power),
+        lr_discriminator: poly_lr(cfg.lr_discriminator, g, total, cfg.poly_power),
+        ramp: cfg.loss.ramp(g, total),
+        global_step: g,
+    }
 }
 
 fn prepare_new(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
@@ -448,60 +453,65 @@ fn rounds(
     for round in state.epoch + 1..=total_rounds {
         let start = Instant::now();
         let stats = train_round(t, ctx, round, state, scaler)?;
-        let ev = if ctx.val.is_empty() {
-            None
-        } else {
-            Some(evaluate_net(
-                &t.net,
-                (ctx.files.clone(), ctx.val),
-                ctx.cfg.eval_batch,
-                ctx.device,
-                false,
-            )?)
-        };
+        let ev = validate(t, ctx)?;
         state.epoch = round;
         state.loss_scale = scaler.scale;
         let miou = ev.as_ref().map(|e| e.metrics.miou);
-        let better = match (miou, state.best_miou) {
-            (Some(v), Some(b)) => v > b,
-            _ => true,
-        };
-        if better {
+        if state.best_miou.zip(miou).is_none_or(|(b, v)| v > b) {
             state.best_miou = miou;
             state.best_epoch = Some(round);
             t.save(dir, CheckpointKind::Best, state)?;
         }
         t.save(dir, CheckpointKind::Last, state)?;
         let l = &stats.losses;
-        let rec = EpochRecord {
-            epoch: round,
-            step: state.global_step,
-            lr: stats.point.lr,
-            lr_discriminator: stats.point.lr_discriminator,
-            loss_seg: l.seg,
-            loss_dice: l.dice,
-            loss_semi: l.semi,
-            loss_adv: l.adv,
-            loss_adv_unlabeled: l.adv_unlabeled,
-            ramp: stats.point.ramp,
-            loss_dis: l.dis,
-            val: ev.as_ref().map(|e| e.metrics.clone()),
-            val_diagnostics: ev.as_ref().map(|e| e.diagnostics),
-            steps: stats.steps,
-            slices_per_s: stats.slices_per_s,
-            train_seconds: stats.secs,
-            seconds: start.elapsed().as_secs_f64(),
-        };
         tracing::info!(
             "round {round}/{total_rounds} (step {}/{}): L_S {:.4} (dice {:.4}, semi {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
             state.global_step, ctx.schedule.total_steps, l.seg, l.dice, l.semi, l.adv, l.dis,
             miou.map_or("-".into(), |v| format!("{v:.4}")), stats.slices_per_s
         );
-        records.push(rec);
+        records.push(record(state, &stats, ev, start.elapsed().as_secs_f64()));
         write_metrics(dir.path(), &records)?;
         if let Err(e) = draw_curves(&records, &dir.path().join("curves.png")) {
             tracing::warn!("curves.png not drawn: {e}");
         }
     }
     Ok(records)
+}
+
+/// The validation of a round (none without validation slices).
+fn validate(t: &Trainer, ctx: &Ctx) -> Result<Option<Evaluation>> {
+    if ctx.val.is_empty() {
+        return Ok(None);
+    }
+    let data = (ctx.files.clone(), ctx.val);
+    evaluate_net(&t.net, data, ctx.cfg.eval_batch, ctx.device, false).map(Some)
+}
+
+/// The `metrics.jsonl` line of the round `state` just finished.
+fn record(
+    state: &TrainState,
+    stats: &RoundStats,
+    ev: Option<Evaluation>,
+    secs: f64,
+) -> EpochRecord {
+    let l = &stats.losses;
+    EpochRecord {
+        epoch: state.epoch,
+        step: state.global_step,
+        lr: stats.point.lr,
+        lr_discriminator: stats.point.lr_discriminator,
+        loss_seg: l.seg,
+        loss_dice: l.dice,
+        loss_semi: l.semi,
+        loss_adv: l.adv,
+        loss_adv_unlabeled: l.adv_unlabeled,
+        ramp: stats.point.ramp,
+        loss_dis: l.dis,
+        val: ev.as_ref().map(|e| e.metrics.clone()),
+        val_diagnostics: ev.map(|e| e.diagnostics),
+        steps: stats.steps,
+        slices_per_s: stats.slices_per_s,
+        train_seconds: stats.secs,
+        seconds: secs,
+    }
 }
