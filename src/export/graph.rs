@@ -166,13 +166,10 @@ impl GraphBuilder {
     /// An empty graph for `opset` (checked against [`OPSET_RANGE`]).
     pub fn new(name: &str, opset: i64) -> Result<Self> {
         if !(OPSET_RANGE.0..=OPSET_RANGE.1).contains(&opset) {
-            return Err(Error::Config {
-                path: "<cli>".into(),
-                msg: format!(
-                    "--opset {opset} is not supported; use {}..={}",
-                    OPSET_RANGE.0, OPSET_RANGE.1
-                ),
-            });
+            return Err(Error::Usage(format!(
+                "--opset {opset} is not supported; use {}..={}",
+                OPSET_RANGE.0, OPSET_RANGE.1
+            )));
         }
         Ok(GraphBuilder {
             graph: GraphProto {

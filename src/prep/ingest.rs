@@ -136,39 +136,15 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
     let key = |s: &Study| patient_key(&s.patient, &opts.salt, cfg.keep_patient_ids);
     let splits = plan_splits(&studies, &cfg, opts, &key)?;
     let (w, nw) = opts.worker;
-    if nw == 0 || w >= nw {
-        return Err(Error::Config {
-            path: "<cli>".into(),
-            msg: format!("--worker-index {w} must be < --num-workers {nw}"),
-        });
-    }
-    let share: Vec<&Study> = studies
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % nw == w)
-        .map(|(_, s)| s)
-        .collect();
+    let share = worker_share(&studies, opts.worker)?;
     crate::atomic::write_bytes(
         &out.join(folder::command_name(w)),
         command_line(opts).as_bytes(),
     )?;
-    // resume: studies whose journal entry names an existing part are done
-    let journal = read_journal(&journal_path(out, w))?;
-    let mut done: BTreeMap<String, StudyEntry> = BTreeMap::new();
-    let mut max_seq = None;
-    for e in journal {
-        if let Some(p) = &e.part {
-            let seq = folder::part_number(p).and_then(|n| n.checked_sub(w * 10000));
-            max_seq = max_seq.max(seq);
-            if e.status == StudyStatus::Ok && folder::part_path(out, p).exists() {
-                done.insert(e.study.clone(), e);
-            }
-        }
-    }
+    let (done, max_seq) = resume_state(out, w)?;
     clean_temp_parts(out, w)?;
     let todo: Vec<&Study> = share
-        .iter()
-        .copied()
+        .into_iter()
         .filter(|s| !done.contains_key(&s.name))
         .collect();
     if !done.is_empty() {
@@ -211,6 +187,33 @@ pub fn ingest(cfg: &PrepConfig, opts: &IngestOptions) -> Result<Manifest> {
         manifest.counts
     );
     Ok(manifest)
+}
+
+/// Worker `w` of `nw` (Slurm array / Indexed Job) takes every `nw`-th study from the `w`-th.
+fn worker_share(studies: &[Study], (w, nw): (usize, usize)) -> Result<Vec<&Study>> {
+    if nw == 0 || w >= nw {
+        return Err(Error::Usage(format!(
+            "--worker-index {w} must be < --num-workers {nw}"
+        )));
+    }
+    Ok(studies.iter().skip(w).step_by(nw).collect())
+}
+
+/// What an interrupted run of worker `w` finished: the studies whose journal entry names a
+/// part that exists (by name), and the highest part sequence number it used.
+fn resume_state(out: &Path, w: usize) -> Result<(BTreeMap<String, StudyEntry>, Option<usize>)> {
+    let mut done = BTreeMap::new();
+    let mut max_seq = None;
+    for e in read_journal(&journal_path(out, w))? {
+        if let Some(p) = &e.part {
+            let seq = folder::part_number(p).and_then(|n| n.checked_sub(w * 10000));
+            max_seq = max_seq.max(seq);
+            if e.status == StudyStatus::Ok && folder::part_path(out, p).exists() {
+                done.insert(e.study.clone(), e);
+            }
+        }
+    }
+    Ok((done, max_seq))
 }
 
 /// Computes (or loads with `--splits`) the patient split and writes `splits.json`.
@@ -494,10 +497,7 @@ fn run_pipeline(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| Error::Config {
-            path: "<cli>".into(),
-            msg: format!("thread pool: {e}"),
-        })?;
+        .map_err(|e| Error::Usage(format!("--threads {threads}: {e}")))?;
     // at most `threads` studies being processed + 2 waiting + 1 being written
     let (tx, rx) = crossbeam_channel::bounded(2);
     let bar = crate::cli::progress(todo.len() as u64, "ingest");
@@ -514,21 +514,8 @@ fn run_pipeline(
         scope.spawn(move || {
             pool.install(|| {
                 todo.par_iter().for_each_with(tx, |tx, study| {
-                    // a panic (a bug) fails this study only; the others go on (issue 12)
-                    let what = format!("case {}", study.name);
                     started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let r = crate::error::catch_panic(&study.source_path, &what, || {
-                        crate::error::debug_injected_panic(&study.name);
-                        study
-                            .error
-                            .as_ref()
-                            .map_or(Ok(()), |e| {
-                                Err(Error::invalid(&study.source_path, e.clone()))
-                            })
-                            .and_then(|_| plan(study, splits, cfg, key))
-                            .and_then(|p| process_study(study, &p, cfg))
-                            .and_then(|recs| encode_study(&recs, cfg, few_left()))
-                    });
+                    let r = prepare_study(study, splits, cfg, key, few_left);
                     let _ = tx.send((*study, r));
                 });
             })
@@ -568,6 +555,27 @@ fn run_pipeline(
         Some(e) => Err(e),
         None => Ok(entries),
     }
+}
+
+/// One study, read, sliced and encoded on a worker thread. A panic (a bug) fails this study
+/// only; the others go on (issue 12).
+fn prepare_study(
+    study: &Study,
+    splits: &Splits,
+    cfg: &PrepConfig,
+    key: &(dyn Fn(&Study) -> String + Sync),
+    few_left: &dyn Fn() -> bool,
+) -> Result<Prepared> {
+    let what = format!("case {}", study.name);
+    crate::error::catch_panic(&study.source_path, &what, || {
+        crate::error::debug_injected_panic(&study.name);
+        if let Some(e) = &study.error {
+            return Err(Error::invalid(&study.source_path, e.clone()));
+        }
+        let p = plan(study, splits, cfg, key)?;
+        let records = process_study(study, &p, cfg)?;
+        encode_study(&records, cfg, few_left())
+    })
 }
 
 fn plan(

@@ -47,10 +47,7 @@ pub(crate) fn resolve_salt(
     keep_ids: bool,
     shareable: bool,
 ) -> Result<String> {
-    let cli = |msg: String| Error::Config {
-        path: "<cli>".into(),
-        msg,
-    };
+    let cli = Error::Usage;
     let given = [flag, env].into_iter().flatten().find(|s| !s.is_empty());
     if shareable {
         if keep_ids {

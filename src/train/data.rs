@@ -67,10 +67,9 @@ impl DataPlan {
 
     fn check_fraction(fraction: f64) -> Result<()> {
         if !(fraction > 0.0 && fraction <= 1.0) {
-            return Err(Error::Config {
-                path: "<cli>".into(),
-                msg: format!("labeled fraction must be in (0, 1], got {fraction}"),
-            });
+            return Err(Error::Usage(format!(
+                "labeled fraction must be in (0, 1], got {fraction}"
+            )));
         }
         Ok(())
     }
