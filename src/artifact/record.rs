@@ -105,7 +105,7 @@ pub(crate) fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<(
         text.push_str(&serde_json::to_string(r).expect("serialisable"));
         text.push('\n');
     }
-    std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    crate::atomic::write_bytes(&p, text)
 }
 
 /// Which checkpoint to read.

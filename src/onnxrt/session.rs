@@ -75,52 +75,12 @@ impl OnnxModel {
                 .with_intra_threads(t)
                 .map_err(|e| rt(path, "intra-op threads", e))?;
         }
-        let provider = if use_cuda {
-            let ep = ort::ep::CUDA::default().build().error_on_failure();
-            match builder.with_execution_providers([ep]) {
-                Ok(b) => {
-                    builder = b;
-                    "CUDAExecutionProvider"
-                }
-                Err(e) if device == DeviceChoice::Cuda => {
-                    return Err(Error::Device(format!(
-                        "--device cuda: registering the CUDA execution provider failed: {e}"
-                    )))
-                }
-                Err(e) => {
-                    tracing::info!("CUDA execution provider not usable ({e}); using CPU");
-                    builder = e.recover();
-                    "CPUExecutionProvider"
-                }
-            }
-        } else {
-            "CPUExecutionProvider"
-        };
+        let (mut builder, provider) = with_provider(builder, device, use_cuda)?;
         let session = builder.commit_from_memory(&bytes).map_err(|e| {
             Error::invalid(path, format!("ONNX Runtime cannot load the model: {e}"))
         })?;
         tracing::info!("execution provider: {provider} ({})", path.display());
-        let input = session
-            .inputs()
-            .first()
-            .ok_or_else(|| Error::invalid(path, "the model has no input"))?;
-        let shape = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-        if input.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32)
-            || shape.len() != 4
-        {
-            return Err(Error::invalid(
-                path,
-                format!(
-                    "input `{}` must be a float32 [N, C, H, W] tensor, found {:?}",
-                    input.name(),
-                    input.dtype()
-                ),
-            ));
-        }
+        let (input_name, shape) = image_input(&session, path)?;
         let dims = |s: &[i64]| s.iter().map(|&d| (d > 0).then_some(d as usize)).collect();
         let input_chw = dims(&shape[1..]);
         let output_dims = session
@@ -137,7 +97,7 @@ impl OnnxModel {
         Ok(OnnxModel {
             output_dims,
             metadata,
-            input_name: input.name().to_string(),
+            input_name,
             input_chw,
             output_names: session
                 .outputs()
@@ -234,4 +194,53 @@ fn custom_metadata(
         .into_iter()
         .filter_map(|k| meta.custom(&k).map(|v| (k, v)))
         .collect())
+}
+
+/// Registers the CUDA execution provider when `use_cuda`: a failure is an error under
+/// `--device cuda`, else logged and the CPU is used. Returns the builder and the provider.
+fn with_provider(
+    builder: ort::session::builder::SessionBuilder,
+    device: DeviceChoice,
+    use_cuda: bool,
+) -> Result<(ort::session::builder::SessionBuilder, &'static str)> {
+    if !use_cuda {
+        return Ok((builder, "CPUExecutionProvider"));
+    }
+    let ep = ort::ep::CUDA::default().build().error_on_failure();
+    match builder.with_execution_providers([ep]) {
+        Ok(b) => Ok((b, "CUDAExecutionProvider")),
+        Err(e) if device == DeviceChoice::Cuda => Err(Error::Device(format!(
+            "--device cuda: registering the CUDA execution provider failed: {e}"
+        ))),
+        Err(e) => {
+            tracing::info!("CUDA execution provider not usable ({e}); using CPU");
+            Ok((e.recover(), "CPUExecutionProvider"))
+        }
+    }
+}
+
+/// The model's first input: its name and shape, which must be a float32 `[N, C, H, W]`.
+fn image_input(session: &Session, path: &Path) -> Result<(String, Vec<i64>)> {
+    let input = session
+        .inputs()
+        .first()
+        .ok_or_else(|| Error::invalid(path, "the model has no input"))?;
+    let shape = input
+        .dtype()
+        .tensor_shape()
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    if input.dtype().tensor_type() != Some(ort::value::TensorElementType::Float32)
+        || shape.len() != 4
+    {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "input `{}` must be a float32 [N, C, H, W] tensor, found {:?}",
+                input.name(),
+                input.dtype()
+            ),
+        ));
+    }
+    Ok((input.name().to_string(), shape))
 }

@@ -457,20 +457,22 @@ fn rounds(
         state.epoch = round;
         state.loss_scale = scaler.scale;
         let miou = ev.as_ref().map(|e| e.metrics.miou);
-        if state.best_miou.zip(miou).is_none_or(|(b, v)| v > b) {
-            state.best_miou = miou;
-            state.best_epoch = Some(round);
-            t.save(dir, CheckpointKind::Best, state)?;
-        }
-        t.save(dir, CheckpointKind::Last, state)?;
         let l = &stats.losses;
         tracing::info!(
             "round {round}/{total_rounds} (step {}/{}): L_S {:.4} (dice {:.4}, semi {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
             state.global_step, ctx.schedule.total_steps, l.seg, l.dice, l.semi, l.adv, l.dis,
             miou.map_or("-".into(), |v| format!("{v:.4}")), stats.slices_per_s
         );
+        // the record first: a kill between the two leaves a record that a resume drops
+        // (records after the checkpoint's round), never a checkpoint without its record
         records.push(record(state, &stats, ev, start.elapsed().as_secs_f64()));
         write_metrics(dir.path(), &records)?;
+        if state.best_miou.zip(miou).is_none_or(|(b, v)| v > b) {
+            state.best_miou = miou;
+            state.best_epoch = Some(round);
+            t.save(dir, CheckpointKind::Best, state)?;
+        }
+        t.save(dir, CheckpointKind::Last, state)?;
         if let Err(e) = draw_curves(&records, &dir.path().join("curves.png")) {
             tracing::warn!("curves.png not drawn: {e}");
         }

@@ -99,11 +99,24 @@ fn missing_salt_is_a_loud_warning_because_keys_can_be_recomputed() {
     assert!(kept.iter().all(|(s, k)| s == k), "{kept:?}");
 }
 
+/// A synthetic KiTS19-layout cohort (`dmnet-prep synth`): the error paths that do not depend on
+/// the data run without `../shared`.
+fn synth_cohort(dir: &Path, patients: usize) -> std::path::PathBuf {
+    let cfg = dmnet::prep::synth::SynthConfig {
+        patients,
+        dicom_patients: 0,
+        seed: 0,
+        size: 32,
+    };
+    dmnet::prep::synth::synthesize(&dir.join("synth"), &cfg)
+        .unwrap()
+        .kits19
+}
+
 #[test]
 fn shareable_output_requires_a_private_salt() {
-    require_data!("la2018");
     let t = tmp();
-    let input = la_subset(t.path(), 1);
+    let input = synth_cohort(t.path(), 1);
     let out = t.path().join("out");
     for (extra, what) in [
         (vec!["--shareable"], "--shareable needs a private salt"),
@@ -136,9 +149,8 @@ fn shareable_output_requires_a_private_salt() {
 
 #[test]
 fn io_errors_print_their_cause_once() {
-    require_data!("la2018");
     let t = tmp();
-    let input = la_subset(t.path(), 1);
+    let input = synth_cohort(t.path(), 1);
     // --out below a regular file: create_dir_all fails with ENOTDIR (as root too, unlike EACCES)
     let file = t.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
@@ -193,5 +205,27 @@ fn a_panic_in_one_study_fails_only_that_study() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let m = manifest(&out);
     assert_eq!(m["totals"]["ok"], 3, "{m}");
+    inspect_ok(&out);
+}
+
+/// A truncated study of the synthetic cohort: one error line naming it, exit 2, the other
+/// studies written and the folder valid; no `../shared` needed.
+#[test]
+fn a_truncated_study_of_the_synthetic_cohort_fails_alone() {
+    let t = tmp();
+    let input = synth_cohort(t.path(), 3);
+    let victim = input.join("case_00001/imaging.nii.gz");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+    let out = t.path().join("out");
+    let o = output(&mut prep(&input, &out, &["--salt", "s"]));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("case_00001"), "{err}");
+    let m = manifest(&out);
+    let totals = (m["totals"]["ok"].as_u64(), m["totals"]["failed"].as_u64());
+    assert_eq!(totals, (Some(2), Some(1)), "{m}");
     inspect_ok(&out);
 }
