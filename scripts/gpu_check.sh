@@ -191,7 +191,7 @@ prep() {
     record prep failed "pipelines/la2018.toml has no split_ratio line to rewrite"; return 1
   fi
   run prep "$BIN/dmnet-prep" ingest --input "$CARRY/data/la2018" --out "$SHARDS" \
-    --pipeline "$WORK/la2018-check.toml" --size 224 --labeled-fraction 0.5 -q
+    --pipeline "$WORK/la2018-check.toml" --size 224 --labeled-patient-fraction 0.5 -q
   local rc=$?
   [ "$rc" = 0 ] || { fail_or_timeout prep "$rc" "dmnet-prep ingest failed"; return 1; }
   record prep ok "$(grep -m1 'studies ok' "$LOGS/prep.log")" --from "$WORK/prep.result.json"
