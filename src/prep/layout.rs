@@ -507,7 +507,6 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     let meta = read_dataset_json(input)?;
     let mut warnings = Vec::new();
     let labels = dataset_labels(&meta, &input.join("dataset.json"), &mut warnings);
-    let chans = dataset_channels(&meta);
     let v2 = meta.get("channel_names").is_some() || meta.get("file_ending").is_some();
     let mut others = Vec::new();
     let tr = nifti_stems(&input.join("imagesTr"), &mut others)?;
@@ -515,10 +514,8 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
     let label_dir = input.join("labelsTr");
     let label_files = nifti_stems(&label_dir, &mut others)?;
     for p in &others {
-        warnings.push(format!(
-            "{}: not a NIfTI file (.nii.gz, .nii); skipped",
-            p.display()
-        ));
+        let p = p.display();
+        warnings.push(format!("{p}: not a NIfTI file (.nii.gz, .nii); skipped"));
     }
     let all: Vec<&(String, PathBuf)> = tr.iter().chain(&ts).collect();
     let naming = detect_naming(v2, &all, &label_files);
@@ -537,71 +534,116 @@ fn msd(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
             input.display()
         ));
     }
-    let mut label_of: std::collections::BTreeMap<&str, Vec<&PathBuf>> = Default::default();
+    let mut scan = MsdScan {
+        input,
+        naming,
+        channels: dataset_channels(&meta),
+        labels,
+        label_dir: label_dir.is_dir(),
+        label_of: Default::default(),
+        used_labels: Default::default(),
+        out: Vec::new(),
+        warnings,
+    };
     for (s, p) in &label_files {
-        label_of.entry(s.as_str()).or_default().push(p);
+        scan.label_of.entry(s.clone()).or_default().push(p.clone());
     }
-    let mut out = Vec::new();
-    let mut used_labels = std::collections::BTreeSet::new();
-    for (files, labeled) in [(&tr, true), (&ts, false)] {
-        for (case, c) in group_cases(files, naming) {
-            let first = c.channels.values().next().cloned();
-            let imgs = case_channels(&case, &c, naming, &chans);
-            let label = if labeled {
-                match label_of.get(case.as_str()).map(Vec::as_slice) {
-                    Some([one]) => Some((*one).clone()),
-                    Some(many) => {
-                        let names: Vec<String> =
-                            many.iter().map(|p| p.display().to_string()).collect();
-                        let e = format!("duplicate label for case {case}: {}", names.join(" and "));
-                        out.push(failed_study(
-                            case_name(input, &first, &case),
-                            case.clone(),
-                            rel_or(input, &first, &case),
-                            e,
-                        ));
-                        used_labels.insert(case.clone());
-                        continue;
-                    }
-                    None => None,
+    for (case, c) in group_cases(&tr, naming) {
+        scan.case(case, c, true);
+    }
+    for (case, c) in group_cases(&ts, naming) {
+        scan.case(case, c, false);
+    }
+    for (s, p) in &label_files {
+        if !scan.used_labels.contains(s) {
+            let p = p.display();
+            let msg = format!("{p}: label without an image in imagesTr/; ignored");
+            scan.warnings.push(msg);
+        }
+    }
+    fail_duplicate_cases(&mut scan.out);
+    Ok((scan.out, scan.warnings))
+}
+
+/// What the walk of an MSD / nnU-Net raw folder has found so far.
+struct MsdScan<'a> {
+    input: &'a Path,
+    naming: Naming,
+    channels: Vec<String>,
+    labels: Vec<String>,
+    /// Whether `labelsTr/` exists.
+    label_dir: bool,
+    label_of: std::collections::BTreeMap<String, Vec<PathBuf>>,
+    used_labels: std::collections::BTreeSet<String>,
+    out: Vec<Study>,
+    warnings: Vec<String>,
+}
+
+impl MsdScan<'_> {
+    /// One case of `imagesTr/` (`labeled`) or `imagesTs/`: a study, or a failed one.
+    fn case(&mut self, case: String, c: MsdCase, labeled: bool) {
+        let input = self.input;
+        let first = c.channels.values().next().cloned();
+        let imgs = case_channels(&case, &c, self.naming, &self.channels);
+        let label = if labeled {
+            match self.label(&case, &first) {
+                Ok(label) => label,
+                Err(e) => {
+                    let (name, rel) = (
+                        case_name(input, &first, &case),
+                        rel_or(input, &first, &case),
+                    );
+                    self.out.push(failed_study(name, case, rel, e));
+                    return;
                 }
-            } else {
-                None
-            };
-            if labeled {
-                used_labels.insert(case.clone());
-                if label.is_none() && label_dir.is_dir() {
-                    warnings.push(format!(
+            }
+        } else {
+            None
+        };
+        match imgs {
+            Ok(imgs) => {
+                let mut s = nifti_study(input, case, imgs, label);
+                s.dataset_labels = self.labels.clone();
+                self.out.push(s);
+            }
+            Err(e) => {
+                let (name, rel) = (
+                    case_name(input, &first, &case),
+                    rel_or(input, &first, &case),
+                );
+                self.out.push(failed_study(name, case, rel, e));
+            }
+        }
+    }
+
+    /// The label file of an `imagesTr/` case: none (with a warning when `labelsTr/` exists),
+    /// one, or an error naming the duplicates.
+    fn label(
+        &mut self,
+        case: &str,
+        first: &Option<PathBuf>,
+    ) -> std::result::Result<Option<PathBuf>, String> {
+        self.used_labels.insert(case.to_string());
+        match self.label_of.get(case).map(Vec::as_slice) {
+            Some([one]) => Ok(Some(one.clone())),
+            Some(many) => {
+                let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+                Err(format!(
+                    "duplicate label for case {case}: {}",
+                    names.join(" and ")
+                ))
+            }
+            None => {
+                if self.label_dir {
+                    self.warnings.push(format!(
                         "case {case}: {} has no label in labelsTr/ (looked for {case}.nii.gz / {case}.nii); ingested unlabeled",
-                        first.as_deref().map(|p| rel(input, p)).unwrap_or_default()
+                        first.as_deref().map(|p| rel(self.input, p)).unwrap_or_default()
                     ));
                 }
-            }
-            match imgs {
-                Ok(imgs) => {
-                    let mut s = nifti_study(input, case, imgs, label);
-                    s.dataset_labels = labels.clone();
-                    out.push(s);
-                }
-                Err(e) => out.push(failed_study(
-                    case_name(input, &first, &case),
-                    case.clone(),
-                    rel_or(input, &first, &case),
-                    e,
-                )),
+                Ok(None)
             }
         }
     }
-    for (s, p) in &label_files {
-        if !used_labels.contains(s) {
-            warnings.push(format!(
-                "{}: label without an image in imagesTr/; ignored",
-                p.display()
-            ));
-        }
-    }
-    fail_duplicate_cases(&mut out);
-    Ok((out, warnings))
 }
 
 /// A study's name from its first file (relative), else the case.
