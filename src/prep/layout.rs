@@ -693,6 +693,34 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
         out.push(failed_study(r.clone(), r.clone(), r, why));
     }
     let images: Vec<&DicomSeries> = series.iter().filter(|s| !s.is_seg).collect();
+    warn_orphan_segs(input, &series, &images, &mut warnings);
+    for s in &images {
+        out.push(dicom_study(input, s, &series, &mut warnings));
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(input, "no DICOM files found"));
+    }
+    warn_mixed_modalities(input, &images, &mut warnings);
+    // one class list for the whole tree (labeled and unlabeled series alike): the first SEG's
+    let names = series
+        .iter()
+        .find(|s| s.is_seg)
+        .and_then(|s| s.files.first())
+        .and_then(|f| crate::volume::read_seg_names(&f.path).ok())
+        .unwrap_or_default();
+    for s in &mut out {
+        s.dataset_labels = names.clone();
+    }
+    Ok((out, warnings))
+}
+
+/// A warning for each DICOM SEG whose referenced series is not in the input.
+fn warn_orphan_segs(
+    input: &Path,
+    series: &[DicomSeries],
+    images: &[&DicomSeries],
+    warnings: &mut Vec<String>,
+) {
     for seg in series.iter().filter(|s| s.is_seg) {
         let refs = seg.referenced_series.as_deref();
         if !images.iter().any(|s| Some(s.series_uid.as_str()) == refs) {
@@ -707,42 +735,50 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
             ));
         }
     }
-    for s in &images {
-        let segs: Vec<&DicomSeries> = series
-            .iter()
-            .filter(|g| g.is_seg && g.referenced_series.as_deref() == Some(s.series_uid.as_str()))
-            .collect();
-        let seg_file = segs
-            .first()
-            .and_then(|g| g.files.first())
-            .map(|f| f.path.clone());
-        if segs.len() > 1 {
-            warnings.push(format!(
-                "series {} is referenced by {} DICOM SEGs; using {}",
-                s.series_uid,
-                segs.len(),
-                seg_file
-                    .as_deref()
-                    .map(|p| rel(input, p))
-                    .unwrap_or_default()
-            ));
-        }
-        let folder = rel(input, &s.folder());
-        out.push(Study {
-            name: format!("{folder}#{}", s.series_uid),
-            patient: s.patient.clone(),
-            images: StudyImages::Dicom(Box::new((*s).clone())),
-            label: seg_file.map_or(LabelSource::None, LabelSource::DicomSeg),
-            source_path: folder,
-            dataset_labels: Vec::new(),
-            error: None,
-        });
+}
+
+/// The study of one image series, labeled by the (first) DICOM SEG that references it.
+fn dicom_study(
+    input: &Path,
+    s: &DicomSeries,
+    series: &[DicomSeries],
+    warnings: &mut Vec<String>,
+) -> Study {
+    let segs: Vec<&DicomSeries> = series
+        .iter()
+        .filter(|g| g.is_seg && g.referenced_series.as_deref() == Some(s.series_uid.as_str()))
+        .collect();
+    let seg_file = segs
+        .first()
+        .and_then(|g| g.files.first())
+        .map(|f| f.path.clone());
+    if segs.len() > 1 {
+        warnings.push(format!(
+            "series {} is referenced by {} DICOM SEGs; using {}",
+            s.series_uid,
+            segs.len(),
+            seg_file
+                .as_deref()
+                .map(|p| rel(input, p))
+                .unwrap_or_default()
+        ));
     }
-    if out.is_empty() {
-        return Err(Error::invalid(input, "no DICOM files found"));
+    let folder = rel(input, &s.folder());
+    Study {
+        name: format!("{folder}#{}", s.series_uid),
+        patient: s.patient.clone(),
+        images: StudyImages::Dicom(Box::new(s.clone())),
+        label: seg_file.map_or(LabelSource::None, LabelSource::DicomSeg),
+        source_path: folder,
+        dataset_labels: Vec::new(),
+        error: None,
     }
+}
+
+/// A warning when the image series are of several modalities.
+fn warn_mixed_modalities(input: &Path, images: &[&DicomSeries], warnings: &mut Vec<String>) {
     let mut modalities: std::collections::BTreeMap<&str, usize> = Default::default();
-    for s in &images {
+    for s in images {
         *modalities.entry(s.modality.as_str()).or_default() += 1;
     }
     if modalities.len() > 1 {
@@ -756,17 +792,6 @@ fn dicom(input: &Path) -> Result<(Vec<Study>, Vec<String>)> {
             list.join(", ")
         ));
     }
-    // one class list for the whole tree (labeled and unlabeled series alike): the first SEG's
-    let names = series
-        .iter()
-        .find(|s| s.is_seg)
-        .and_then(|s| s.files.first())
-        .and_then(|f| crate::volume::read_seg_names(&f.path).ok())
-        .unwrap_or_default();
-    for s in &mut out {
-        s.dataset_labels = names.clone();
-    }
-    Ok((out, warnings))
 }
 
 /// A CSV manifest `patient_id,<image columns…>,label` (paths relative to the CSV). A row with
