@@ -177,40 +177,7 @@ pub(crate) fn process_study(
 ) -> Result<Vec<SliceRecord>> {
     let (vol, mask, label_names) = load_study(study, cfg)?;
     let n = vol.num_slices();
-    let mut rng = study_rng(cfg.seed, &study.name);
-    // (slice index, keep the label?)
-    let picks: Vec<(usize, bool)> = match (cfg.protocol, &mask) {
-        (Protocol::AllSlices, m) => (0..n)
-            .map(|k| (k, m.is_some() && plan.use_labels))
-            .collect(),
-        (Protocol::Paper, Some(m)) => {
-            let fg: Vec<usize> = (0..n).filter(|&k| has_foreground(&vol, m, k)).collect();
-            if fg.is_empty() {
-                return Err(Error::invalid(
-                    &study.source_path,
-                    format!("case {}: label map has no foreground slice (paper protocol draws among foreground slices)", study.name),
-                ));
-            }
-            let n_unl = if plan.split == Split::Train {
-                cfg.unlabeled_per_patient
-            } else {
-                0
-            };
-            let (l, u) = draw_paper(&fg, n_unl, &mut rng);
-            let mut v: Vec<(usize, bool)> = l.into_iter().map(|k| (k, true)).collect();
-            v.extend(u.into_iter().map(|k| (k, false)));
-            v
-        }
-        (Protocol::Paper, None) => {
-            let all: Vec<usize> = (0..n).collect();
-            let mut u: Vec<usize> = all
-                .choose_multiple(&mut rng, cfg.unlabeled_per_patient)
-                .copied()
-                .collect();
-            u.sort();
-            u.into_iter().map(|k| (k, false)).collect()
-        }
-    };
+    let picks = pick_slices(study, plan, cfg, &vol, mask.as_deref())?;
     let s = cfg.preprocess.size;
     let (h, w) = vol.plane();
     let g = &vol.geometry;
@@ -245,6 +212,51 @@ pub(crate) fn process_study(
             volume_shape: g.dims.map(|d| d as i32),
         })
         .collect())
+}
+
+/// The slices a study contributes and whether each keeps its label (the protocol: every slice,
+/// or the paper's one labeled + `unlabeled_per_patient` drawn among foreground slices).
+fn pick_slices(
+    study: &Study,
+    plan: &StudyPlan,
+    cfg: &PrepConfig,
+    vol: &PreparedVolume,
+    mask: Option<&[u8]>,
+) -> Result<Vec<(usize, bool)>> {
+    let n = vol.num_slices();
+    let mut rng = study_rng(cfg.seed, &study.name);
+    Ok(match (cfg.protocol, mask) {
+        (Protocol::AllSlices, m) => (0..n)
+            .map(|k| (k, m.is_some() && plan.use_labels))
+            .collect(),
+        (Protocol::Paper, Some(m)) => {
+            let fg: Vec<usize> = (0..n).filter(|&k| has_foreground(vol, m, k)).collect();
+            if fg.is_empty() {
+                return Err(Error::invalid(
+                    &study.source_path,
+                    format!("case {}: label map has no foreground slice (paper protocol draws among foreground slices)", study.name),
+                ));
+            }
+            let n_unl = if plan.split == Split::Train {
+                cfg.unlabeled_per_patient
+            } else {
+                0
+            };
+            let (l, u) = draw_paper(&fg, n_unl, &mut rng);
+            let mut v: Vec<(usize, bool)> = l.into_iter().map(|k| (k, true)).collect();
+            v.extend(u.into_iter().map(|k| (k, false)));
+            v
+        }
+        (Protocol::Paper, None) => {
+            let all: Vec<usize> = (0..n).collect();
+            let mut u: Vec<usize> = all
+                .choose_multiple(&mut rng, cfg.unlabeled_per_patient)
+                .copied()
+                .collect();
+            u.sort();
+            u.into_iter().map(|k| (k, false)).collect()
+        }
+    })
 }
 
 /// Whether slice `k` of the full-resolution mask has a non-zero voxel.
