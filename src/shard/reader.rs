@@ -280,7 +280,7 @@ fn index_rows(
     };
     let (keys, idx) = (c.strs("patient_key")?, c.i32s("slice_index")?);
     let (split, labeled) = (c.values::<Split>("split")?, c.bools("labeled")?);
-    let labels = c.str_lists("label_names")?;
+    let classes = c.list_lens("label_names")?;
     Ok(keys
         .into_iter()
         .enumerate()
@@ -294,7 +294,7 @@ fn index_rows(
             slice_index: idx[i],
             split: split[i],
             labeled: labeled[i],
-            classes: labels[i].len(),
+            classes: classes[i],
         })
         .collect())
 }

@@ -694,6 +694,16 @@ impl<'a> Columns<'a> {
             })
             .collect())
     }
+    /// The number of values in each row of a list column, without reading the values.
+    pub(super) fn list_lens(&self, name: &str) -> Result<Vec<usize>> {
+        let l = self
+            .col(name)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| self.wrong(name))?;
+        Ok((0..l.len())
+            .map(|i| l.value_length(i).max(0) as usize)
+            .collect())
+    }
     /// A fixed-size list column's flat values and list size.
     fn fixed<T: arrow_array::ArrowPrimitiveType>(
         &self,

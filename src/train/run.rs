@@ -69,21 +69,20 @@ struct ShardProbe {
 
 /// Channel and class names and the slice size, from the first row of the shards.
 fn probe_shards(index: &ShardIndex) -> Result<ShardProbe> {
-    let part = index
-        .parts
+    let at = index
+        .rows
         .first()
-        .ok_or_else(|| Error::invalid(&index.dir, "no shard files"))?;
+        .ok_or_else(|| Error::invalid(&index.dir, "the shards hold no slices"))?
+        .at;
+    let part = &index.parts[at.file];
     let prep = index
         .prep_config()
         .and_then(|s| serde_json::from_str(&s).ok());
-    let first = (0..part.num_row_groups())
-        .find_map(|rg| {
-            part.read_row_group(rg)
-                .map(|g| g.into_iter().next())
-                .transpose()
-        })
-        .transpose()?
-        .ok_or_else(|| Error::invalid(&index.dir, "the shards hold no slices"))?;
+    let first = part
+        .read_row_group(at.row_group)?
+        .into_iter()
+        .nth(at.row)
+        .ok_or_else(|| Error::invalid(&part.path, "the index names a row the file lacks"))?;
     if first.height != first.width {
         return Err(Error::invalid(
             &part.path,
