@@ -141,8 +141,13 @@ def cmd_check(a):
     exactly, images within 1e-4 (float32 storage) or 1e-4 + 2^-11*|value| (float16 storage)."""
     import pyarrow.parquet as pq
     t = pq.read_table(a.shards, columns=["source_path", "slice_index", "slice_axis", "height", "image", "mask", "labeled"])
-    storage = t.schema.field("image").type.storage_type.value_type
-    dtype = {"halffloat": "float16", "float": "float32"}[str(storage)]
+    field = t.schema.field("image")
+    meta = field.metadata or {}
+    if b"dmnet.precision" in meta:  # schema v3: a float32 column holding values of this precision
+        dtype = meta[b"dmnet.precision"].decode()
+    else:
+        storage = field.type.storage_type.value_type
+        dtype = {"halffloat": "float16", "float": "float32"}[str(storage)]
     rel = 2.0 ** -11 if dtype == "float16" else 0.0
     images = t["image"].combine_chunks().to_numpy_ndarray().astype(np.float32)
     d = t.drop_columns(["image"]).to_pydict()
@@ -290,8 +295,10 @@ def cmd_encodings(a):
         ("float32, PLAIN (v1)", img, {"use_dictionary": True}, lambda x: x),
         ("float32, BYTE_STREAM_SPLIT", img, {"use_dictionary": False, "use_byte_stream_split": [col]}, lambda x: x),
         ("float16, PLAIN", img.astype(np.float16), {"use_dictionary": False}, lambda x: x.astype(np.float32)),
-        ("float16, BYTE_STREAM_SPLIT", img.astype(np.float16), {"use_dictionary": False, "use_byte_stream_split": [col]},
+        ("float16, BYTE_STREAM_SPLIT (v2)", img.astype(np.float16), {"use_dictionary": False, "use_byte_stream_split": [col]},
          lambda x: x.astype(np.float32)),
+        ("float32 column of float16-rounded values, BYTE_STREAM_SPLIT (v3)", img.astype(np.float16).astype(np.float32),
+         {"use_dictionary": False, "use_byte_stream_split": [col]}, lambda x: x),
         ("int16 per-slice scale, DELTA", q16, {"use_dictionary": False, "column_encoding": {col: "DELTA_BINARY_PACKED"}},
          lambda x: (x.astype(np.float32) + 32768) * scale + lo),
     ]
@@ -322,7 +329,7 @@ def cmd_encodings(a):
 
 def cmd_v1copy(a):
     """Writes a schema-v1 folder (schemas/shard-v1.md: part-*.parquet beside manifest.json,
-    list columns, version "1") with the rows of the v2 folder a.shards (float32 for exact rows)."""
+    list columns, version "1") with the rows of the v3 folder a.shards (float32 for exact rows)."""
     import shutil
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -337,11 +344,13 @@ def cmd_v1copy(a):
         return pa.field(f.name, st, f.nullable)
 
     def v1_config(cfg):
-        return {k: v for k, v in cfg.items() if k != "image_dtype"}  # v2's only new key
+        # keys v1 did not have: image_dtype (v2), shareable (v3)
+        return {k: v for k, v in cfg.items() if k not in ("image_dtype", "shareable")}
 
     os.makedirs(a.out)
     for p in sorted(glob.glob(os.path.join(a.shards, "data", "part-*.parquet"))):
         t = pq.read_table(p)
+        t = t.drop_columns([c for c in ("spacing_known", "source_mask") if c in t.column_names])  # v3's
         schema = pa.schema([v1_field(f) for f in t.schema])
         cols = [getattr(c.combine_chunks(), "storage", c.combine_chunks()).cast(f.type)
                 for c, f in zip(t.columns, schema)]
@@ -352,10 +361,51 @@ def cmd_v1copy(a):
     m = json.load(open(os.path.join(a.shards, "_manifest.json")))
     m["schema_version"] = "1"
     m["config"] = v1_config(m["config"])
+    m.pop("parts", None)
     json.dump(m, open(os.path.join(a.out, "manifest.json"), "w"))
     shutil.copy(os.path.join(a.shards, "_splits.json"), os.path.join(a.out, "splits.json"))
     json.dump(v1_config(json.load(open(os.path.join(a.shards, "_prep-config.json")))),
               open(os.path.join(a.out, "prep-config.json"), "w"))
+
+
+def cmd_v2copy(a):
+    """Writes a schema-v2 folder (schemas/shard-v2.md: data/part-*.parquet, a float16 image
+    column with BYTE_STREAM_SPLIT, no part hashes, no spacing_known / source_mask) with the rows
+    of the v3 folder a.shards (image_dtype float16), as dmnet 0.1 wrote it: the input of
+    `dmnet-prep upgrade`'s v2 path."""
+    import shutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(os.path.join(a.out, "data"))
+    for p in sorted(glob.glob(os.path.join(a.shards, "data", "part-*.parquet"))):
+        t = pq.read_table(p)
+        t = t.drop_columns(["spacing_known", "source_mask"])
+        i = t.schema.get_field_index("image")
+        col = t.column(i).combine_chunks()
+        st = col.storage
+        vals = st.values.to_numpy(zero_copy_only=False).astype(np.float16)
+        shape = col.type.shape
+        ext = pa.fixed_shape_tensor(pa.float16(), shape)
+        half = pa.FixedSizeListArray.from_arrays(pa.array(vals, pa.float16()), st.type.list_size)
+        t = t.set_column(i, pa.field("image", ext, False), pa.ExtensionArray.from_storage(ext, half))
+        cfg = json.loads(t.schema.metadata[b"dmnet.prep_config"])
+        cfg.pop("shareable", None)
+        meta = {b"dmnet.schema_version": b"2", b"dmnet.prep_config": json.dumps(cfg).encode()}
+        t = t.replace_schema_metadata(meta)
+        groups = pq.ParquetFile(p).metadata.row_group(0).num_rows
+        pq.write_table(t, os.path.join(a.out, "data", os.path.basename(p)), compression="zstd",
+                       row_group_size=groups, use_dictionary=["patient_key", "source_path", "split", "role"],
+                       use_byte_stream_split=["image.list.element"])
+    m = json.load(open(os.path.join(a.shards, "_manifest.json")))
+    m["schema_version"] = "2"
+    m.pop("parts", None)
+    m["config"].pop("shareable", None)
+    json.dump(m, open(os.path.join(a.out, "_manifest.json"), "w"))
+    shutil.copy(os.path.join(a.shards, "_splits.json"), os.path.join(a.out, "_splits.json"))
+    cfg = json.load(open(os.path.join(a.shards, "_prep-config.json")))
+    cfg.pop("shareable", None)
+    json.dump(cfg, open(os.path.join(a.out, "_prep-config.json"), "w"))
 
 
 def cmd_read(a):
@@ -384,7 +434,7 @@ def cmd_read(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ["ref", "decompress", "check", "bench", "profile", "encodings", "v1copy", "read"]:
+    for name in ["ref", "decompress", "check", "bench", "profile", "encodings", "v1copy", "v2copy", "read"]:
         p = sub.add_parser(name)
         p.add_argument("--input", required=True)
         p.add_argument("--workers", type=int, default=os.cpu_count())
@@ -396,7 +446,7 @@ def main():
         p.add_argument("--reader", default="target/release/examples/bench_shard_read")
     a = ap.parse_args()
     {"ref": cmd_ref, "decompress": cmd_decompress, "check": cmd_check, "bench": cmd_bench,
-     "profile": cmd_profile, "encodings": cmd_encodings, "v1copy": cmd_v1copy, "read": cmd_read}[a.cmd](a)
+     "profile": cmd_profile, "encodings": cmd_encodings, "v1copy": cmd_v1copy, "v2copy": cmd_v2copy, "read": cmd_read}[a.cmd](a)
 
 
 if __name__ == "__main__":

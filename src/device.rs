@@ -73,10 +73,19 @@ pub fn select(choice: DeviceChoice) -> Result<tch::Device> {
                 Ok(tch::Device::Cuda(0))
             }
             Some(why) => {
-                tracing::info!("device: cpu (auto; CUDA not usable: {why})");
+                tracing::debug!("device: cpu (auto; CUDA not usable: {why})");
                 Ok(tch::Device::Cpu)
             }
         },
+    }
+}
+
+/// A device as users write it: `cpu`, `cuda:0`.
+pub fn describe(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 

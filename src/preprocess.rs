@@ -32,10 +32,14 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalization {
+    /// Decided once per dataset by `dmnet-prep ingest` from the studies' modality (DICOM
+    /// Modality, the MSD/nnU-Net `dataset.json` channel names, KiTS = CT): `ct` when every
+    /// study is CT, else `mri`; logged and saved resolved, so inference repeats it.
+    #[default]
+    Auto,
     /// CT: clip to `ct_window` (HU), then z-score with the clipped volume's mean and std.
     Ct,
     /// MRI: z-score with mean/std of the non-zero voxels; zero voxels (background) stay 0.
-    #[default]
     Mri,
     /// z-score over all voxels.
     Zscore,
@@ -71,7 +75,7 @@ impl Default for PreprocessConfig {
     fn default() -> Self {
         PreprocessConfig {
             channels: Vec::new(),
-            normalization: Normalization::Mri,
+            normalization: Normalization::Auto,
             ct_window: [-79.0, 304.0],
             label_map: Default::default(),
             label_names: Vec::new(),
@@ -231,7 +235,8 @@ pub(crate) fn normalize(data: &mut [f32], norm: Normalization, ct_window: [f32; 
             data.iter_mut()
                 .for_each(|v| *v = ((*v as f64 - m) / s) as f32);
         }
-        Normalization::Mri => {
+        // an unresolved `auto` (a config written by hand for inference) is MRI's, the old default
+        Normalization::Mri | Normalization::Auto => {
             let (m, s) = mean_std(data.iter().copied().filter(|&v| v != 0.0));
             data.iter_mut()
                 .filter(|v| **v != 0.0)
@@ -325,12 +330,7 @@ pub(crate) fn in_plane_axes(axis: usize) -> (usize, usize) {
 
 /// Slice `k` through `axis` of a volume with `dims` (index `i0 + n0·(i1 + n1·i2)`), as a
 /// row-major `n_p × n_q` array: pixel (r, c) = voxel with index r on axis p, c on axis q.
-pub(crate) fn extract_slice<T: Copy>(
-    data: &[T],
-    dims: [usize; 3],
-    axis: usize,
-    k: usize,
-) -> Vec<T> {
+pub fn extract_slice<T: Copy>(data: &[T], dims: [usize; 3], axis: usize, k: usize) -> Vec<T> {
     let (p, q) = in_plane_axes(axis);
     let (h, w) = (dims[p], dims[q]);
     let stride = [1, dims[0], dims[0] * dims[1]];

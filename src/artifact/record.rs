@@ -21,7 +21,7 @@ pub struct EpochRecord {
     pub lr_discriminator: f64,
     /// L_S = L_dice + λ1·L_adv + λ2·L_semi.
     pub loss_seg: f64,
-    /// Dice loss, summed over both decoders.
+    /// Dice loss, summed over both decoders (0–2; the log shows the mean of the two).
     pub loss_dice: f64,
     /// L_semi (0 for variants without unlabeled data).
     pub loss_semi: f64,
@@ -81,10 +81,59 @@ pub struct RunSummary {
     pub best_miou: Option<f64>,
     /// The last epoch's record.
     pub last: Option<EpochRecord>,
+    /// Whether the run had a validation split (without one, "best" is the last round).
+    #[serde(default)]
+    pub validated: bool,
+}
+
+impl RunSummary {
+    /// The one line `dmnet-train` prints at the end (the JSON is behind `--json`).
+    pub fn line(&self) -> String {
+        let best = match (self.best_miou, self.best_epoch, self.validated) {
+            (Some(m), Some(e), true) => format!("best val mIoU {:.1} % (round {e})", m * 100.0),
+            _ => "no validation split: best = last".into(),
+        };
+        let last = self.last.as_ref().map_or(String::new(), |l| {
+            let val = l.val.as_ref().map_or(String::new(), |v| {
+                format!(", val mIoU {:.1} %", v.miou * 100.0)
+            });
+            format!(
+                "; last round: step {}, L_S {:.4} (Dice loss {:.4}, mean of the two decoders){val}",
+                l.step,
+                l.loss_seg,
+                l.loss_dice / 2.0
+            )
+        });
+        format!(
+            "trained {}: {} rounds, {best}{last}; checkpoints in {}",
+            self.run_dir.display(),
+            self.epochs,
+            self.run_dir.join("checkpoints").display()
+        )
+    }
+}
+
+/// One line of `metrics.jsonl`: the record and its text exactly as written. History is
+/// append-only: a resume keeps the text of the lines it keeps, byte for byte, instead of
+/// re-serialising what it parsed (a parse–print round trip may change the last digit).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetricsLine {
+    /// The parsed record.
+    pub record: EpochRecord,
+    /// The line as written (without the newline).
+    pub text: String,
+}
+
+impl MetricsLine {
+    /// A new line for `record`.
+    pub(crate) fn new(record: EpochRecord) -> MetricsLine {
+        let text = serde_json::to_string(&record).expect("serialisable");
+        MetricsLine { record, text }
+    }
 }
 
 /// Reads `metrics.jsonl` (missing file: empty).
-pub(crate) fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
+pub(crate) fn read_metrics(run_dir: &Path) -> Result<Vec<MetricsLine>> {
     let p = run_dir.join("metrics.jsonl");
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
@@ -93,16 +142,22 @@ pub(crate) fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| Error::invalid(&p, e.to_string())))
+        .map(|l| {
+            let record = serde_json::from_str(l).map_err(|e| Error::invalid(&p, e.to_string()))?;
+            Ok(MetricsLine {
+                record,
+                text: l.to_string(),
+            })
+        })
         .collect()
 }
 
-/// Rewrites `metrics.jsonl` with `records` (used on resume to drop epochs after the checkpoint).
-pub(crate) fn write_metrics(run_dir: &Path, records: &[EpochRecord]) -> Result<()> {
+/// Writes `metrics.jsonl` with `lines` (on resume: the lines up to the checkpoint, unchanged).
+pub(crate) fn write_metrics(run_dir: &Path, lines: &[MetricsLine]) -> Result<()> {
     let p = run_dir.join("metrics.jsonl");
     let mut text = String::new();
-    for r in records {
-        text.push_str(&serde_json::to_string(r).expect("serialisable"));
+    for l in lines {
+        text.push_str(&l.text);
         text.push('\n');
     }
     crate::atomic::write_bytes(&p, text)

@@ -235,8 +235,10 @@ pub struct TrainConfig {
     pub device: DeviceChoice,
     /// Mixed precision (autocast + dynamic loss scaling) on CUDA; ignored on CPU (logged).
     pub amp: bool,
-    /// Same seed, same numbers, across processes: one libtorch thread on CPU (multi-threaded
-    /// reductions sum in a schedule-dependent order) and deterministic algorithms on CUDA.
+    /// Same seed, same numbers, across processes, on CPU: one libtorch thread (multi-threaded
+    /// reductions sum in a schedule-dependent order). On CUDA it only turns cuDNN's autotuner
+    /// off (tch 0.24 does not expose libtorch's deterministic-algorithms switch), so CUDA runs
+    /// are not guaranteed bit-identical.
     pub deterministic: bool,
     /// Cap on steps per epoch (`None`: ⌈labeled slices / labeled_batch⌉). For smoke runs.
     pub max_steps_per_epoch: Option<usize>,
@@ -244,6 +246,10 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Shuffle-buffer size in slices (the row-group order is permuted too).
     pub shuffle_window: usize,
+    /// How per-case metrics score a structure missing on one side or both
+    /// (`metrics::evaluate`): `nnunet` (default), `brats` or `ssl4mis`. Recorded in every
+    /// report; `dmnet-infer` takes the exported model's.
+    pub convention: crate::metrics::Convention,
 }
 
 impl Default for TrainConfig {
@@ -271,6 +277,7 @@ impl Default for TrainConfig {
             max_steps_per_epoch: None,
             prefetch: 4,
             shuffle_window: 256,
+            convention: crate::metrics::Convention::Nnunet,
         }
     }
 }
@@ -382,6 +389,13 @@ pub struct DataSummary {
     pub channel_names: Vec<String>,
     /// Class names (index = class).
     pub label_names: Vec<String>,
+    /// SHA-256 over the shard folder's part hashes when the run started (`--resume` refuses a
+    /// folder that changed since).
+    #[serde(default)]
+    pub shards_fingerprint: String,
+    /// Rows in the shard folder when the run started.
+    #[serde(default)]
+    pub shards_rows: usize,
 }
 
 /// The complete configuration of a run (`RUN/config.json`).

@@ -83,9 +83,16 @@ pub struct ModelSidecar {
     pub model: ModelConfig,
     /// Source run and checkpoint.
     pub source: Source,
-    /// The evaluation of the exported checkpoint (`dmnet-train eval`'s report: `checkpoint`,
-    /// `epoch`, `split`, `shards`, `metrics`), or `None` when that checkpoint was not evaluated.
+    /// The evaluation of the exported checkpoint on the **val** split (`dmnet-train eval`'s
+    /// report: `checkpoint`, `epoch`, `split`, `shards`, `metrics`, `cases`), or `None` when
+    /// that checkpoint was not evaluated on val. Never test figures.
     pub validation_metrics: Option<serde_json::Value>,
+    /// The same on the **test** split, when it was evaluated.
+    #[serde(default)]
+    pub test_metrics: Option<serde_json::Value>,
+    /// How per-case metrics score missing structures (`dmnet-infer`'s default convention).
+    #[serde(default)]
+    pub convention: crate::metrics::Convention,
 }
 
 impl ModelSidecar {
@@ -249,7 +256,9 @@ pub(crate) fn describe_steps(p: &PreprocessConfig) -> Vec<String> {
             "normalise each channel: clip to the HU window [{}, {}], then z-score over the volume",
             p.ct_window[0], p.ct_window[1]
         ),
-        N::Mri => "normalise each channel: z-score over the non-zero voxels (zeros stay 0)".into(),
+        N::Mri | N::Auto => {
+            "normalise each channel: z-score over the non-zero voxels (zeros stay 0)".into()
+        }
         N::Zscore => "normalise each channel: z-score over all voxels".into(),
         N::None => "no intensity normalisation".into(),
     };

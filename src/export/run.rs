@@ -141,38 +141,51 @@ pub(crate) fn checkpoint_path(run: &Path, kind: CheckpointKind) -> Result<PathBu
     Ok(crate::artifact::RunDir::new(run).checkpoint(kind)?.weights)
 }
 
-/// The metrics of the exported checkpoint: `RUN/eval-<split>-<checkpoint>.json` (written by
-/// `dmnet-train eval`; val first, then test) whose checkpoint is the exported one and whose
-/// validation round (`epoch`) and optimiser step are those the checkpoint was saved at
+/// The evaluation of the exported checkpoint on `split`: `RUN/eval-<split>-<checkpoint>.json`
+/// (written by `dmnet-train eval`) whose checkpoint is the exported one and whose validation
+/// round (`epoch`) and optimiser step are those the checkpoint was saved at
 /// (`checkpoints/<kind>/state.json`), so a stale evaluation of an older best checkpoint, or of
 /// the other checkpoint, is never carried. The value names its checkpoint, round, step, split
-/// and shard folder. `None` (logged) when no such evaluation exists.
-pub fn validation_metrics(run: &Path, kind: CheckpointKind) -> Option<Value> {
+/// and shard folder. `None` (logged) when no such evaluation exists. The sidecar carries the
+/// val split's as `validation_metrics` and the test split's as `test_metrics`, never one in
+/// the other's field.
+pub fn split_metrics(run: &Path, kind: CheckpointKind, split: Split) -> Option<Value> {
     let checkpoint = kind.name();
     let saved = crate::artifact::read_state(run, kind)
         .ok()
         .map(|s| (s.epoch, s.global_step));
     let at = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|e| e as usize);
-    for split in [Split::Val, Split::Test] {
-        let path = run.join(format!("eval-{split}-{checkpoint}.json"));
-        let Ok(v) = read_json(&path) else { continue };
-        let same_ckpt = v.get("checkpoint").and_then(Value::as_str) == Some(checkpoint);
-        let evaluated = at(&v, "epoch").zip(at(&v, "step"));
-        if same_ckpt && saved.is_some() && evaluated == saved && v.get("metrics").is_some() {
-            return Some(v);
-        }
-        tracing::warn!(
-            "{}: not an evaluation of the exported {checkpoint} checkpoint \
-             (round, step {saved:?}; evaluated {evaluated:?}); ignored",
-            path.display(),
-        );
+    let path = run.join(format!("eval-{split}-{checkpoint}.json"));
+    let v = read_json(&path).ok()?;
+    let same_ckpt = v.get("checkpoint").and_then(Value::as_str) == Some(checkpoint);
+    let evaluated = at(&v, "epoch").zip(at(&v, "step"));
+    if same_ckpt && saved.is_some() && evaluated == saved && v.get("metrics").is_some() {
+        return Some(v);
     }
+    let fmt =
+        |x: Option<(usize, usize)>| x.map_or("?".into(), |(e, s)| format!("round {e}, step {s}"));
     tracing::warn!(
-        "validation metrics: none (no `dmnet-train eval --checkpoint {checkpoint}` of round {}); \
-         the sidecar's validation_metrics is null",
-        saved.map_or("?".into(), |(e, _)| e.to_string())
+        "{}: not an evaluation of the exported {checkpoint} checkpoint ({}; evaluated {}); ignored",
+        path.display(),
+        fmt(saved),
+        fmt(evaluated)
     );
     None
+}
+
+/// [`split_metrics`] of the val split, with the log line when there is none.
+pub fn validation_metrics(run: &Path, kind: CheckpointKind) -> Option<Value> {
+    let v = split_metrics(run, kind, Split::Val);
+    if v.is_none() {
+        let round =
+            crate::artifact::read_state(run, kind).map_or("?".into(), |s| s.epoch.to_string());
+        tracing::warn!(
+            "validation metrics: none (no `dmnet-train eval --split val --checkpoint {}` of round {round}); \
+             the sidecar's validation_metrics is null",
+            kind.name()
+        );
+    }
+    v
 }
 
 fn spec(name: &str, dtype: &str, shape: Vec<Value>, description: &str) -> TensorSpec {
@@ -235,7 +248,16 @@ pub(crate) fn make_sidecar(opts: &ExportOptions, ckpt: &Path) -> Result<ModelSid
             checkpoint_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
         },
         validation_metrics: validation_metrics(&opts.run, opts.checkpoint),
+        test_metrics: split_metrics(&opts.run, opts.checkpoint, Split::Test),
+        convention: rc_convention(&opts.run),
     })
+}
+
+/// The run's evaluation convention (the default for runs that predate it).
+fn rc_convention(run: &Path) -> crate::metrics::Convention {
+    crate::artifact::RunConfig::load(run)
+        .map(|rc| rc.train.convention)
+        .unwrap_or_default()
 }
 
 /// Exports a run: `opts.out` (ONNX) and its sidecar.

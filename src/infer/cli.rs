@@ -98,6 +98,10 @@ struct RunArgs {
     /// point (0-based); 3-D inputs are read as they are. Without it a 4-D input is an error.
     #[arg(long)]
     timepoint: Option<usize>,
+    /// Per-case metrics (inputs with labels): how a structure missed on one side or absent
+    /// from both scores: nnunet, brats or ssl4mis (default: the model's, from its sidecar).
+    #[arg(long, value_enum)]
+    convention: Option<crate::metrics::Convention>,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         format: r.format,
         allow_mismatch: r.allow_mismatch,
         use_model_metadata: r.use_model_metadata,
+        convention: r.convention,
         ..InferOptions::new(model, input, out)
     };
     let s = super::run::infer(&opts)?;

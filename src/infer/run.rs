@@ -17,7 +17,7 @@ use super::{case_metrics, seg, shards};
 use crate::artifact::compat::{enforce, DataFacts, Modality, ModelFacts};
 use crate::artifact::sidecar::ModelSidecar;
 use crate::cli::DeviceChoice;
-use crate::metrics::MetricsAccumulator;
+use crate::metrics::{CaseCollector, CaseScore, Convention, MetricsAccumulator};
 use crate::onnxrt::session::OnnxModel;
 use crate::shard::Split;
 use crate::volume::{DicomSeries, Volume};
@@ -71,6 +71,8 @@ pub struct InferOptions {
     pub allow_mismatch: bool,
     /// Follow the model's embedded metadata when the sidecar disagrees with it.
     pub use_model_metadata: bool,
+    /// Convention of the per-case metrics (`None`: the model's, from its sidecar).
+    pub convention: Option<Convention>,
 }
 
 impl InferOptions {
@@ -90,6 +92,7 @@ impl InferOptions {
             format: OutputFormat::Auto,
             allow_mismatch: false,
             use_model_metadata: false,
+            convention: None,
         }
     }
 }
@@ -169,7 +172,7 @@ struct Run<'a> {
     opts: &'a InferOptions,
     outputs: Vec<PathBuf>,
     failed: Vec<CaseFailure>,
-    metrics: Vec<case_metrics::CaseClassMetrics>,
+    metrics: Vec<CaseScore>,
     cases: usize,
     slices: usize,
 }
@@ -336,14 +339,20 @@ impl Run<'_> {
         self.outputs.extend(staged.commit()?);
         self.slices += seg.slices;
         if let Some(label) = &case.label {
+            let source = case
+                .input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match case_metrics::case_metrics(
-                &case.name,
+                (&case.name, &source),
                 &seg.mask,
                 &reference,
                 label,
                 &self.sidecar,
+                self.convention(),
             ) {
-                Ok(rows) => self.metrics.extend(rows),
+                Ok(score) => self.metrics.push(score),
                 Err(e) => self.fail(
                     label,
                     format!("{e} (label of case {}; mask written)", case.name),
@@ -353,25 +362,42 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The convention of the per-case metrics: `--convention`, else the model's.
+    fn convention(&self) -> Convention {
+        self.opts.convention.unwrap_or(self.sidecar.convention)
+    }
+
     fn shards(&mut self, dir: &Path) -> Result<()> {
-        let bar = crate::cli::progress(0, "slices");
+        let index = crate::shard::ShardIndex::open(dir)?;
+        let keep = |s: crate::shard::Split| self.opts.split.is_none_or(|want| s == want);
+        let total = index.rows.iter().filter(|r| keep(r.split)).count();
+        let bar = crate::cli::progress(total as u64, "slices");
         let k = self.sidecar.model.num_classes;
         let mut acc = MetricsAccumulator::new(k);
+        let mut cases = CaseCollector::new(k, self.convention());
+        for r in index.rows.iter().filter(|r| keep(r.split) && r.labeled) {
+            cases.expect(&r.patient_key, &r.source_path, 1);
+        }
         let mut preds = Vec::new();
         let mut labeled = 0usize;
         let mut patients = std::collections::BTreeSet::new();
-        for group in crate::shard::schema::read_shards(dir)? {
-            let rows: Vec<_> = group?
-                .into_iter()
-                .filter(|r| self.opts.split.is_none_or(|s| r.split == s))
-                .collect();
+        let (s, kss) = (
+            self.sidecar.size(),
+            k * self.sidecar.size() * self.sidecar.size(),
+        );
+        for group in index.reader() {
+            let rows: Vec<_> = group?.into_iter().filter(|r| keep(r.split)).collect();
             for chunk in rows.chunks(self.opts.batch.max(1)) {
-                let p =
+                let (p, probs) =
                     shards::predict_rows(&mut self.onnx, &self.sidecar, chunk, dir, self.opts.tta)?;
                 shards::add_metrics(&mut acc, chunk, &p);
+                for (i, r) in chunk.iter().enumerate() {
+                    if r.mask.is_some() && r.height as usize == s {
+                        cases.add(r, &probs[i * kss..(i + 1) * kss]);
+                    }
+                }
                 labeled += chunk.iter().filter(|r| r.mask.is_some()).count();
                 patients.extend(chunk.iter().map(|r| r.patient_key.clone()));
-                bar.inc_length(chunk.len() as u64);
                 bar.inc(chunk.len() as u64);
                 preds.extend(p);
             }
@@ -387,6 +413,7 @@ impl Run<'_> {
                 model: self.opts.model.clone(),
                 split: self.opts.split,
                 metrics: acc.finish(),
+                cases: cases.finish(&self.sidecar.class_names),
             };
             staged.write("metrics.json", |p| write_json(p, &m))?;
         }
@@ -398,10 +425,22 @@ impl Run<'_> {
 
     fn finish(mut self, kind: &str, layout: &str, t0: Instant) -> Result<InferSummary> {
         if !self.metrics.is_empty() {
+            use crate::metrics::evaluate::{summarize, ScoreGrid, Units};
+            let report = summarize(
+                std::mem::take(&mut self.metrics),
+                self.sidecar.model.num_classes,
+                self.convention(),
+                ScoreGrid::Source,
+                Units::Mm,
+                None,
+                &self.sidecar.class_names,
+            );
+            tracing::info!("{}", report.footnote());
             let mut staged = Staged::new(&self.opts.out);
             staged.write("metrics.csv", |p| {
-                case_metrics::write_csv(p, &self.metrics).map(|_| ())
+                crate::atomic::write_bytes(p, report.csv())
             })?;
+            staged.write("metrics.json", |p| write_json(p, &report))?;
             self.outputs.extend(staged.commit()?);
         }
         let seconds = t0.elapsed().as_secs_f64();

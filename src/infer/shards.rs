@@ -1,9 +1,9 @@
-//! Shard inference: every slice of a shard folder (`schemas/shard-v2`) through the model; the
+//! Shard inference: every slice of a shard folder (`schemas/shard-v3`) through the model; the
 //! `labels` output (argmax at S×S, the shards' own grid) goes to `predictions.parquet`
 //! (written by [`crate::shard::predictions`]: patient_key, source_path, split, slice_index,
-//! height, width, mask) and, where the shards
-//! carry masks, `metrics.json` holds the metrics `train::metrics` computes (IoU/mIoU, Dice,
-//! HD95) as `dmnet-train eval` reports them.
+//! height, width, mask) and, where the shards carry masks, `metrics.json` holds what
+//! `dmnet-train eval` reports: the slice-pooled metrics (IoU/mIoU, Dice) and the per-case
+//! metrics of the same evaluator (`metrics::evaluate`, source grid, convention).
 use crate::artifact::sidecar::ModelSidecar;
 use crate::metrics::{MetricsAccumulator, SegMetrics};
 use crate::onnxrt::session::OnnxModel;
@@ -17,17 +17,7 @@ pub(crate) use crate::shard::predictions::{write_predictions, Prediction};
 
 /// Argmax over classes of `K × S × S` probabilities (first maximum wins, like `argmax`).
 pub fn argmax(p: &[f32], k: usize, n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|px| {
-            let mut best = 0;
-            for j in 1..k {
-                if p[j * n + px] > p[best * n + px] {
-                    best = j;
-                }
-            }
-            best as u8
-        })
-        .collect()
+    crate::metrics::evaluate::argmax_planes(p, k, n)
 }
 
 /// A shard row's image at the model size S (bilinear, half-pixel, as `dmnet-train` resizes).
@@ -42,14 +32,15 @@ fn image_at(r: &SliceRecord, c: usize, s: usize) -> Vec<f32> {
 }
 
 /// Runs a batch of shard rows (with test-time augmentation `tta`); checks channels against the
-/// model (naming `dir`) and resizes slices whose size differs from the model's S.
+/// model (naming `dir`) and resizes slices whose size differs from the model's S. Returns the
+/// predictions and the class probabilities (`K × S × S` per row, one after the other).
 pub(crate) fn predict_rows(
     model: &mut OnnxModel,
     sidecar: &ModelSidecar,
     rows: &[SliceRecord],
     dir: &Path,
     tta: super::tta::Tta,
-) -> Result<Vec<Prediction>> {
+) -> Result<(Vec<Prediction>, Vec<f32>)> {
     let (c, s, k) = (
         sidecar.model.in_channels,
         sidecar.size(),
@@ -74,7 +65,7 @@ pub(crate) fn predict_rows(
     }
     model.check_input(&[rows.len(), c, s, s], dir)?;
     let p = super::tta::predict(model, x, [rows.len(), c, s, s], k, tta)?;
-    Ok(rows
+    let preds = rows
         .iter()
         .zip(p.chunks_exact(k * s * s))
         .map(|(r, p)| Prediction {
@@ -86,7 +77,8 @@ pub(crate) fn predict_rows(
             width: s as i32,
             mask: argmax(p, k, s * s),
         })
-        .collect())
+        .collect();
+    Ok((preds, p))
 }
 
 /// Accumulates metrics for the rows that carry a mask.
@@ -97,13 +89,7 @@ pub(crate) fn add_metrics(
 ) {
     for (r, p) in rows.iter().zip(preds) {
         if let Some(gt) = &r.mask {
-            acc.add(
-                &p.mask,
-                gt,
-                p.height as usize,
-                p.width as usize,
-                r.pixel_spacing,
-            );
+            acc.add(&p.mask, gt);
         }
     }
 }
@@ -117,9 +103,11 @@ pub(crate) struct ShardMetrics {
     pub model: PathBuf,
     /// Split filter applied (`None` = all rows).
     pub split: Option<Split>,
-    /// The metrics over every row with a mask.
+    /// The slice-pooled metrics over every row with a mask (shard grid).
     #[serde(flatten)]
     pub metrics: SegMetrics,
+    /// The per-case metrics (`dmnet-train eval`'s evaluator).
+    pub cases: crate::metrics::CaseReport,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! voxel, so viewers do not take the classes for time points.
 use super::tta::Tta;
 use crate::artifact::sidecar::ModelSidecar;
+use crate::metrics::evaluate::argmax_planes;
 use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
 use crate::volume::{NiftiGeometry, Volume};
@@ -85,14 +86,15 @@ pub(crate) fn segment_volume(
         model.check_input(&[m, c, s, s], &source)?;
         let p = super::tta::predict(model, x, [m, c, s, s], k, opts.tta)?;
         for (i, slab) in p.chunks_exact(k * s * s).enumerate() {
-            let planes: Vec<Vec<f32>> = slab
+            // the evaluator's own function: a mask scored by `metrics::evaluate` is this mask
+            let planes: Vec<f32> = slab
                 .chunks_exact(s * s)
-                .map(|plane| resize_bilinear(plane, s, s, h, w))
+                .flat_map(|plane| resize_bilinear(plane, s, s, h, w))
                 .collect();
-            let labels = argmax_planes(&planes, h * w);
+            let labels = argmax_planes(&planes, k, h * w);
             insert_slice(&mut mask, dims, prepared.axis, start + i, &labels);
             if let Some(pr) = probs.as_mut() {
-                for (j, plane) in planes.iter().enumerate() {
+                for (j, plane) in planes.chunks_exact(h * w).enumerate() {
                     insert_slice(&mut pr[j], dims, prepared.axis, start + i, plane);
                 }
             }
@@ -105,22 +107,6 @@ pub(crate) fn segment_volume(
         probabilities: probs,
         slices: n,
     })
-}
-
-/// Per pixel, the class with the highest probability (the first on ties, like `argmax`).
-fn argmax_planes(planes: &[Vec<f32>], n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|px| {
-            let mut best = (0usize, f32::NEG_INFINITY);
-            for (j, plane) in planes.iter().enumerate() {
-                let v = plane.get(px).copied().unwrap_or(f32::NEG_INFINITY);
-                if v > best.1 {
-                    best = (j, v);
-                }
-            }
-            best.0 as u8
-        })
-        .collect()
 }
 
 fn put_i16(b: &mut [u8], off: usize, v: i16) {

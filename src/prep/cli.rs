@@ -11,21 +11,43 @@ use crate::artifact::Fraction;
 use crate::shard::ImageDtype;
 use crate::{Error, Result};
 
+/// Examples, one command per paragraph; no line is wider than 78 columns, so clap never wraps
+/// them inside a command (tested: they paste into a shell as written).
+const EXAMPLES: &str = "\
+Examples:
+  # the LA2018 cases of ../shared: all slices, 20 % of training patients labeled
+  dmnet-prep ingest --input ../shared/data/la2018 --out shards/la \\
+      --pipeline pipelines/la2018.toml
+
+  # KiTS19 under the paper's protocol, 224x224
+  dmnet-prep ingest --input data/kits19 --out shards/kits \\
+      --pipeline pipelines/kits19.toml
+
+  # ACDC in SSL4MIS's h5 layout: its lists are the split, 7 labeled patients
+  dmnet-prep ingest --input ../shared/data/acdc --out shards/acdc \\
+      --pipeline pipelines/acdc-cpu.toml
+
+  # shards that will leave this machine: private salt, no names inside
+  DMNET_SALT='a-long-private-salt' dmnet-prep ingest --input dicom/ \\
+      --out shards/share --shareable
+
+  # one worker of four (Slurm array task 0), then join the workers
+  dmnet-prep ingest --input dicom/ --out shards/d --layout dicom \\
+      --worker-index 0 --num-workers 4
+  dmnet-prep merge shards/d
+
+  # check a folder (exit 1 when an invariant is broken)
+  dmnet-prep inspect shards/la
+
+  # rewrite an old folder (schema v1 or v2) as v3, in place
+  dmnet-prep upgrade shards/old
+
+Exit status: 0 every study ok, 2 some studies failed (one error line each,
+listed in OUT/_manifest.json; the others are written), 1 nothing could run.";
+
 /// Turn raw DICOM/NIfTI studies into versioned Parquet slice shards.
 #[derive(Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Examples:
-  dmnet-prep ingest --input ../shared/data/la2018 --out shards/la --pipeline pipelines/la2018.toml
-  dmnet-prep ingest --input data/kits19 --out shards/kits --pipeline pipelines/kits19.toml --protocol all-slices --labeled-patients 8
-  dmnet-prep ingest --input data/brats --out shards/brats --pipeline pipelines/brats18.toml --channels flair,t1ce
-  dmnet-prep ingest --input dicom/ --out shards/d --layout dicom --worker-index 0 --num-workers 4   # Slurm array task 0
-  dmnet-prep merge shards/d                                  # workers shared one folder
-  dmnet-prep merge --out shards/all shards/w0 shards/w1      # one folder per worker
-  dmnet-prep inspect shards/la
-  dmnet-prep upgrade shards/old                              # schema v1 → v2, in place"
-)]
+#[command(version, about, max_term_width = 100, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     log: crate::cli::LogArgs,
@@ -36,7 +58,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Read studies, preprocess, write data/part-*.parquet + _manifest.json + _splits.json
-    /// (schemas/shard-v2.md). Exit code 2 when a study failed (listed in _manifest.json), 1 on a
+    /// (schemas/shard-v3.md). Exit code 2 when a study failed (listed in _manifest.json), 1 on a
     /// fatal error.
     Ingest(Box<IngestArgs>),
     /// Counts per split and role, label statistics, invariant checks (exit 1 when broken).
@@ -58,11 +80,12 @@ enum Cmd {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Rewrite a shard folder of schema v1 as v2, in place (rerun it if it was interrupted).
+    /// Rewrite a shard folder of schema v1 or v2 as v3, in place, recording each part's
+    /// SHA-256 (rerun it if it was interrupted).
     Upgrade {
-        /// The v1 shard folder.
+        /// The v1 or v2 shard folder.
         dir: PathBuf,
-        /// Storage of the image column (float32 keeps the v1 values exactly).
+        /// Precision of v1 images (float32 keeps the v1 values exactly); v2 keeps its own.
         #[arg(long, value_enum, default_value = "float32")]
         image_dtype: ImageDtype,
     },
@@ -129,9 +152,15 @@ struct IngestArgs {
     #[arg(long)]
     salt: Option<String>,
     /// The output will be shared: require a private salt (>= 16 characters, from --salt or
-    /// DMNET_SALT) and refuse --keep-patient-ids.
+    /// DMNET_SALT), refuse --keep-patient-ids, and write no input file or folder name into the
+    /// folder (source paths and study names become salted keys; the key → path map goes to
+    /// --source-map, outside the folder).
     #[arg(long)]
     shareable: bool,
+    /// With --shareable: where to write the study key → input path map (default:
+    /// OUT.source-map.json beside the output folder). Keep it private.
+    #[arg(long, requires = "shareable")]
+    source_map: Option<PathBuf>,
     /// Slices per row group.
     #[arg(long)]
     row_group_slices: Option<usize>,
@@ -172,10 +201,11 @@ impl IngestArgs {
                 self.salt.as_deref(),
                 std::env::var("DMNET_SALT").ok().as_deref(),
                 cfg.keep_patient_ids,
-                self.shareable,
+                cfg.shareable,
             )?,
             worker: (self.worker_index, self.num_workers),
             max_studies: self.max_studies,
+            source_map: self.source_map.clone(),
         })
     }
 
@@ -206,6 +236,9 @@ impl IngestArgs {
         }
         if self.keep_patient_ids {
             c.keep_patient_ids = true;
+        }
+        if self.shareable {
+            c.shareable = true;
         }
         if let Some(v) = self.row_group_slices {
             c.row_group_slices = v;
@@ -257,13 +290,22 @@ fn run_cmd(cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::Upgrade { dir, image_dtype } => {
             let r = super::upgrade::upgrade(&dir, image_dtype)?;
-            println!(
-                "upgraded {} to shard schema v{}: {} parts, {} rows rewritten",
-                dir.display(),
-                r.manifest.schema_version,
-                r.parts,
-                r.rows
-            );
+            match &r.from {
+                Some(v) => println!(
+                    "upgraded {} from shard schema v{v} to v{}: {} parts, {} rows rewritten, each part's SHA-256 recorded.\n\
+                     note: the v{v} folder carried no hash, so nothing proves its bytes were intact before this upgrade; \
+                     it had no source-grid labels either (evaluations use the shard grid until you re-ingest)",
+                    dir.display(),
+                    r.manifest.schema_version,
+                    r.parts,
+                    r.rows
+                ),
+                None => println!(
+                    "{} is already shard schema v{}: nothing to do",
+                    dir.display(),
+                    r.manifest.schema_version
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
@@ -308,16 +350,32 @@ fn inspect(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
 
 fn print_report(r: &super::InspectReport) {
     println!("rows: {}", r.rows);
+    let counted = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (split, roles) in &r.counts {
         let p = r.patients.get(split).copied().unwrap_or(0);
-        println!("  {split:<5} patients {p:>4}  {roles:?}");
+        let roles: Vec<String> = roles
+            .iter()
+            .map(|(role, n)| format!("{n} {role}"))
+            .collect();
+        println!("  {split:<5} patients {p:>4}  slices: {}", roles.join(", "));
     }
-    println!("channels: {:?}  sizes: {:?}", r.channels, r.sizes);
     println!(
-        "slice orientations: {:?}  modalities: {:?}  source slice sizes: {:?}",
-        r.orientations, r.modalities, r.source_sizes
+        "channels: {}  sizes: {}",
+        r.channels.join(", "),
+        r.sizes.join(", ")
     );
-    println!("mask pixels per class: {:?}", r.class_pixels);
+    println!(
+        "slice orientations: {}  modalities: {}  source slice sizes: {}",
+        counted(&r.orientations),
+        counted(&r.modalities),
+        counted(&r.source_sizes)
+    );
+    println!("mask pixels per class: {}", counted(&r.class_pixels));
     println!(
         "labeled slices with foreground: {}",
         r.labeled_with_foreground
@@ -340,11 +398,11 @@ fn warn_public_salt(m: &super::Manifest) {
 /// Prints a manifest's one-line summary; exit code 2 when any study failed.
 fn report(prefix: &str, m: &super::Manifest) -> Result<ExitCode> {
     println!(
-        "{prefix}{} studies ok, {} failed, {} slices; per split/role: {}",
+        "{prefix}{} studies ok, {} failed, {} slices; {}",
         m.totals.ok,
         m.totals.failed,
         m.totals.slices,
-        serde_json::to_string(&m.counts).unwrap_or_default()
+        super::ingest::counts_line(&m.counts)
     );
     warn_public_salt(m);
     Ok(ExitCode::from(if m.totals.failed > 0 { 2 } else { 0 }))

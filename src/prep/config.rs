@@ -28,6 +28,9 @@ pub enum Layout {
     Dicom,
     /// A CSV `patient_id,image[,image…],label`.
     Manifest,
+    /// SSL4MIS's h5 folder (ACDC): `train_slices.list`, `val.list`, `test.list`, `data/`;
+    /// the lists are the split.
+    Ssl4mis,
 }
 
 /// Slice protocol (domain notes §2).
@@ -68,6 +71,10 @@ pub struct PrepConfig {
     pub unlabeled_per_patient: usize,
     /// Write raw patient ids instead of salted hashes.
     pub keep_patient_ids: bool,
+    /// The folder is meant to leave this machine (`--shareable`): a private salt is required,
+    /// and no input file or folder name is written into it: `source_path` and the manifest's
+    /// study names are salted keys (the key → path map is written outside the folder).
+    pub shareable: bool,
     /// Slices per Parquet row group.
     pub row_group_slices: usize,
     /// Target size of one part file (bytes); parts are cut between studies.
@@ -109,6 +116,7 @@ impl Default for PrepConfig {
             labeled_patient_fraction: None,
             unlabeled_per_patient: 2,
             keep_patient_ids: false,
+            shareable: false,
             row_group_slices: 64,
             file_bytes: 256 << 20,
             zstd_level: 3,
@@ -189,4 +197,7 @@ pub struct IngestOptions {
     pub worker: (usize, usize),
     /// Process only the first N studies (sorted), e.g. for benchmarks.
     pub max_studies: Option<usize>,
+    /// Where a `shareable` ingest writes its study key → input path map (default: beside the
+    /// output folder, `<out>.source-map.json`; never inside it).
+    pub source_map: Option<PathBuf>,
 }

@@ -4,9 +4,11 @@
 //! [`InspectReport::problems`] (the binary exits 1); an unreadable row group is one problem
 //! naming its file, and inspection goes on with the next one.
 //!
-//! Invariants: a finished v2 folder (`_manifest.json` present, every part listed in it and
-//! every listed part present); schema version 2 and one slice shape in every file; no patient
-//! in two splits; `split` and `role` hold known values, `role` agrees with `labeled` and a mask
+//! Invariants: a finished v3 folder (`_manifest.json` present, every part listed in it and
+//! every listed part present); every part's bytes equal to the SHA-256 its manifest entry
+//! recorded (a corrupt part is one problem naming it, and its rows are not read); schema
+//! version 3 and one slice shape in every file; no patient in two splits; every row's split
+//! is its patient's split in `_splits.json`; `split` and `role` hold known values, `role` agrees with `labeled` and a mask
 //! is present exactly on labeled rows;
 //! unlabeled rows only in `train`; mask values < number of label names; finite image values;
 //! `slice_index < num_slices`; no duplicate (patient, source, slice, role) row; counts equal
@@ -55,7 +57,10 @@ pub struct InspectReport {
 
 /// Inspects a shard folder (see module docs).
 pub fn inspect(dir: &Path) -> Result<InspectReport> {
-    let mut t = Tally::default();
+    let mut t = Tally {
+        splits: super::split::Splits::load(&dir.join(folder::SPLITS)).ok(),
+        ..Default::default()
+    };
     let parts = open_parts(dir, &mut t.rep)?;
     let groups = parts
         .iter()
@@ -73,6 +78,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
 #[derive(Default)]
 struct Tally {
     rep: InspectReport,
+    splits: Option<super::split::Splits>,
+    mixtures: crate::shard::checks::Mixtures,
     split_of: BTreeMap<String, Split>,
     seen: HashSet<(String, String, i32, Role)>,
     sizes: BTreeSet<String>,
@@ -104,10 +111,7 @@ impl Tally {
             }
         }
         self.sizes.insert(format!("{}x{}", r.height, r.width));
-        *rep.orientations
-            .entry(orientation(&r.affine, r.slice_axis))
-            .or_default() += 1;
-        *rep.modalities.entry(r.channel_names.join("+")).or_default() += 1;
+        self.mixtures.add(&r.channel_names, &r.affine, r.slice_axis);
         *rep.source_sizes
             .entry(format!("{}x{}", r.orig_height, r.orig_width))
             .or_default() += 1;
@@ -126,6 +130,28 @@ impl Tally {
                 self.split_of.insert(r.patient_key.clone(), r.split);
             }
             _ => {}
+        }
+        if let Some(want) = self.splits.as_ref().map(|s| s.split_of(&r.patient_key)) {
+            match want {
+                Some(w) if w != r.split => problem(
+                    rep,
+                    format!(
+                        "{id}: row in split {}, {} puts patient {} in {w}",
+                        r.split,
+                        folder::SPLITS,
+                        r.patient_key
+                    ),
+                ),
+                None => problem(
+                    rep,
+                    format!(
+                        "{id}: patient {} is not in {}",
+                        r.patient_key,
+                        folder::SPLITS
+                    ),
+                ),
+                _ => {}
+            }
         }
         if r.role != Role::of(r.labeled) || r.labeled != r.mask.is_some() {
             let present = r.mask.is_some();
@@ -192,13 +218,13 @@ impl Tally {
             .as_ref()
             .map(|m| m.config.allow_mixed.clone())
             .unwrap_or_default();
-        check_mixture(&mut rep, &allowed);
+        check_mixture(&mut rep, &self.mixtures, &allowed);
         if let Some(m) = manifest.filter(|m| m.counts != rep.counts) {
             let msg = format!(
-                "{} counts {:?} differ from the rows {:?}",
+                "{} counts ({}) differ from the rows ({})",
                 folder::MANIFEST,
-                m.counts,
-                rep.counts
+                super::ingest::counts_line(&m.counts),
+                super::ingest::counts_line(&rep.counts)
             );
             problem(&mut rep, msg);
         }
@@ -209,17 +235,30 @@ impl Tally {
 /// The readable parts of `dir`; the folder checks and each unreadable part become problems.
 fn open_parts(dir: &Path, rep: &mut InspectReport) -> Result<Vec<Part>> {
     let files = folder::part_files(dir)?;
-    match folder::finished_manifest(dir) {
+    let manifest = match folder::finished_manifest(dir) {
         Ok(m) => {
             if let Err(e) = folder::check_parts_listed(dir, &m, &files) {
                 problem(rep, e.to_string());
             }
+            Some(m)
         }
         Err(e) if folder::kind(dir) == folder::FolderKind::V1 => return Err(e),
-        Err(e) => problem(rep, e.to_string()),
-    }
+        Err(e) => {
+            problem(rep, e.to_string());
+            None
+        }
+    };
     let mut parts: Vec<Part> = Vec::new();
     for f in &files {
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if let Some(m) = &manifest {
+            let verified =
+                folder::part_entry(dir, m, name).and_then(|info| folder::verify_part(f, info));
+            if let Err(e) = verified {
+                problem(rep, e.to_string());
+                continue;
+            }
+        }
         match Part::open(f) {
             Ok(p) => match parts.first() {
                 Some(first) if first.shape != p.shape => problem(
@@ -239,44 +278,27 @@ fn open_parts(dir: &Path, rep: &mut InspectReport) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
-/// The orientation of slices through voxel axis `axis` of a row's affine (row-major 4×4): the
-/// world axis that voxel axis is closest to (L–R sagittal, A–P coronal, S–I axial).
-fn orientation(affine: &[f64; 16], axis: i32) -> String {
-    let Ok(a) = usize::try_from(axis) else {
-        return format!("slice_axis {axis}");
-    };
-    if a > 2 {
-        return format!("slice_axis {axis}");
-    }
-    let d = [affine[a], affine[4 + a], affine[8 + a]];
-    let w = (0..3)
-        .max_by(|&i, &j| d[i].abs().total_cmp(&d[j].abs()))
-        .unwrap_or(2);
-    ["sagittal", "coronal", "axial"][w].to_string()
-}
-
-/// Several orientations or channel sets in one folder are a broken invariant unless allowed.
-/// Reported first (a folder-level fact, never crowded out by per-row problems).
-fn check_mixture(rep: &mut InspectReport, allowed: &[Mixture]) {
-    let list = |m: &BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(k, n)| format!("{k} ({n} rows)"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if rep.orientations.len() > 1 && !allowed.contains(&Mixture::Orientation) {
-        let msg = format!(
-            "slices of several orientations: {}; one slice axis per dataset (slice_axis in [prep.preprocess], or allow_mixed = [\"orientation\"])",
-            list(&rep.orientations)
-        );
-        rep.problems.insert(0, msg);
-    }
-    if rep.modalities.len() > 1 && !allowed.contains(&Mixture::Modality) {
-        let msg = format!(
-            "several channel sets (modalities): {}; keep one with channels in [prep.preprocess], or allow_mixed = [\"modality\"]",
-            list(&rep.modalities)
-        );
-        rep.problems.insert(0, msg);
+/// Several orientations or channel sets in one folder are a broken invariant unless allowed
+/// ([`crate::shard::checks::Mixtures::problems`], what every reader refuses). Reported first
+/// (a folder-level fact, never crowded out by per-row problems).
+fn check_mixture(
+    rep: &mut InspectReport,
+    mixtures: &crate::shard::checks::Mixtures,
+    allowed: &[Mixture],
+) {
+    rep.orientations = mixtures.orientations.clone();
+    rep.modalities = mixtures.modalities.clone();
+    let allowed: Vec<String> = allowed
+        .iter()
+        .map(|m| {
+            serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        })
+        .collect();
+    for (i, p) in mixtures.problems(&allowed).into_iter().enumerate() {
+        rep.problems.insert(i, p);
     }
 }
 

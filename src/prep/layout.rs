@@ -19,6 +19,9 @@ pub(crate) enum StudyImages {
     Nifti(Vec<(String, PathBuf)>),
     /// A DICOM series (one channel).
     Dicom(Box<DicomSeries>),
+    /// SSL4MIS h5 files with datasets `image` and `label`: one volume file (`D×H×W`), or the
+    /// 2-D slice files of one volume, in slice order (see [`ssl4mis`]).
+    H5(Vec<PathBuf>),
 }
 
 /// Where a study's labels come from.
@@ -26,6 +29,8 @@ pub(crate) enum StudyImages {
 pub(crate) enum LabelSource {
     /// Unlabeled.
     None,
+    /// The `label` dataset of the study's own h5 files.
+    H5,
     /// A NIfTI label map.
     Nifti(PathBuf),
     /// A DICOM SEG file referencing the study's series.
@@ -79,6 +84,9 @@ pub(crate) fn detect(input: &Path) -> Result<Layout> {
     if input.join("dataset.json").exists() || input.join("imagesTr").is_dir() {
         return Ok(Layout::Msd);
     }
+    if input.join("train_slices.list").is_file() && input.join("data").is_dir() {
+        return Ok(Layout::Ssl4mis);
+    }
     let entries = crate::volume::sorted_dir(input)?;
     if entries.is_empty() {
         return Err(Error::invalid(input, "empty input folder"));
@@ -115,6 +123,21 @@ pub(crate) struct Discovery {
     pub studies: Vec<Study>,
     /// Warnings to record in the manifest (also logged).
     pub warnings: Vec<String>,
+    /// The split the layout itself defines (SSL4MIS lists): raw patient ids per split, in
+    /// list order. Nothing is re-drawn then.
+    pub lists: Option<ListSplit>,
+}
+
+/// A split given by the input's own lists (raw patient ids, in list order).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ListSplit {
+    /// Training patients, in the order of `train_slices.list` (the labeled budget takes the
+    /// first N, as SSL4MIS's `patients_to_slices` does).
+    pub train: Vec<String>,
+    /// Validation patients.
+    pub val: Vec<String>,
+    /// Test patients.
+    pub test: Vec<String>,
 }
 
 /// Lists the studies of `input` for `layout` (`Auto` detects it and logs the choice).
@@ -130,12 +153,18 @@ pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Res
     if input.is_dir() && crate::volume::sorted_dir(input)?.is_empty() {
         return Err(Error::invalid(input, "empty input folder"));
     }
+    let mut lists = None;
     let (mut studies, warnings) = match layout {
         Layout::Kits19 => (kits19(input)?, Vec::new()),
         Layout::Brats => (brats(input, channels)?, Vec::new()),
         Layout::Msd => msd(input)?,
         Layout::Dicom => dicom(input)?,
         Layout::Manifest => (manifest(input)?, Vec::new()),
+        Layout::Ssl4mis => {
+            let (studies, split) = ssl4mis(input)?;
+            lists = Some(split);
+            (studies, Vec::new())
+        }
         Layout::Auto => unreachable!("resolved above"),
     };
     studies.sort_by(|a, b| a.name.cmp(&b.name));
@@ -152,7 +181,112 @@ pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Res
         layout,
         studies,
         warnings,
+        lists,
     })
+}
+
+/// The ACDC class names of SSL4MIS's h5 release (label 1 RV, 2 myocardium, 3 LV).
+pub(crate) const ACDC_LABELS: [&str; 4] = ["background", "RV", "Myo", "LV"];
+
+/// An SSL4MIS folder (ACDC as SSL4MIS, UniMatch and BCP distribute it): `train_slices.list`
+/// names the 2-D training slices `data/slices/<frame>_slice_<z>.h5` (grouped here into one
+/// study per frame `patientXXX_frameYY`, slices in `z` order), `val.list` and `test.list` name
+/// the volumes `data/<frame>.h5`. The lists are the split (patient = `patientXXX`), in list
+/// order; nothing is re-drawn. A listed file that is missing fails its study by name.
+fn ssl4mis(input: &Path) -> Result<(Vec<Study>, ListSplit)> {
+    let read_list = |name: &str| -> Result<Vec<String>> {
+        let p = input.join(name);
+        if !p.exists() && name != "train_slices.list" {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    };
+    let patient_of = |frame: &str| frame.split('_').next().unwrap_or(frame).to_string();
+    let mut split = ListSplit::default();
+    let mut frames: Vec<(String, Vec<(usize, PathBuf)>)> = Vec::new();
+    let mut bad = Vec::new();
+    for line in read_list("train_slices.list")? {
+        let Some((frame, z)) = line.rsplit_once("_slice_") else {
+            bad.push(failed_study(
+                line.clone(),
+                line.clone(),
+                format!("train_slices.list: {line}"),
+                format!("train_slices.list: {line:?} is not <patient>_<frame>_slice_<z>"),
+            ));
+            continue;
+        };
+        let Ok(z) = z.parse::<usize>() else {
+            bad.push(failed_study(
+                line.clone(),
+                line.clone(),
+                format!("train_slices.list: {line}"),
+                format!("train_slices.list: slice number {z:?} in {line:?} is not a number"),
+            ));
+            continue;
+        };
+        let p = patient_of(frame);
+        if !split.train.contains(&p) {
+            split.train.push(p);
+        }
+        let file = input.join("data/slices").join(format!("{line}.h5"));
+        match frames.iter_mut().find(|(f, _)| f == frame) {
+            Some((_, v)) => v.push((z, file)),
+            None => frames.push((frame.to_string(), vec![(z, file)])),
+        }
+    }
+    let mut out = bad;
+    for (frame, mut slices) in frames {
+        slices.sort();
+        let files: Vec<PathBuf> = slices.iter().map(|(_, f)| f.clone()).collect();
+        let gaps = slices
+            .iter()
+            .enumerate()
+            .find(|(i, (z, _))| *z != *i)
+            .map(|(i, _)| i);
+        let mut s = h5_study(input, &frame, patient_of(&frame), files);
+        if let Some(i) = gaps {
+            s.error = Some(format!(
+                "train_slices.list lists the slices of {frame} with slice {i} missing (slices must be 0..n-1)"
+            ));
+        }
+        out.push(s);
+    }
+    for (list, dest) in [("val.list", &mut split.val), ("test.list", &mut split.test)] {
+        for frame in read_list(list)? {
+            let p = patient_of(&frame);
+            if !dest.contains(&p) {
+                dest.push(p.clone());
+            }
+            let file = input.join("data").join(format!("{frame}.h5"));
+            out.push(h5_study(input, &frame, p, vec![file]));
+        }
+    }
+    for s in out.iter_mut().filter(|s| s.error.is_none()) {
+        if let StudyImages::H5(files) = &s.images {
+            if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+                s.error = Some(format!("{}: listed but not found", missing.display()));
+            }
+        }
+    }
+    Ok((out, split))
+}
+
+fn h5_study(input: &Path, frame: &str, patient: String, files: Vec<PathBuf>) -> Study {
+    Study {
+        name: frame.to_string(),
+        patient,
+        source_path: files.first().map(|f| rel(input, f)).unwrap_or_default(),
+        images: StudyImages::H5(files),
+        label: LabelSource::H5,
+        dataset_labels: ACDC_LABELS.iter().map(|s| s.to_string()).collect(),
+        error: None,
+    }
 }
 
 /// A study that fails with `error` (listed so that the failure is reported, never skipped).

@@ -158,6 +158,73 @@ impl Splits {
         }
     }
 
+    /// The split an input's own lists define (SSL4MIS: `train_slices.list`, `val.list`,
+    /// `test.list`), patient keys in list order; the `all-slices` labeled budget is the first K
+    /// training patients in that order (`labeled_patients`, or the rounded
+    /// `labeled_patient_fraction`), as SSL4MIS's `patients_to_slices` counts them.
+    pub fn from_lists(
+        train: Vec<String>,
+        val: Vec<String>,
+        test: Vec<String>,
+        cfg: &PrepConfig,
+    ) -> Splits {
+        let n = train.len();
+        let k = match (cfg.labeled_patients, cfg.labeled_patient_fraction) {
+            (Some(k), _) => k.min(n),
+            (None, Some(f)) => ((n as f64) * f.get()).round() as usize,
+            (None, None) => n,
+        };
+        Splits {
+            seed: cfg.seed,
+            ratio: [0, 0, 0],
+            labeled_train: train[..k].to_vec(),
+            train,
+            val,
+            test,
+            unlabeled: Vec::new(),
+        }
+    }
+
+    /// Assigns the patients of `labeled` / `unlabeled` that this split does not list, and
+    /// changes nothing else: the new labeled patients are shuffled with `cfg.seed` and cut
+    /// `cfg.split_ratio` among themselves; the `all-slices` budget takes new training patients
+    /// until it reaches its target over all training patients (`labeled_patients`, or
+    /// `labeled_patient_fraction` of them). Returns how many patients were added.
+    pub fn extend(&mut self, labeled: &[String], unlabeled: &[String], cfg: &PrepConfig) -> usize {
+        let new = |v: &[String]| -> Vec<String> {
+            let mut n: Vec<String> = v
+                .iter()
+                .filter(|k| self.split_of(k).is_none())
+                .cloned()
+                .collect();
+            n.sort();
+            n.dedup();
+            n
+        };
+        let (new_labeled, new_unlabeled) = (new(labeled), new(unlabeled));
+        let new_unlabeled: Vec<String> = new_unlabeled
+            .into_iter()
+            .filter(|k| !new_labeled.contains(k))
+            .collect();
+        let added = new_labeled.len() + new_unlabeled.len();
+        if added == 0 {
+            return 0;
+        }
+        let part = Splits::compute(&new_labeled, &new_unlabeled, cfg);
+        self.train.extend(part.train.iter().cloned());
+        self.val.extend(part.val);
+        self.test.extend(part.test);
+        self.unlabeled.extend(part.unlabeled);
+        let target = match (cfg.labeled_patients, cfg.labeled_patient_fraction) {
+            (Some(k), _) => k.min(self.train.len()),
+            (None, Some(f)) => ((self.train.len() as f64) * f.get()).round() as usize,
+            (None, None) => self.train.len(),
+        };
+        let room = target.saturating_sub(self.labeled_train.len());
+        self.labeled_train.extend(part.train.into_iter().take(room));
+        added
+    }
+
     /// The split of a patient key, if listed.
     pub(crate) fn split_of(&self, key: &str) -> Option<Split> {
         let has = |v: &Vec<String>| v.iter().any(|k| k == key);

@@ -5,7 +5,7 @@ use rand::seq::IndexedRandom;
 use super::config::{PrepConfig, Protocol};
 use super::layout::{LabelSource, Study, StudyImages};
 use super::split::{draw_paper, study_rng};
-use crate::preprocess::{map_labels, prepare_volume, PreparedVolume};
+use crate::preprocess::{map_labels, prepare_volume, Normalization, PreparedVolume};
 use crate::preprocess::{through_plane_axis, SliceAxis};
 use crate::shard::schema::SliceRecord;
 use crate::shard::{Role, Split};
@@ -24,6 +24,8 @@ pub(crate) struct StudyPlan {
     pub split: Split,
     /// `all-slices`: whether this (training) patient's labels are kept.
     pub use_labels: bool,
+    /// The study's `source_path` as written into the shard (a salted key when shareable).
+    pub source: String,
 }
 
 /// Reads and preprocesses a study; returns the volume, its class mask (if labeled) and the
@@ -49,6 +51,10 @@ pub(crate) fn load_study(
                     _ => None,
                 };
                 (vols, names, labels, Vec::new())
+            }
+            StudyImages::H5(files) => {
+                let (image, label) = crate::volume::h5::read_ssl4mis(files)?;
+                (vec![image], vec!["mri".into()], Some(label), Vec::new())
             }
             StudyImages::Dicom(series) => {
                 let v = read_dicom_at(series, cfg.timepoint)?;
@@ -101,6 +107,7 @@ fn study_geometry(study: &Study) -> Result<Volume> {
             None => Err(Error::invalid(&study.source_path, "no image")),
         },
         StudyImages::Dicom(series) => dicom_series_geometry(series),
+        StudyImages::H5(files) => crate::volume::h5::read_ssl4mis(files).map(|(v, _)| v),
     }
 }
 
@@ -131,6 +138,49 @@ pub(crate) fn resolve_slice_axis(studies: &[Study], axis: SliceAxis) -> SliceAxi
         counts[1],
         counts[0]
     );
+    chosen
+}
+
+/// Whether a study's (first) image is CT: the DICOM Modality, or the channel name an MSD /
+/// nnU-Net `dataset.json` or the KiTS layout gives.
+fn is_ct(s: &Study) -> bool {
+    match &s.images {
+        StudyImages::Dicom(series) => series.modality.eq_ignore_ascii_case("CT"),
+        StudyImages::Nifti(chans) => chans
+            .first()
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case("ct")),
+        StudyImages::H5(_) => false,
+    }
+}
+
+/// Resolves `normalization = "auto"` once for the whole dataset: `ct` when every listed study
+/// is CT, else `mri` (logged with the counts). Other settings are returned as they are.
+pub(crate) fn resolve_normalization(studies: &[Study], n: Normalization) -> Normalization {
+    if n != Normalization::Auto {
+        return n;
+    }
+    let usable: Vec<&Study> = studies.iter().filter(|s| s.error.is_none()).collect();
+    let ct = usable.iter().filter(|s| is_ct(s)).count();
+    let chosen = if ct > 0 && ct == usable.len() {
+        Normalization::Ct
+    } else {
+        Normalization::Mri
+    };
+    let name = serde_json::to_value(chosen)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    tracing::info!(
+        "normalization: auto → {name} for the whole dataset ({ct} of {} studies are CT); set normalization in [prep.preprocess] to choose",
+        usable.len()
+    );
+    if ct > 0 && ct < usable.len() {
+        tracing::warn!(
+            "the input mixes CT ({ct} studies) and other modalities ({}): they are normalised as MR; \
+             keep one modality per shard folder (channels in [prep.preprocess])",
+            usable.len() - ct
+        );
+    }
     chosen
 }
 
@@ -182,11 +232,12 @@ pub(crate) fn process_study(
     let (h, w) = vol.plane();
     let g = &vol.geometry;
     let affine: [f64; 16] = std::array::from_fn(|i| g.affine[i / 4][i % 4]);
+    let spacing_known = g.spacing_known;
     Ok(picks
         .into_iter()
         .map(|(k, labeled)| SliceRecord {
             patient_key: plan.key.clone(),
-            source_path: study.source_path.clone(),
+            source_path: plan.source.clone(),
             slice_index: k as i32,
             slice_axis: vol.axis as i32,
             slice_position: vol.slice_position(k),
@@ -205,6 +256,13 @@ pub(crate) fn process_study(
             } else {
                 None
             },
+            source_mask: if labeled {
+                mask.as_ref()
+                    .map(|m| crate::preprocess::extract_slice(m, g.dims, vol.axis, k))
+            } else {
+                None
+            },
+            spacing_known,
             label_names: label_names.clone(),
             spacing: g.spacing,
             pixel_spacing: vol.pixel_spacing(s),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::config::PrepConfig;
 use crate::shard::folder::{self, StudyStatus};
 use crate::shard::schema::SliceShape;
-use crate::shard::writer::{EncodedRowGroup, PartFile, PartOptions};
+use crate::shard::writer::{EncodedRowGroup, PartFile, PartInfo, PartOptions};
 use crate::shard::{Role, Split};
 use crate::{Error, Result};
 
@@ -53,15 +53,33 @@ pub(crate) fn journal_path(out: &Path, worker: usize) -> PathBuf {
     out.join(folder::journal_name(worker))
 }
 
-/// Reads a journal; a torn last line (kill during append) is ignored.
+/// The journal line of a completed part (written before the part is renamed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartLine {
+    part_info: PartInfo,
+}
+
+/// Reads a journal's study lines; a torn last line (kill during append) is ignored.
 pub(crate) fn read_journal(path: &Path) -> Result<Vec<StudyEntry>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
-    };
-    Ok(text
-        .lines()
+    Ok(journal_lines(path)
+        .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// Reads a journal's part lines (their hashes and value checks).
+pub(crate) fn read_journal_parts(path: &Path) -> Vec<PartInfo> {
+    journal_lines(path)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<PartLine>(l).ok())
+        .map(|p| p.part_info)
+        .collect()
+}
+
+fn journal_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// The prep config as the part writer needs it.
@@ -89,8 +107,8 @@ pub(crate) struct ShardWriter {
     current: Option<OpenPart>,
     /// The slice shape of the folder (from its first part).
     pub shape: Option<SliceShape>,
-    /// Parts completed by this writer.
-    pub parts_written: Vec<String>,
+    /// Parts completed by this writer, with their manifest entries.
+    pub parts_written: Vec<PartInfo>,
 }
 
 impl ShardWriter {
@@ -186,18 +204,35 @@ impl ShardWriter {
         let Some(part) = self.current.take() else {
             return Ok(());
         };
-        let tmp = part.file.finish()?;
-        self.append_journal(&part.studies)?;
+        let (tmp, info) = part.file.finish(&part.name)?;
+        let line = PartLine {
+            part_info: info.clone(),
+        };
+        let mut lines: Vec<String> = part
+            .studies
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("entry serialises"))
+            .collect();
+        lines.push(serde_json::to_string(&line).expect("part line serialises"));
+        self.append_lines(&lines)?;
         let dest = folder::part_path(&self.out, &part.name);
         std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
-        self.parts_written.push(part.name);
+        self.parts_written.push(info);
         Ok(())
     }
 
     fn append_journal(&mut self, entries: &[StudyEntry]) -> Result<()> {
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("entry serialises"))
+            .collect();
+        self.append_lines(&lines)
+    }
+
+    fn append_lines(&mut self, lines: &[String]) -> Result<()> {
         let mut buf = String::new();
-        for e in entries {
-            buf.push_str(&serde_json::to_string(e).expect("entry serialises"));
+        for l in lines {
+            buf.push_str(l);
             buf.push('\n');
         }
         let jp = journal_path(&self.out, self.worker);

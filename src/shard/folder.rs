@@ -1,4 +1,4 @@
-//! The layout of a version-2 shard folder (`schemas/shard-v2.md`): part files under `data/`,
+//! The layout of a shard folder (`schemas/shard-v3.md`; v2 had the same layout): part files under `data/`,
 //! side files prefixed with `_` (Arrow readers skip them, so `pq.read_table(DIR)` reads the
 //! rows) and internal files prefixed with `.`. This module names every file, tells v1 from v2
 //! folders, and refuses folders that are half-written, hold foreign files, or lack a part their
@@ -90,9 +90,10 @@ fn is_part(name: &str) -> bool {
 /// also while `dmnet-prep upgrade` is converting it, or only top-level parts).
 pub fn kind(dir: &Path) -> FolderKind {
     let top = names(dir);
+    let started = |n: &String| n == MANIFEST || n == PREP_CONFIG || n.starts_with(".command-w");
     if top.iter().any(|n| n == V1_MANIFEST) {
         FolderKind::V1
-    } else if dir.join(DATA_DIR).is_dir() || top.iter().any(|n| n == MANIFEST) {
+    } else if dir.join(DATA_DIR).is_dir() || top.iter().any(started) {
         FolderKind::V2
     } else if top.iter().any(|n| is_part(n)) {
         FolderKind::V1
@@ -156,6 +157,26 @@ pub(crate) struct ManifestSummary {
     pub schema_version: String,
     /// Every study: its status, rows and part.
     pub studies: Vec<StudySummary>,
+    /// Every part: rows, size, SHA-256 and the writer's value checks (schema v3).
+    #[serde(default)]
+    pub parts: Vec<super::writer::PartInfo>,
+    /// The prep config (readers look only at `allow_mixed`).
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+impl ManifestSummary {
+    /// The mixtures the prep config allows (`allow_mixed`).
+    pub(crate) fn allowed_mixtures(&self) -> Vec<String> {
+        self.config["allow_mixed"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// How a study ended (`_manifest.json` `studies[].status`).
@@ -201,9 +222,24 @@ fn unfinished(dir: &Path) -> Error {
         .iter()
         .filter(|n| n.starts_with("_manifest-w") && n.ends_with(".json"))
         .collect();
-    let how = if !workers.is_empty() {
+    let of_workers = workers
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(dir.join(n)).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter_map(|v| v["worker"][1].as_u64())
+        .max()
+        .unwrap_or(0) as usize;
+    let how = if !workers.is_empty() && workers.len() >= of_workers {
         format!(
-            "its workers finished ({} worker manifest(s)): join them with `dmnet-prep merge {}`",
+            "its {} workers finished: join them with `dmnet-prep merge {}`",
+            workers.len(),
+            shell_quote(&dir.display().to_string())
+        )
+    } else if !workers.is_empty() {
+        format!(
+            "it holds the manifest of {} of {of_workers} workers: if each worker wrote its own folder, join them all with \
+             `dmnet-prep merge --out MERGED W0 W1 …` (the folders of workers 0..{of_workers}, in order); \
+             if they share this folder, wait for the others, then `dmnet-prep merge {}`",
             workers.len(),
             shell_quote(&dir.display().to_string())
         )
@@ -264,16 +300,54 @@ pub(crate) fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
     let m: ManifestSummary = serde_json::from_str(&text)
         .map_err(|e| Error::invalid(&p, format!("not a shard manifest: {e}")))?;
     if m.schema_version != super::schema::SCHEMA_VERSION {
+        let fix = if ["1", super::schema::V2].contains(&m.schema_version.as_str()) {
+            format!(": upgrade it with `{}`", upgrade_command(dir))
+        } else {
+            " (written by a newer dmnet?)".into()
+        };
         return Err(Error::invalid(
             &p,
             format!(
-                "shard schema version {:?}, this dmnet reads version {}",
+                "shard schema version {}, this dmnet reads version {}{fix}",
                 m.schema_version,
                 super::schema::SCHEMA_VERSION
             ),
         ));
     }
     Ok(m)
+}
+
+/// The manifest entry of part `name`, or why there is none.
+pub(crate) fn part_entry<'m>(
+    dir: &Path,
+    m: &'m ManifestSummary,
+    name: &str,
+) -> Result<&'m super::writer::PartInfo> {
+    m.parts.iter().find(|p| p.name == name).ok_or_else(|| {
+        Error::invalid(
+            part_path(dir, name),
+            format!("{MANIFEST} lists no hash for this part: re-ingest into a new folder"),
+        )
+    })
+}
+
+/// Checks that part `file` is byte for byte what the writer recorded in the manifest (size and
+/// SHA-256 of the whole file: pages, page headers and footer). The error names the part.
+pub(crate) fn verify_part(file: &Path, info: &super::writer::PartInfo) -> Result<()> {
+    let (sha, bytes) = super::writer::file_sha256(file)?;
+    if sha != info.sha256 || bytes != info.bytes {
+        return Err(Error::invalid(
+            file,
+            format!(
+                "corrupt shard part: its SHA-256 is {}… ({bytes} bytes) but {MANIFEST} recorded {}… ({} bytes) when it was written; \
+                 the file changed since (disk or copy error, or an edit): restore it from a good copy or re-ingest",
+                &sha[..12.min(sha.len())],
+                &info.sha256[..12.min(info.sha256.len())],
+                info.bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The part files of `dir` must be exactly those its manifest lists: a part it does not list
@@ -295,6 +369,19 @@ pub(crate) fn check_parts_listed(dir: &Path, m: &ManifestSummary, files: &[PathB
             part_path(dir, missing),
             format!("listed in {MANIFEST} but missing: re-ingest into a new folder"),
         ));
+    }
+    for name in &present {
+        let info = part_entry(dir, m, name)?;
+        let want = listed.get(name).copied().unwrap_or(0);
+        if info.rows != want {
+            return Err(Error::invalid(
+                part_path(dir, name),
+                format!(
+                    "{MANIFEST} is inconsistent: its studies put {want} rows in this part, its parts list {}",
+                    info.rows
+                ),
+            ));
+        }
     }
     Ok(())
 }

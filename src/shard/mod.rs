@@ -1,6 +1,6 @@
 //! The Parquet slice shards, the contract between `dmnet-prep` (writer) and `dmnet-train` /
 //! `dmnet-infer` (readers), and the only module that reads or writes Parquet
-//! (`schemas/shard-v2.md`):
+//! (`schemas/shard-v3.md`):
 //! - [`schema`]: one row per 2-D slice, [`SliceRecord`] ↔ Arrow (tensor columns as
 //!   `arrow.fixed_shape_tensor`, image as float16 or float32);
 //! - [`folder`]: the folder layout (`data/part-*.parquet`, `_`-prefixed side files) and the
@@ -9,8 +9,11 @@
 //!   from footers parsed once;
 //! - [`writer`]: row groups encoded on any thread, appended to part files written under a
 //!   temporary name;
-//! - [`v1`]: the v1 reader behind `dmnet-prep upgrade`;
+//! - [`checks`]: the folder-level invariants (one orientation, one modality) every reader
+//!   enforces;
+//! - [`v1`]: the v1 reader behind `dmnet-prep upgrade` (v2 is decoded by [`schema`]);
 //! - [`predictions`]: `predictions.parquet` of `dmnet-infer`.
+pub mod checks;
 pub mod folder;
 pub mod predictions;
 pub mod reader;

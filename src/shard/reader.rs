@@ -1,26 +1,27 @@
 //! The shard reader: [`ShardIndex::open`] validates a whole folder once (finished, every part
-//! listed in the manifest, every part's schema version and schema, row counts, mask values
-//! below the number of classes, finite images) and indexes the small columns; [`Part`] reads
-//! one row group at a time from a footer parsed once; [`ShardReader`] streams every row.
+//! listed in the manifest, every part's bytes equal to the SHA-256 the writer recorded, schema
+//! version and schema, row counts, mask values below the number of classes, finite images) and
+//! indexes the small columns; [`Part`] reads one row group at a time from a footer parsed once;
+//! [`ShardReader`] streams every row.
 //!
-//! The value checks on open use the column-chunk statistics of the footer (mask maximum, image
-//! minimum/maximum and NaN count), which cover every value without reading the pages; a row
-//! group whose statistics are missing or do not prove the invariant (e.g. a part rewritten by a
-//! tool that writes no NaN count) is decoded and checked row by row. Every row decoded later is
-//! checked again ([`super::schema::check_record`]).
+//! The value checks on open come from the manifest: the writer checked every value before
+//! encoding it and recorded that (`finite_images`, `mask_max`) beside the part's hash, so a
+//! part whose bytes match its hash needs no decoding to be trusted. A part whose entry does not
+//! prove the invariant (more classes in the mask than label names) is decoded and checked row
+//! by row. Every row decoded later is checked again ([`super::schema::check_record`]).
 use super::folder;
 use super::schema::{
-    batch_to_records, shape_of_schema, ImageDtype, SliceRecord, SliceShape, Split,
-    META_SCHEMA_VERSION, SCHEMA_VERSION,
+    batch_to_records, shape_of_schema, SliceRecord, SliceShape, Split, META_SCHEMA_VERSION,
+    SCHEMA_VERSION, V2,
 };
+use super::writer::PartInfo;
 use crate::{Error, Result};
 use arrow_array::RecordBatch;
-use half::f16;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
-use parquet::file::statistics::Statistics;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Part {
     meta: ArrowReaderMetadata,
     /// The slice shape of its rows.
     pub shape: SliceShape,
+    /// Its schema version (3; 2 only when opened for the upgrade).
+    version: &'static str,
 }
 
 fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
@@ -51,45 +54,38 @@ fn parquet_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> Error +
 }
 
 impl Part {
-    /// Opens a part: parses the footer, checks the schema version and the schema.
+    /// Opens a part: parses the footer, checks the schema version (3) and the schema.
     pub fn open(path: &Path) -> Result<Part> {
+        Self::open_versions(path, &[SCHEMA_VERSION])
+    }
+
+    /// Opens a part of schema v3 or v2 (`dmnet-prep upgrade`'s reader).
+    pub(crate) fn open_for_upgrade(path: &Path) -> Result<Part> {
+        Self::open_versions(path, &[SCHEMA_VERSION, V2])
+    }
+
+    fn open_versions(path: &Path, accept: &[&'static str]) -> Result<Part> {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = ArrowReaderMetadata::load(&f, ArrowReaderOptions::new())
             .map_err(|e| Error::invalid(path, format!("not a readable Parquet file: {e}")))?;
         let kv = key_values(&meta);
-        let version = kv
+        let found = kv
             .get(META_SCHEMA_VERSION)
-            .or_else(|| meta.schema().metadata().get(META_SCHEMA_VERSION));
-        match version.map(String::as_str) {
-            Some(SCHEMA_VERSION) => {}
-            Some("1") => {
-                let parent = path.parent().unwrap_or(Path::new("."));
-                let dir = match parent.file_name().and_then(|n| n.to_str()) {
-                    Some(folder::DATA_DIR) => parent.parent().unwrap_or(parent),
-                    _ => parent,
-                };
-                return Err(Error::invalid(
-                    path,
-                    format!(
-                        "shard schema version 1, this dmnet reads version {SCHEMA_VERSION}: upgrade the folder with `{}`",
-                        folder::upgrade_command(dir)
-                    ),
-                ));
-            }
-            other => {
-                return Err(Error::invalid(
-                    path,
-                    format!(
-                        "shard schema version {other:?}, this dmnet reads version {SCHEMA_VERSION}"
-                    ),
-                ))
-            }
-        }
-        let shape = shape_of_schema(meta.schema(), path)?;
+            .or_else(|| meta.schema().metadata().get(META_SCHEMA_VERSION))
+            .cloned();
+        let Some(version) = accept
+            .iter()
+            .copied()
+            .find(|v| found.as_deref() == Some(*v))
+        else {
+            return Err(version_refusal(path, found.as_deref()));
+        };
+        let shape = shape_of_schema(meta.schema(), path, version)?;
         Ok(Part {
             path: path.to_path_buf(),
             meta,
             shape,
+            version,
         })
     }
 
@@ -150,7 +146,7 @@ impl Part {
     pub(crate) fn read_row_group(&self, rg: usize) -> Result<Vec<SliceRecord>> {
         let mut out = Vec::new();
         for b in self.collect(self.builder(rg)?)? {
-            out.extend(batch_to_records(&b, &self.path)?);
+            out.extend(batch_to_records(&b, &self.path, self.version)?);
         }
         Ok(out)
     }
@@ -160,13 +156,23 @@ impl Part {
     pub(crate) fn read_row_group_unchecked(&self, rg: usize) -> Result<Vec<SliceRecord>> {
         let mut out = Vec::new();
         for b in self.collect(self.builder(rg)?)? {
-            out.extend(super::schema::batch_to_records_unchecked(&b, &self.path)?);
+            out.extend(super::schema::batch_to_records_unchecked(
+                &b,
+                &self.path,
+                self.version,
+            )?);
         }
         Ok(out)
     }
 
-    /// The index rows of every row group, after checking each group's values.
-    fn index(&self, file: usize) -> Result<Vec<IndexRow>> {
+    /// The index rows of every row group; each group's values are decoded and checked unless
+    /// the manifest's entry `info` proves them (finite images, mask values < classes).
+    fn index(
+        &self,
+        file: usize,
+        info: &PartInfo,
+        mixtures: &mut super::checks::Mixtures,
+    ) -> Result<Vec<IndexRow>> {
         let mut out = Vec::new();
         for rg in 0..self.num_row_groups() {
             let mut rows = Vec::new();
@@ -174,67 +180,50 @@ impl Part {
                 rg,
                 &[
                     "patient_key",
+                    "source_path",
                     "slice_index",
+                    "slice_axis",
+                    "num_slices",
                     "split",
                     "labeled",
+                    "channel_names",
                     "label_names",
+                    "affine",
                 ],
             )? {
                 let first = rows.len();
-                rows.extend(index_rows(&b, file, rg, first, &self.path)?);
+                rows.extend(index_rows(&b, file, rg, first, &self.path, mixtures)?);
             }
             let classes = rows.iter().map(|r| r.classes).min().unwrap_or(0);
-            if !self.stats_prove_valid(rg, classes) {
+            if !(info.finite_images && (info.mask_max as usize) < classes.max(1)) {
                 self.read_row_group(rg)?; // decodes and checks every row
             }
             out.extend(rows);
         }
         Ok(out)
     }
+}
 
-    /// Whether row group `rg`'s statistics prove every mask value < `classes` and every image
-    /// value finite.
-    fn stats_prove_valid(&self, rg: usize, classes: usize) -> bool {
-        let Some(g) = self.meta.metadata().row_groups().get(rg) else {
-            return false;
-        };
-        let leaf = |name: &str| {
-            (0..g.num_columns()).find(|&i| {
-                g.column(i)
-                    .column_path()
-                    .parts()
-                    .first()
-                    .is_some_and(|p| p == name)
-            })
-        };
-        let (Some(mi), Some(ii)) = (leaf("mask"), leaf("image")) else {
-            return false;
-        };
-        let mask_ok = match g.column(mi).statistics() {
-            Some(Statistics::Int32(s)) => match s.max_opt() {
-                Some(&max) => max >= 0 && (max as usize) < classes,
-                None => s.null_count_opt().is_some(), // every mask of the group is null
-            },
-            _ => false,
-        };
-        let finite = |lo: f32, hi: f32| lo.is_finite() && hi.is_finite();
-        let image_ok = match (self.shape.dtype, g.column(ii).statistics()) {
-            (ImageDtype::Float32, Some(s @ Statistics::Float(v))) => {
-                s.nan_count_opt() == Some(0)
-                    && matches!((v.min_opt(), v.max_opt()), (Some(&a), Some(&b)) if finite(a, b))
-            }
-            (ImageDtype::Float16, Some(s @ Statistics::FixedLenByteArray(v))) => {
-                let val = |b: Option<&parquet::data_type::FixedLenByteArray>| {
-                    b.and_then(|b| <[u8; 2]>::try_from(b.data()).ok())
-                        .map(|b| f16::from_le_bytes(b).to_f32())
-                };
-                s.nan_count_opt() == Some(0)
-                    && matches!((val(v.min_opt()), val(v.max_opt())), (Some(a), Some(b)) if finite(a, b))
-            }
-            _ => false,
-        };
-        mask_ok && image_ok
-    }
+/// The refusal of a part whose schema version this reader does not read.
+fn version_refusal(path: &Path, found: Option<&str>) -> Error {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let dir = match parent.file_name().and_then(|n| n.to_str()) {
+        Some(folder::DATA_DIR) => parent.parent().unwrap_or(parent),
+        _ => parent,
+    };
+    let msg = match found {
+        Some(v @ ("1" | V2)) => format!(
+            "shard schema version {v}, this dmnet reads version {SCHEMA_VERSION}: upgrade the folder with `{}`",
+            folder::upgrade_command(dir)
+        ),
+        Some(v) => format!(
+            "shard schema version {v}, this dmnet reads version {SCHEMA_VERSION} (written by a newer dmnet?)"
+        ),
+        None => format!(
+            "no shard schema version in its metadata: not a dmnet shard part (this dmnet reads version {SCHEMA_VERSION})"
+        ),
+    };
+    Error::invalid(path, msg)
 }
 
 fn key_values(meta: &ArrowReaderMetadata) -> HashMap<String, String> {
@@ -256,8 +245,12 @@ pub struct IndexRow {
     pub at: SliceRef,
     /// Patient key.
     pub patient_key: String,
+    /// The study (source) the slice comes from.
+    pub source_path: String,
     /// Slice index in the source volume.
     pub slice_index: i32,
+    /// Slices of the source volume along the slicing axis.
+    pub num_slices: i32,
     /// The patient's split.
     pub split: Split,
     /// Whether the row has a mask for supervision.
@@ -272,13 +265,23 @@ fn index_rows(
     rg: usize,
     first: usize,
     path: &Path,
+    mixtures: &mut super::checks::Mixtures,
 ) -> Result<Vec<IndexRow>> {
     let c = super::schema::Columns {
         batch: b,
         origin: path,
         version: super::schema::SCHEMA_VERSION,
     };
+    let (channels, axes, affines) = (
+        c.str_lists("channel_names")?,
+        c.i32s("slice_axis")?,
+        c.affines()?,
+    );
+    for ((ch, axis), affine) in channels.iter().zip(&axes).zip(&affines) {
+        mixtures.add(ch, affine, *axis);
+    }
     let (keys, idx) = (c.strs("patient_key")?, c.i32s("slice_index")?);
+    let (mut sources, num) = (c.strs("source_path")?, c.i32s("num_slices")?);
     let (split, labeled) = (c.values::<Split>("split")?, c.bools("labeled")?);
     let classes = c.list_lens("label_names")?;
     Ok(keys
@@ -291,7 +294,9 @@ fn index_rows(
                 row: first + i,
             },
             patient_key,
+            source_path: std::mem::take(&mut sources[i]),
             slice_index: idx[i],
+            num_slices: num[i],
             split: split[i],
             labeled: labeled[i],
             classes: classes[i],
@@ -310,6 +315,8 @@ pub struct ShardIndex {
     pub shape: SliceShape,
     /// Every row, in file and row order.
     pub rows: Vec<IndexRow>,
+    /// SHA-256 over the parts' names and hashes: changes whenever any part does.
+    pub fingerprint: String,
 }
 
 impl ShardIndex {
@@ -319,10 +326,23 @@ impl ShardIndex {
         let manifest = folder::finished_manifest(dir)?;
         let files = folder::part_files(dir)?;
         folder::check_parts_listed(dir, &manifest, &files)?;
-        let expected = manifest.rows_per_part();
+        let infos = files
+            .iter()
+            .map(|f| {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                folder::part_entry(dir, &manifest, name)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // every byte of every part against its recorded hash, before any row is used
+        files
+            .par_iter()
+            .zip(&infos)
+            .map(|(f, info)| folder::verify_part(f, info))
+            .collect::<Result<Vec<()>>>()?;
         let mut parts = Vec::with_capacity(files.len());
         let mut rows = Vec::new();
-        for (fi, f) in files.iter().enumerate() {
+        let mut mixtures = super::checks::Mixtures::default();
+        for (fi, (f, info)) in files.iter().zip(&infos).enumerate() {
             let part = Part::open(f)?;
             if let Some(first) = parts.first().map(|p: &Part| p.shape) {
                 if part.shape != first {
@@ -335,30 +355,51 @@ impl ShardIndex {
                     ));
                 }
             }
-            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let want = expected.get(name).copied().unwrap_or(0);
-            if part.num_rows() != want {
+            if part.num_rows() != info.rows {
                 return Err(Error::invalid(
                     f,
                     format!(
-                        "{} rows, {} lists {want}: re-ingest into a new folder",
+                        "{} rows, {} lists {}: re-ingest into a new folder",
                         part.num_rows(),
-                        folder::MANIFEST
+                        folder::MANIFEST,
+                        info.rows
                     ),
                 ));
             }
-            rows.extend(part.index(fi)?);
+            rows.extend(part.index(fi, info, &mut mixtures)?);
             parts.push(part);
+        }
+        if let Some(p) = mixtures
+            .problems(&manifest.allowed_mixtures())
+            .into_iter()
+            .next()
+        {
+            return Err(Error::invalid(
+                dir,
+                format!("broken shard folder (`dmnet-prep inspect` reports it too): {p}"),
+            ));
         }
         let shape = parts
             .first()
             .map(|p| p.shape)
             .ok_or_else(|| Error::invalid(dir, "the shards hold no part file"))?;
+        let fingerprint = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for info in &infos {
+                h.update(info.name.as_bytes());
+                h.update(b"\0");
+                h.update(info.sha256.as_bytes());
+                h.update(b"\n");
+            }
+            hex::encode(h.finalize())
+        };
         Ok(ShardIndex {
             dir: dir.to_path_buf(),
             parts: Arc::new(parts),
             shape,
             rows,
+            fingerprint,
         })
     }
 
@@ -465,6 +506,7 @@ mod tests {
         SliceRecord {
             patient_key: format!("p{i}"),
             source_path: "a.nii.gz".into(),
+            spacing_known: true,
             slice_index: i,
             split: Split::Train,
             labeled: i % 2 == 0,
@@ -480,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn our_parts_are_validated_from_their_footer_statistics() {
+    fn parts_carry_their_hash_and_value_checks() {
         let t = tempfile::tempdir().unwrap();
         for dtype in [ImageDtype::Float16, ImageDtype::Float32] {
             let shape = SliceShape {
@@ -495,21 +537,27 @@ mod tests {
                 zstd_level: 3,
                 prep_config: "{}".into(),
             };
-            write_part(&p, &rows, &shape, 2, &opts).unwrap();
+            let info = write_part(&p, &rows, &shape, 2, &opts).unwrap();
+            let (sha, bytes) = crate::shard::writer::file_sha256(&p).unwrap();
+            assert_eq!((info.sha256.as_str(), info.bytes), (sha.as_str(), bytes));
+            assert_eq!((info.rows, info.mask_max, info.finite_images), (5, 1, true));
+            folder::verify_part(&p, &info).unwrap();
             let part = Part::open(&p).unwrap();
             assert_eq!(part.shape, shape);
             assert_eq!(part.num_row_groups(), 3, "5 rows in balanced groups of ≤ 2");
-            for rg in 0..3 {
-                assert!(part.stats_prove_valid(rg, 2), "{dtype:?} row group {rg}");
-                assert!(
-                    !part.stats_prove_valid(rg, 1),
-                    "mask value 1 needs 2 classes"
-                );
-            }
             let back: Vec<_> = (0..3)
                 .flat_map(|rg| part.read_row_group(rg).unwrap())
                 .collect();
             assert_eq!(back, rows);
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            std::fs::write(&p, bytes).unwrap();
+            let e = folder::verify_part(&p, &info).unwrap_err().to_string();
+            assert!(
+                e.contains("part-00000.parquet") && e.contains("SHA-256"),
+                "{e}"
+            );
         }
     }
 }

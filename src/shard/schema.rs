@@ -1,8 +1,15 @@
-//! The shard format, version 2: one Parquet row per 2-D slice (`schemas/shard-v2.md`,
+//! The shard format, version 3: one Parquet row per 2-D slice (`schemas/shard-v3.md`,
 //! `docs/contracts.md`). This module maps [`SliceRecord`] to Arrow and back; the tensor columns
 //! are fixed-size lists tagged with Arrow's canonical `arrow.fixed_shape_tensor` extension
 //! (`image` [C, H, W], `mask` [H, W], `affine` [4, 4]), so Arrow clients get `[N, C, H, W]` arrays
-//! in one call. `image` is stored as float16 (default) or float32 ([`ImageDtype`]).
+//! in one call. `image` is a float32 column holding values of float16 precision (default) or
+//! exact float32 values ([`ImageDtype`]); float32 is the one image type pyarrow, polars and
+//! DuckDB all decode with BYTE_STREAM_SPLIT, which keeps float16-rounded values almost as
+//! small as a float16 column (`schemas/shard-v3.md`, "The image encoding"). v3 adds
+//! `spacing_known` (false for sources without a physical spacing, e.g. SSL4MIS h5 files:
+//! spacings are then in voxels) and `source_mask` (the label slice on the source grid, for
+//! the source-grid evaluator of `metrics::evaluate`). Version 2 (float16 image column) is still
+//! decoded here, for `dmnet-prep upgrade` only.
 use crate::{Error, Result};
 use arrow_array::builder::StringBuilder;
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, ListBuilder};
@@ -22,7 +29,9 @@ pub(crate) use super::reader::file_metadata;
 pub use super::reader::{read_shards, shard_files};
 
 /// The shard schema version written to `dmnet.schema_version`.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
+/// The previous version, decoded only by `dmnet-prep upgrade`.
+pub(crate) const V2: &str = "2";
 /// Parquet key-value and Arrow schema metadata key holding [`SCHEMA_VERSION`].
 pub(crate) const META_SCHEMA_VERSION: &str = "dmnet.schema_version";
 /// Parquet key-value and Arrow schema metadata key holding the complete prep config as JSON.
@@ -36,7 +45,8 @@ pub(crate) const TENSOR_EXTENSION: &str = "arrow.fixed_shape_tensor";
 /// The largest finite float16 value; larger image values need [`ImageDtype::Float32`].
 pub(crate) const F16_MAX: f32 = 65504.0;
 
-/// How the `image` column stores its values (`[prep] image_dtype`).
+/// The precision of the `image` values (`[prep] image_dtype`). Both are stored in a float32
+/// column (schema v3; v2 had a float16 column).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
 )]
@@ -50,13 +60,22 @@ pub enum ImageDtype {
 }
 
 impl ImageDtype {
-    fn arrow(self) -> DataType {
+    /// `float16` or `float32`.
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            ImageDtype::Float16 => DataType::Float16,
-            ImageDtype::Float32 => DataType::Float32,
+            ImageDtype::Float16 => "float16",
+            ImageDtype::Float32 => "float32",
         }
     }
+    fn parse(s: &str) -> Option<ImageDtype> {
+        [ImageDtype::Float16, ImageDtype::Float32]
+            .into_iter()
+            .find(|d| d.name() == s)
+    }
 }
+
+/// Arrow field metadata key of `image` naming its values' precision ([`ImageDtype::name`]).
+const META_PRECISION: &str = "dmnet.precision";
 
 /// The `split` column: the patient split a row belongs to (paper §4.1's 7:1:2 train:val:test).
 #[derive(
@@ -199,14 +218,13 @@ impl SliceShape {
 
 impl std::fmt::Display for SliceShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let dtype = match self.dtype {
-            ImageDtype::Float16 => "float16",
-            ImageDtype::Float32 => "float32",
-        };
         write!(
             f,
-            "{}×{}×{} {dtype}",
-            self.channels, self.height, self.width
+            "{}×{}×{} {}",
+            self.channels,
+            self.height,
+            self.width,
+            self.dtype.name()
         )
     }
 }
@@ -256,6 +274,13 @@ pub struct SliceRecord {
     pub affine: [f64; 16],
     /// Source voxel dims.
     pub volume_shape: [i32; 3],
+    /// Whether `spacing`, `pixel_spacing`, `affine` and `slice_position` are physical (mm).
+    /// False for sources without one (SSL4MIS h5): they are then in voxels, and distances
+    /// computed from them are in voxels.
+    pub spacing_known: bool,
+    /// The label slice on the source grid (`orig_height × orig_width` class indices, row-major),
+    /// present exactly where `mask` is: what the source-grid evaluator scores against.
+    pub source_mask: Option<Vec<u8>>,
 }
 
 fn list_of(item: DataType) -> DataType {
@@ -285,11 +310,23 @@ fn tensor_field(name: &str, t: DataType, shape: &[usize], nullable: bool) -> Fie
     Field::new(name, storage, nullable).with_metadata(meta)
 }
 
-/// The Arrow schema of a version-2 shard holding slices of `shape`; the schema metadata holds
-/// the version and, when given, the prep config.
-pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef {
+/// The columns of a shard of `version` (3, or 2 for the upgrade's reader) holding slices of
+/// `shape`, in schema order.
+fn fields(shape: &SliceShape, version: &str) -> Vec<Field> {
     let (c, h, w) = (shape.channels, shape.height, shape.width);
-    let fields = vec![
+    let image = if version == V2 {
+        let t = match shape.dtype {
+            ImageDtype::Float16 => DataType::Float16,
+            ImageDtype::Float32 => DataType::Float32,
+        };
+        tensor_field("image", t, &[c, h, w], false)
+    } else {
+        let f = tensor_field("image", DataType::Float32, &[c, h, w], false);
+        let mut meta = f.metadata().clone();
+        meta.insert(META_PRECISION.to_string(), shape.dtype.name().to_string());
+        f.with_metadata(meta)
+    };
+    let mut fields = vec![
         Field::new("patient_key", DataType::Utf8, false),
         Field::new("source_path", DataType::Utf8, false),
         Field::new("slice_index", DataType::Int32, false),
@@ -304,7 +341,7 @@ pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef 
         Field::new("orig_height", DataType::Int32, false),
         Field::new("orig_width", DataType::Int32, false),
         Field::new("channel_names", list_of(DataType::Utf8), false),
-        tensor_field("image", shape.dtype.arrow(), &[c, h, w], false),
+        image,
         tensor_field("mask", DataType::UInt8, &[h, w], true),
         Field::new("label_names", list_of(DataType::Utf8), false),
         Field::new("spacing", fixed(DataType::Float64, 3), false),
@@ -312,21 +349,31 @@ pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef 
         tensor_field("affine", DataType::Float64, &[4, 4], false),
         Field::new("volume_shape", fixed(DataType::Int32, 3), false),
     ];
+    if version != V2 {
+        fields.push(Field::new("spacing_known", DataType::Boolean, false));
+        fields.push(Field::new("source_mask", DataType::Binary, true));
+    }
+    fields
+}
+
+/// The Arrow schema of a version-3 shard holding slices of `shape`; the schema metadata holds
+/// the version and, when given, the prep config.
+pub fn arrow_schema(shape: &SliceShape, prep_config: Option<&str>) -> SchemaRef {
     let mut meta = HashMap::from([(META_SCHEMA_VERSION.to_string(), SCHEMA_VERSION.to_string())]);
     if let Some(cfg) = prep_config {
         meta.insert(META_PREP_CONFIG.to_string(), cfg.to_string());
     }
-    Arc::new(Schema::new_with_metadata(fields, meta))
+    Arc::new(Schema::new_with_metadata(
+        fields(shape, SCHEMA_VERSION),
+        meta,
+    ))
 }
 
-/// Reads the slice shape back from a version-2 Arrow schema (`origin` names the file).
-pub(crate) fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceShape> {
-    let wrong = |what: String| {
-        Error::invalid(
-            origin,
-            format!("not a shard v{SCHEMA_VERSION} schema: {what}"),
-        )
-    };
+/// Reads the slice shape back from an Arrow schema of `version` (3, or 2 for the upgrade's
+/// reader); `origin` names the file.
+pub(crate) fn shape_of_schema(schema: &Schema, origin: &Path, version: &str) -> Result<SliceShape> {
+    let wrong =
+        |what: String| Error::invalid(origin, format!("not a shard v{version} schema: {what}"));
     let image = schema
         .field_with_name("image")
         .map_err(|_| wrong("no column `image`".into()))?;
@@ -339,21 +386,28 @@ pub(crate) fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceSha
         Some(&[c, h, w]) => (c, h, w),
         _ => return Err(wrong("`image` lacks its [C, H, W] tensor shape".into())),
     };
-    let dtype = match image.data_type() {
-        DataType::FixedSizeList(f, n) if *n as usize == c * h * w => match f.data_type() {
-            DataType::Float16 => ImageDtype::Float16,
-            DataType::Float32 => ImageDtype::Float32,
-            t => {
-                return Err(wrong(format!(
-                    "`image` values are {t}, not float16/float32"
-                )))
-            }
-        },
+    let stored = match image.data_type() {
+        DataType::FixedSizeList(f, n) if *n as usize == c * h * w => f.data_type().clone(),
         t => {
             return Err(wrong(format!(
                 "`image` is {t}, not a fixed-size list of {c}·{h}·{w}"
             )))
         }
+    };
+    let dtype = match (version, &stored) {
+        (V2, DataType::Float16) => ImageDtype::Float16,
+        (V2, DataType::Float32) => ImageDtype::Float32,
+        (V2, t) => {
+            return Err(wrong(format!(
+                "`image` values are {t}, not float16/float32"
+            )))
+        }
+        (_, DataType::Float32) => image
+            .metadata()
+            .get(META_PRECISION)
+            .and_then(|p| ImageDtype::parse(p))
+            .unwrap_or(ImageDtype::Float32),
+        (_, t) => return Err(wrong(format!("`image` values are {t}, not float32"))),
     };
     let shape = SliceShape {
         channels: c,
@@ -361,8 +415,7 @@ pub(crate) fn shape_of_schema(schema: &Schema, origin: &Path) -> Result<SliceSha
         width: w,
         dtype,
     };
-    let expected = arrow_schema(&shape, None);
-    for want in expected.fields() {
+    for want in fields(&shape, version) {
         let got = schema
             .field_with_name(want.name())
             .map_err(|_| wrong(format!("no column `{}`", want.name())))?;
@@ -454,7 +507,14 @@ fn fixed_column<T: arrow_array::ArrowPrimitiveType>(
     ))
 }
 
-/// The `image` column: every row's values, checked finite (and within float16 range).
+/// Whether every value is finite and within `limit` (one branch-free pass the compiler
+/// vectorises; NaN fails the comparison).
+fn all_within(v: &[f32], limit: f32) -> bool {
+    v.iter().fold(true, |ok, x| ok & (x.abs() <= limit))
+}
+
+/// The `image` column: every row's values, checked finite (and within float16 range), rounded
+/// to float16 precision for [`ImageDtype::Float16`] and stored as float32.
 fn image_column(records: &[SliceRecord], shape: &SliceShape) -> Result<ArrayRef> {
     let len = shape.image_len();
     let bad = |r: &SliceRecord, what: &str| {
@@ -463,35 +523,58 @@ fn image_column(records: &[SliceRecord], shape: &SliceShape) -> Result<ArrayRef>
             format!("{} slice {}: {what}", r.patient_key, r.slice_index),
         )
     };
-    for r in records {
+    let limit = match shape.dtype {
+        ImageDtype::Float16 => F16_MAX,
+        ImageDtype::Float32 => f32::MAX,
+    };
+    for r in records.iter().filter(|r| !all_within(&r.image, limit)) {
         if let Some(v) = r.image.iter().find(|v| !v.is_finite()) {
             return Err(bad(r, &format!("image value {v} is not finite")));
         }
-        if shape.dtype == ImageDtype::Float16 {
-            if let Some(v) = r.image.iter().find(|v| v.abs() > F16_MAX) {
-                return Err(bad(
-                    r,
-                    &format!("image value {v} exceeds the float16 range (±{F16_MAX}): set image_dtype = \"float32\""),
-                ));
-            }
+        if let Some(v) = r.image.iter().find(|v| v.abs() > F16_MAX) {
+            return Err(bad(
+                r,
+                &format!("image value {v} exceeds the float16 range (±{F16_MAX}): set image_dtype = \"float32\""),
+            ));
         }
     }
-    Ok(match shape.dtype {
-        ImageDtype::Float32 => {
-            let mut v = Vec::with_capacity(records.len() * len);
-            for r in records {
-                v.extend_from_slice(&r.image);
-            }
-            fixed_column::<Float32Type>(v, len, None, true)
+    let mut v = Vec::with_capacity(records.len() * len);
+    for r in records {
+        v.extend_from_slice(&r.image);
+    }
+    if shape.dtype == ImageDtype::Float16 {
+        round_to_f16(&mut v);
+    }
+    Ok(fixed_column::<Float32Type>(v, len, None, true))
+}
+
+/// Rounds float32 values to the nearest float16 (ties to even), in place, through the hardware
+/// conversions where the CPU has them.
+pub(crate) fn round_to_f16(v: &mut [f32]) {
+    let mut buf = [f16::ZERO; 4096];
+    for chunk in v.chunks_mut(buf.len()) {
+        let b = &mut buf[..chunk.len()];
+        b.convert_from_f32_slice(chunk);
+        b.convert_to_f32_slice(chunk);
+    }
+}
+
+/// The `source_mask` column: each row's source-grid label slice as bytes, null where absent.
+fn source_mask_column(records: &[SliceRecord]) -> ArrayRef {
+    let mut b = arrow_array::builder::BinaryBuilder::with_capacity(
+        records.len(),
+        records
+            .iter()
+            .map(|r| r.source_mask.as_ref().map_or(0, Vec::len))
+            .sum(),
+    );
+    for r in records {
+        match &r.source_mask {
+            Some(m) => b.append_value(m),
+            None => b.append_null(),
         }
-        ImageDtype::Float16 => {
-            let mut v = vec![f16::ZERO; records.len() * len];
-            for (dst, r) in v.chunks_exact_mut(len.max(1)).zip(records) {
-                dst.convert_from_f32_slice(&r.image);
-            }
-            fixed_column::<Float16Type>(v, len, None, true)
-        }
-    })
+    }
+    Arc::new(b.finish())
 }
 
 /// The `mask` column (zeros under null rows).
@@ -525,11 +608,11 @@ fn check_shapes(records: &[SliceRecord], shape: &SliceShape) -> Result<()> {
                 d
             }));
         }
+        check_mask_values(r, Path::new(&r.source_path))?;
         if let Some(m) = &r.mask {
             if m.len() != shape.mask_len() {
                 return Err(err("mask", vec![shape.height, shape.width], vec![m.len()]));
             }
-            check_mask_values(r, Path::new(&r.source_path))?;
         } else if r.labeled {
             return Err(Error::invalid(
                 &r.source_path,
@@ -588,6 +671,10 @@ pub(crate) fn records_to_batch(records: &[SliceRecord], shape: &SliceShape) -> R
         fixed_f64(&|r| &r.pixel_spacing, 2, false),
         fixed_f64(&|r| &r.affine, 16, true),
         fixed_column::<Int32Type>(shapes, 3, None, false),
+        Arc::new(arrow_array::BooleanArray::from(
+            records.iter().map(|r| r.spacing_known).collect::<Vec<_>>(),
+        )),
+        source_mask_column(records),
     ];
     RecordBatch::try_new(arrow_schema(shape, None), columns)
         .map_err(|e| Error::invalid("<records>", format!("building a shard record batch: {e}")))
@@ -724,6 +811,10 @@ impl<'a> Columns<'a> {
         }
         Ok((l, &flat[..], size))
     }
+    /// The `affine` column's rows.
+    pub(super) fn affines(&self) -> Result<Vec<[f64; 16]>> {
+        self.arrays::<Float64Type, 16>("affine")
+    }
     /// Rows of a fixed-size list column as arrays of `N` (the column must hold N per row).
     fn arrays<T: arrow_array::ArrowPrimitiveType, const N: usize>(
         &self,
@@ -781,10 +872,26 @@ fn mask_rows(c: &Columns) -> Result<Vec<Option<Vec<u8>>>> {
         .collect())
 }
 
-/// Converts a version-2 record batch read from `origin` back to slices, checking each row
-/// ([`check_record`]: shape, mask values < number of label names, finite image values).
-pub(crate) fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecord>> {
-    let rows = batch_to_records_unchecked(batch, origin)?;
+/// The `source_mask` column as rows (`None` for null rows).
+fn source_mask_rows(c: &Columns) -> Result<Vec<Option<Vec<u8>>>> {
+    let a = c
+        .col("source_mask")?
+        .as_binary_opt::<i32>()
+        .ok_or_else(|| c.wrong("source_mask"))?;
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i).to_vec()))
+        .collect())
+}
+
+/// Converts a record batch of schema `version` (3, or 2 for the upgrade) read from `origin`
+/// back to slices, checking each row ([`check_record`]: shape, mask values < number of label
+/// names, finite image values).
+pub(crate) fn batch_to_records(
+    batch: &RecordBatch,
+    origin: &Path,
+    version: &str,
+) -> Result<Vec<SliceRecord>> {
+    let rows = batch_to_records_unchecked(batch, origin, version)?;
     for r in &rows {
         check_record(r, origin)?;
     }
@@ -796,11 +903,12 @@ pub(crate) fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec
 pub(crate) fn batch_to_records_unchecked(
     batch: &RecordBatch,
     origin: &Path,
+    version: &str,
 ) -> Result<Vec<SliceRecord>> {
     let c = Columns {
         batch,
         origin,
-        version: SCHEMA_VERSION,
+        version,
     };
     let mut rows = scalar_records(&c)?;
     let (image, mask) = (image_rows(&c)?, mask_rows(&c)?);
@@ -820,10 +928,20 @@ pub(crate) fn batch_to_records_unchecked(
         r.affine = affine[i];
         r.volume_shape = shape[i];
     }
+    if version == V2 {
+        // v2 required physical spacing and stored no source-grid labels
+        rows.iter_mut().for_each(|r| r.spacing_known = true);
+    } else {
+        let known = c.bools("spacing_known")?;
+        for ((r, k), sm) in rows.iter_mut().zip(known).zip(source_mask_rows(&c)?) {
+            r.spacing_known = k;
+            r.source_mask = sm;
+        }
+    }
     Ok(rows)
 }
 
-/// The rows of a batch with every column that schema v1 and v2 store alike (strings, ints,
+/// The rows of a batch with every column that schema v1, v2 and v3 store alike (strings, ints,
 /// flags, name lists); the tensor and fixed-size columns are left for the version's reader.
 pub(super) fn scalar_records(c: &Columns) -> Result<Vec<SliceRecord>> {
     let (mut keys, mut sources, splits, roles) = (
@@ -907,17 +1025,42 @@ pub(crate) fn check_record(r: &SliceRecord, origin: &Path) -> Result<()> {
     }
 }
 
-/// Mask values must index `label_names`.
+/// Mask and source-mask values must index `label_names`; a source mask has the source slice
+/// size and comes only with a mask.
 fn check_mask_values(r: &SliceRecord, origin: &Path) -> Result<()> {
     let classes = r.label_names.len();
-    match r.mask.as_ref().and_then(|m| m.iter().max()) {
-        Some(&v) if v as usize >= classes => Err(Error::invalid(
+    let bad = |what: String| {
+        Error::invalid(
             origin,
-            format!(
-                "{} slice {}: mask value {v} ≥ the {classes} classes of label_names",
-                r.patient_key, r.slice_index
-            ),
-        )),
+            format!("{} slice {}: {what}", r.patient_key, r.slice_index),
+        )
+    };
+    let too_big = |which: &str, v: u8| {
+        bad(format!(
+            "{which} value {v} is not a class: label_names has {classes} classes (0..={})",
+            classes.saturating_sub(1)
+        ))
+    };
+    if let Some(&v) = r.mask.as_ref().and_then(|m| m.iter().max()) {
+        if v as usize >= classes {
+            return Err(too_big("mask", v));
+        }
+    }
+    let Some(sm) = &r.source_mask else {
+        return Ok(());
+    };
+    if r.mask.is_none() {
+        return Err(bad("a source_mask on a row without a mask".into()));
+    }
+    let n = r.orig_height.max(0) as usize * r.orig_width.max(0) as usize;
+    if sm.len() != n {
+        return Err(bad(format!(
+            "source_mask holds {} values, orig_height × orig_width is {n}",
+            sm.len()
+        )));
+    }
+    match sm.iter().max() {
+        Some(&v) if v as usize >= classes => Err(too_big("source_mask", v)),
         _ => Ok(()),
     }
 }
@@ -944,6 +1087,10 @@ mod tests {
             pixel_spacing: [1.0, 2.0],
             affine: std::array::from_fn(|k| k as f64),
             volume_shape: [4, 5, 6],
+            orig_height: 3,
+            orig_width: 2,
+            spacing_known: true,
+            source_mask: labeled.then(|| vec![1, 0, 1, 1, 0, 0]),
             ..Default::default()
         }
     }
@@ -964,9 +1111,12 @@ mod tests {
         for dtype in [ImageDtype::Float16, ImageDtype::Float32] {
             let batch = records_to_batch(&rs, &shape(dtype)).unwrap();
             assert_eq!(batch.num_rows(), 2);
-            assert_eq!(batch_to_records(&batch, Path::new("mem")).unwrap(), rs);
             assert_eq!(
-                shape_of_schema(&batch.schema(), Path::new("mem")).unwrap(),
+                batch_to_records(&batch, Path::new("mem"), SCHEMA_VERSION).unwrap(),
+                rs
+            );
+            assert_eq!(
+                shape_of_schema(&batch.schema(), Path::new("mem"), SCHEMA_VERSION).unwrap(),
                 shape(dtype)
             );
         }
@@ -977,7 +1127,7 @@ mod tests {
         let mut r = record(0, true);
         r.image = vec![0.1, -3.3, 1e-3, 7.77, 1000.5, -0.0];
         let batch = records_to_batch(&[r.clone()], &shape(ImageDtype::Float16)).unwrap();
-        let back = batch_to_records(&batch, Path::new("mem")).unwrap();
+        let back = batch_to_records(&batch, Path::new("mem"), SCHEMA_VERSION).unwrap();
         for (a, b) in r.image.iter().zip(&back[0].image) {
             // round to nearest: |error| ≤ 2^-11 · |x| for normal float16 values
             assert!((a - b).abs() <= a.abs() * 2f32.powi(-11), "{a} → {b}");
@@ -1001,7 +1151,18 @@ mod tests {
         let mut r = record(0, true);
         r.mask = Some(vec![0, 2, 0, 0, 0, 0]);
         let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
-        assert!(e.contains("mask value 2") && e.contains("2 classes"), "{e}");
+        assert!(
+            e.contains("mask value 2") && e.contains("2 classes (0..=1)"),
+            "{e}"
+        );
+        let mut r = record(0, true);
+        r.source_mask = Some(vec![0, 3, 0, 0, 0, 0]);
+        let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
+        assert!(e.contains("source_mask value 3"), "{e}");
+        let mut r = record(0, true);
+        r.source_mask = Some(vec![0; 5]);
+        let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
+        assert!(e.contains("source_mask holds 5 values"), "{e}");
         let mut r = record(0, true);
         r.image.pop();
         let e = records_to_batch(&[r], &s16).unwrap_err().to_string();
@@ -1015,8 +1176,12 @@ mod tests {
         assert_eq!(s.metadata()[META_PREP_CONFIG], "{}");
         let image = s.field_with_name("image").unwrap();
         assert_eq!(image.metadata()[EXTENSION_NAME], TENSOR_EXTENSION);
+        assert_eq!(image.metadata()[META_PRECISION], "float16");
+        assert!(
+            matches!(image.data_type(), DataType::FixedSizeList(f, 6) if f.data_type() == &DataType::Float32)
+        );
         assert_eq!(image.metadata()[EXTENSION_METADATA], r#"{"shape":[1,2,3]}"#);
-        let e = shape_of_schema(&Schema::empty(), Path::new("x.parquet"))
+        let e = shape_of_schema(&Schema::empty(), Path::new("x.parquet"), SCHEMA_VERSION)
             .unwrap_err()
             .to_string();
         assert!(e.contains("x.parquet") && e.contains("image"), "{e}");

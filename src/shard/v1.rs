@@ -1,6 +1,6 @@
 //! Reading shard schema v1 (`schemas/shard-v1.md`: `part-*.parquet` beside `manifest.json`,
 //! `image`/`mask` as variable-length lists), kept only for `dmnet-prep upgrade`, which rewrites a
-//! v1 folder as v2. Every row is checked as the v2 reader checks it.
+//! v1 folder as v3. Every row is checked as the v2 reader checks it.
 use super::schema::{check_record, Columns, SliceRecord};
 use crate::{Error, Result};
 use arrow_array::cast::AsArray;
@@ -81,6 +81,7 @@ fn batch_to_records(batch: &RecordBatch, origin: &Path) -> Result<Vec<SliceRecor
         r.pixel_spacing = pixel[i];
         r.affine = affine[i];
         r.volume_shape = shape[i];
+        r.spacing_known = true; // v1 required a physical spacing
         check_record(r, origin)?;
     }
     Ok(rows)
@@ -103,7 +104,10 @@ pub fn read_part(file: &Path) -> Result<Vec<Vec<SliceRecord>>> {
     if version.as_deref() != Some(V1) {
         return Err(Error::invalid(
             file,
-            format!("shard schema version {version:?}, `dmnet-prep upgrade` reads version {V1}"),
+            format!(
+                "shard schema version {}, `dmnet-prep upgrade` reads version {V1} here",
+                version.as_deref().unwrap_or("(none)")
+            ),
         ));
     }
     let sizes: Vec<usize> = builder

@@ -1,8 +1,13 @@
-//! The Parquet side of writing shards: writer properties (zstd; `image` without dictionary and
-//! with BYTE_STREAM_SPLIT; the version and prep config in the key-value and Arrow schema
-//! metadata), [`RowGroupEncoder`], which turns rows into compressed column chunks on any thread
-//! (so `dmnet-prep`'s workers encode in parallel), and [`PartFile`], which appends encoded row
-//! groups to a part file under its temporary name and renames it when complete.
+//! The Parquet side of writing shards: writer properties (zstd; `image` float32 with
+//! BYTE_STREAM_SPLIT, without dictionary or statistics; `mask` without dictionary;
+//! `source_mask` without statistics; the version and prep config in the key-value and Arrow
+//! schema metadata), [`RowGroupEncoder`], which turns rows into compressed column chunks on any
+//! thread (so `dmnet-prep`'s workers encode in parallel), and [`PartFile`], which appends
+//! encoded row groups to a part file under its temporary name, hashing every byte it writes
+//! (SHA-256, for the manifest's [`PartInfo`]), and renames it when complete.
+//!
+//! parquet-rs writes no page checksums; the whole-file SHA-256 in `_manifest.json` covers the
+//! pages, their headers and the footer alike (`schemas/shard-v3.md`, "Integrity").
 use super::schema::{
     arrow_schema, records_to_batch, SliceRecord, SliceShape, META_PREP_CONFIG, META_SCHEMA_VERSION,
     SCHEMA_VERSION,
@@ -13,9 +18,10 @@ use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGro
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -51,13 +57,21 @@ fn properties(shape: &SliceShape, opts: &PartOptions) -> Result<WriterProperties
     b = b.set_write_batch_size(WRITE_BATCH_VALUES);
     for col in parquet.columns() {
         let path: &ColumnPath = col.path();
+        // the value checks live in the manifest (written by this writer, covered by the part's
+        // hash), so the image and source-mask columns need no statistics
         match path.parts().first().map(String::as_str) {
             Some("image") => {
                 b = b
                     .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT);
+                    .set_column_encoding(path.clone(), Encoding::BYTE_STREAM_SPLIT)
+                    .set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
             }
             Some("mask") => b = b.set_column_dictionary_enabled(path.clone(), false),
+            Some("source_mask") => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+            }
             _ => {}
         }
     }
@@ -71,6 +85,26 @@ pub(crate) struct EncodedRowGroup {
     pub rows: usize,
     /// Their slice shape.
     pub shape: SliceShape,
+    /// The largest mask value of the group (0 when no row has a mask).
+    pub mask_max: u8,
+}
+
+/// What the writer knows about a finished part (one entry of `_manifest.json`'s `parts`):
+/// its size and SHA-256, and the value checks every row passed before it was encoded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartInfo {
+    /// File name under `data/`.
+    pub name: String,
+    /// Rows.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the whole file, lower-case hex (`sha256sum data/part-*.parquet`).
+    pub sha256: String,
+    /// Every image value is finite (and within float16 range for float16 precision).
+    pub finite_images: bool,
+    /// The largest `mask` / `source_mask` value in the part.
+    pub mask_max: u8,
 }
 
 impl std::fmt::Debug for EncodedRowGroup {
@@ -129,10 +163,18 @@ impl RowGroupEncoder {
             .into_iter()
             .map(|w| w.close().map_err(err))
             .collect::<Result<Vec<_>>>()?;
+        let mask_max = records
+            .iter()
+            .flat_map(|r| r.mask.iter().chain(&r.source_mask))
+            .filter_map(|m| m.iter().max())
+            .max()
+            .copied()
+            .unwrap_or(0);
         Ok(EncodedRowGroup {
             chunks,
             rows: records.len(),
             shape: self.shape,
+            mask_max,
         })
     }
 
@@ -158,23 +200,78 @@ impl RowGroupEncoder {
     }
 }
 
+/// A file writer that hashes (SHA-256) and counts every byte it passes on.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    /// The inner writer, the hex digest and the byte count.
+    pub(crate) fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hash.finalize()), self.bytes)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// SHA-256 (lower-case hex) and size of a file, read in large blocks.
+pub(crate) fn file_sha256(path: &Path) -> Result<(String, u64)> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), bytes))
+}
+
+type PartWriter = SerializedFileWriter<HashingWriter<std::io::BufWriter<File>>>;
+
 /// A part file being written under its temporary name.
 pub(crate) struct PartFile {
-    writer: SerializedFileWriter<File>,
+    writer: PartWriter,
     tmp: PathBuf,
     /// The slice shape of its rows.
     pub shape: SliceShape,
     /// Rows appended.
     pub rows: u64,
+    mask_max: u8,
 }
 
 impl PartFile {
     /// Creates `tmp` for slices of `shape`.
     pub fn create(tmp: &Path, shape: &SliceShape, opts: &PartOptions) -> Result<PartFile> {
         let f = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let sink = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f));
         let schema = arrow_schema(shape, Some(&opts.prep_config));
         let props = properties(shape, opts)?;
-        let (writer, _) = ArrowWriter::try_new(f, schema, Some(props))
+        let (writer, _) = ArrowWriter::try_new(sink, schema, Some(props))
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| Error::invalid(tmp, format!("opening Parquet writer: {e}")))?;
         Ok(PartFile {
@@ -182,6 +279,7 @@ impl PartFile {
             tmp: tmp.to_path_buf(),
             shape: *shape,
             rows: 0,
+            mask_max: 0,
         })
     }
 
@@ -202,6 +300,7 @@ impl PartFile {
         }
         rg.close().map_err(err)?;
         self.rows += g.rows as u64;
+        self.mask_max = self.mask_max.max(g.mask_max);
         Ok(())
     }
 
@@ -211,26 +310,40 @@ impl PartFile {
     }
 
     /// Writes the footer and syncs the file; it is then complete under its temporary name.
-    pub fn finish(self) -> Result<PathBuf> {
+    /// Returns the temporary path and the part's manifest entry (named `name`).
+    pub fn finish(self, name: &str) -> Result<(PathBuf, PartInfo)> {
         let tmp = self.tmp;
-        let f = self
+        let (rows, mask_max) = (self.rows, self.mask_max);
+        let sink = self
             .writer
             .into_inner()
             .map_err(|e| Error::invalid(&tmp, format!("closing Parquet: {e}")))?;
+        let (buf, sha256, bytes) = sink.finish();
+        let f = buf
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        Ok(tmp)
+        let info = PartInfo {
+            name: name.to_string(),
+            rows,
+            bytes,
+            sha256,
+            finite_images: true,
+            mask_max,
+        };
+        Ok((tmp, info))
     }
 }
 
 /// Writes `records` as one complete part at `dest` (row groups of ≤ `max_rows`): written to a
-/// hidden temporary name, synced, renamed.
+/// hidden temporary name, synced, renamed. Returns its manifest entry.
 pub fn write_part(
     dest: &Path,
     records: &[SliceRecord],
     shape: &SliceShape,
     max_rows: usize,
     opts: &PartOptions,
-) -> Result<()> {
+) -> Result<PartInfo> {
     let name = dest
         .file_name()
         .and_then(|n| n.to_str())
@@ -241,6 +354,7 @@ pub fn write_part(
     for g in enc.encode_groups(records, max_rows, true)? {
         part.append(g)?;
     }
-    part.finish()?;
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
+    let (_, info) = part.finish(name)?;
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+    Ok(info)
 }

@@ -16,18 +16,39 @@ use std::process::ExitCode;
 /// Labeled fractions of a grid when neither the pipeline's arm nor `--fractions` gives them.
 const DEFAULT_GRID_FRACTIONS: [f64; 2] = [0.1, 0.3];
 
+/// Examples, one command per paragraph; no line is wider than 78 columns, so clap never wraps
+/// them inside a command (tested: they paste into a shell as written).
+const EXAMPLES: &str = "\
+Examples:
+  # DMNet with 10 % of the labeled training slices
+  dmnet-train --shards shards/la --out runs/la-dmnet-10 \\
+      --pipeline pipelines/la2018.toml --labeled-fraction 10%
+
+  # the supervised variant, 2000 steps, a small encoder
+  dmnet-train --shards shards/la --out runs/la-sup --variant supervised \\
+      --encoder resnet18 --steps 2000
+
+  # continue after an interruption (or extend with --steps N)
+  dmnet-train --out runs/la-dmnet-10 --resume
+
+  # per-case metrics on the source grid of the test cases
+  dmnet-train eval --run runs/la-dmnet-10 --shards shards/la --split test
+
+  # the committed LA2018 grid, two runs at a time
+  dmnet-train grid --shards grid/shards --out grid/runs \\
+      --pipeline pipelines/la2018-cpu.toml --jobs 2
+
+  # which device --device auto picks, and why
+  dmnet-train check-device --device auto";
+
 /// Train DMNet (shared encoder, U-Net + DeepLab v3+ decoders, FCN discriminator) with libtorch.
 #[derive(Parser)]
 #[command(
     version,
     about,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  \
-      dmnet-train --shards shards/la2018 --out runs/la-dmnet-10 --pipeline pipelines/la2018.toml --labeled-fraction 10%\n  \
-      dmnet-train --shards shards/la2018 --out runs/la-sup --variant supervised --encoder resnet18 --steps 2000\n  \
-      dmnet-train --out runs/la-dmnet-10 --shards shards/la2018 --resume\n  \
-      dmnet-train eval --run runs/la-dmnet-10 --shards shards/la2018 --split test --checkpoint best\n  \
-      dmnet-train check-device --device auto"
+    max_term_width = 100,
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -118,6 +139,13 @@ struct TrainArgs {
     /// --epochs extend it).
     #[arg(long)]
     resume: bool,
+    /// How per-case metrics score a structure missed on one side or absent from both:
+    /// nnunet (default), brats or ssl4mis (recorded in every report).
+    #[arg(long, value_enum)]
+    convention: Option<crate::metrics::Convention>,
+    /// Print the run summary as JSON (default: one line).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +172,12 @@ enum Cmd {
         /// from the run's training data (a warning instead of an error).
         #[arg(long)]
         allow_mismatch: bool,
+        /// Convention for missing / empty structures (default: the run's).
+        #[arg(long, value_enum)]
+        convention: Option<crate::metrics::Convention>,
+        /// Print the whole report as JSON (default: a table).
+        #[arg(long)]
+        json: bool,
     },
     /// Run variants × labeled fractions × seeds, evaluate each on the test split (best and last
     /// checkpoints) and write OUT/grid.md (mean ± sd tables, the paper's layout) + OUT/grid.json.
@@ -196,7 +230,8 @@ fn apply(a: &TrainArgs, t: &mut TrainConfig) {
          encoder => model.encoder, width => model.width, labeled_batch => labeled_batch,
          unlabeled_batch => unlabeled_batch, semi_loss => loss.semi_loss,
          lambda_semi => loss.lambda_semi, lambda_adv => loss.lambda_adv, ramp_up => loss.ramp_up,
-         unlabeled_pass => loss.unlabeled_pass, seed => seed, device => device);
+         unlabeled_pass => loss.unlabeled_pass, seed => seed, device => device,
+         convention => convention);
     if a.steps.is_some() {
         t.steps = a.steps;
     }
@@ -314,9 +349,18 @@ fn select_arms(a: &GridArgs, planned: Vec<Arm>) -> Result<Vec<Arm>> {
 
 /// One training run: the pipeline's `[train]` table with the flags on top.
 fn train_spec(a: TrainArgs) -> Result<RunSpec> {
-    let (Some(shards), Some(out)) = (a.shards.clone(), a.out.clone()) else {
+    let shards = match (a.shards.clone(), a.resume) {
+        (Some(s), _) => s,
+        (None, true) => PathBuf::new(), // the run's own, from its config.json
+        (None, false) => {
+            return Err(Error::Usage(
+                "--shards and --out are required to train".into(),
+            ))
+        }
+    };
+    let Some(out) = a.out.clone() else {
         return Err(Error::Usage(
-            "--shards and --out are required to train".into(),
+            "--out is required (the run directory to create, or to continue with --resume)".into(),
         ));
     };
     let mut t = base_config(&a)?;
@@ -355,9 +399,23 @@ fn run_cmd(cli: Cli) -> Result<()> {
             checkpoint,
             device,
             allow_mismatch,
+            convention,
+            json,
         }) => {
-            let r = super::evaluate(&run, &shards, split, checkpoint, device, allow_mismatch)?;
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            let r = super::evaluate(
+                &run,
+                &shards,
+                split,
+                checkpoint,
+                device,
+                allow_mismatch,
+                convention,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", eval_table(&r));
+            }
         }
         Some(Cmd::Grid(args)) => {
             let spec = grid_spec(*args)?;
@@ -374,9 +432,63 @@ fn run_cmd(cli: Cli) -> Result<()> {
             );
         }
         None => {
+            let json = cli.train.json;
             let s = super::run(&train_spec(cli.train)?)?;
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                println!("{}", s.line());
+            }
         }
     }
     Ok(())
+}
+
+/// `dmnet-train eval`'s table: slice-pooled mIoU, then per class the per-case means and what
+/// they hide.
+fn eval_table(r: &super::eval::EvalReport) -> String {
+    let pct = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{:.1}", x * 100.0));
+    let num = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{x:.2}"));
+    let c = &r.cases;
+    let units = match c.units {
+        crate::metrics::evaluate::Units::Mm => "mm",
+        crate::metrics::evaluate::Units::Voxel => "vox",
+    };
+    let mut out = format!(
+        "{} split, {} checkpoint (round {}, step {}): mIoU {:.1} % (slices pooled, shard grid)\n\n\
+         | class | Dice % | IoU % | HD95 {units} | ASD {units} | shard-grid Dice % | missed | false pos. | empty |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        r.split,
+        r.checkpoint.name(),
+        r.epoch,
+        r.step,
+        r.metrics.miou * 100.0
+    );
+    for k in &c.classes {
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            k.name,
+            pct(k.dice),
+            pct(k.iou),
+            num(k.hd95),
+            num(k.asd),
+            pct(k.shard_grid_dice),
+            k.missed,
+            k.false_positive,
+            k.empty
+        );
+    }
+    out += &format!(
+        "| mean | {} | {} | {} | {} | {} | {} | {} | {} |\n\n{}\n",
+        pct(c.dice),
+        pct(c.iou),
+        num(c.hd95),
+        num(c.asd),
+        pct(c.shard_grid_dice),
+        c.missed,
+        c.false_positive,
+        c.empty,
+        c.footnote()
+    );
+    out
 }

@@ -1,19 +1,19 @@
 //! Evaluation of a network on the labeled slices of a split (eval mode, average of the two
-//! decoders' softmax, argmax; paper §4.2): slice-pooled metrics (IoU, mIoU, Dice, HD95), the
-//! per-case 3-D metrics of the LA literature (Dice, Jaccard, HD95, ASD per volume) and the
-//! collapse diagnostics (foreground fractions, agreement between the decoders).
+//! decoders' softmax; paper §4.2): slice-pooled metrics on the shard grid (IoU, mIoU, Dice;
+//! what validation selects checkpoints on), the per-case metrics of `metrics::evaluate` (each
+//! case on its source grid, under the run's convention) and the collapse diagnostics
+//! (foreground fractions, agreement between the decoders).
 use super::batch::to_tensors;
 use super::data::{self, SliceRef, StreamSpec};
 use super::trainer::load_weights;
 use crate::artifact::{CheckpointKind, RunConfig, RunDir};
 use crate::cli::DeviceChoice;
 use crate::metrics::{
-    CaseAccumulator, CaseMetrics, CaseSummary, Diagnostics, DiagnosticsAccumulator,
-    MetricsAccumulator, SegMetrics,
+    CaseCollector, CaseReport, Convention, Diagnostics, DiagnosticsAccumulator, MetricsAccumulator,
+    SegMetrics,
 };
 use crate::model::DmNet;
-use crate::shard::schema::SliceRecord;
-use crate::shard::Split;
+use crate::shard::{ShardIndex, Split};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,8 +26,8 @@ pub(crate) struct Evaluation {
     pub metrics: SegMetrics,
     /// Foreground fractions and decoder agreement.
     pub diagnostics: Diagnostics,
-    /// Per-case 3-D metrics (when asked for).
-    pub cases: Vec<CaseMetrics>,
+    /// Per-case metrics (when asked for).
+    pub cases: Option<CaseReport>,
 }
 
 /// The result of [`evaluate`] (`RUN/eval-<split>-<checkpoint>.json`).
@@ -43,14 +43,44 @@ pub struct EvalReport {
     pub step: usize,
     /// Shard folder evaluated on.
     pub shards: PathBuf,
-    /// Slice-pooled metrics.
+    /// Slice-pooled metrics on the shard grid (mIoU as the paper reports it).
     pub metrics: SegMetrics,
     /// Foreground fractions and decoder agreement.
     pub diagnostics: Diagnostics,
-    /// Means of the per-case metrics.
-    pub case_summary: CaseSummary,
-    /// Per-case 3-D metrics (also in `eval-<split>-<checkpoint>-cases.csv`).
-    pub cases: Vec<CaseMetrics>,
+    /// Per-case metrics: grid, convention, units, per-class means, counts of missed and empty
+    /// structures, and every case (also in `eval-<split>-<checkpoint>-cases.csv`).
+    pub cases: CaseReport,
+    /// Whether "best" is the best-on-validation checkpoint (false: the run had no validation
+    /// split, and "best" is the last round's).
+    #[serde(default = "yes")]
+    pub best_selected_on_validation: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the per-case part of an evaluation needs: the convention and, per case, its row count
+/// (so that each case is scored as soon as its last row arrives).
+pub(crate) struct CaseSpec {
+    pub convention: Convention,
+    pub rows: Vec<((String, String), usize)>,
+}
+
+impl CaseSpec {
+    /// The cases of the labeled rows of `split` in `index`.
+    pub(crate) fn of(index: &ShardIndex, split: Split, convention: Convention) -> CaseSpec {
+        let mut rows: std::collections::BTreeMap<(String, String), usize> = Default::default();
+        for r in index.rows.iter().filter(|r| r.split == split && r.labeled) {
+            *rows
+                .entry((r.patient_key.clone(), r.source_path.clone()))
+                .or_default() += 1;
+        }
+        CaseSpec {
+            convention,
+            rows: rows.into_iter().collect(),
+        }
+    }
 }
 
 /// Argmax class maps `[N·S·S]` on the CPU.
@@ -62,23 +92,14 @@ fn labels(p: &Tensor) -> Result<Vec<u8>> {
     Vec::<u8>::try_from(t.flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))
 }
 
-/// Where a slice sits in its case: case name, slice index, spacing (rows, cols, slices).
-fn case_of(r: &SliceRecord) -> (String, i64, [f64; 3]) {
-    let axis = usize::try_from(r.slice_axis).unwrap_or(2).min(2);
-    (
-        format!("{}/{}", r.patient_key, r.source_path),
-        r.slice_index as i64,
-        [r.pixel_spacing[0], r.pixel_spacing[1], r.spacing[axis]],
-    )
-}
-
-/// Evaluates `net` on the labeled slices `refs`; `cases` adds the per-case 3-D metrics.
+/// Evaluates `net` on the labeled slices `refs`; `cases` adds the per-case metrics.
 pub(crate) fn evaluate_net(
     net: &DmNet,
     (files, refs): (Arc<Vec<PathBuf>>, &[SliceRef]),
     batch: usize,
     device: Device,
-    cases: bool,
+    cases: Option<CaseSpec>,
+    class_names: &[String],
 ) -> Result<Evaluation> {
     let cfg = net.config();
     let spec = StreamSpec {
@@ -94,19 +115,28 @@ pub(crate) fn evaluate_net(
         MetricsAccumulator::new(cfg.num_classes),
         DiagnosticsAccumulator::default(),
     );
-    let mut per_case = CaseAccumulator::new(cfg.num_classes);
-    let s = cfg.input_size;
+    let mut collector = cases.map(|c| {
+        let mut col = CaseCollector::new(cfg.num_classes, c.convention);
+        for ((key, source), n) in &c.rows {
+            col.expect(key, source, *n);
+        }
+        col
+    });
+    let (s, k) = (cfg.input_size, cfg.num_classes);
     let bar = crate::cli::progress(refs.len() as u64, "eval");
     let _g = tch::no_grad_guard();
     for records in rx {
         let records = records?;
         let b = to_tensors(&records, s, cfg.in_channels, device)?;
         let out = net.forward_t(&b.images, false);
+        let probs = out.probabilities().to_kind(Kind::Float);
         let (pv, d1, d2) = (
-            labels(&out.probabilities())?,
+            labels(&probs)?,
             labels(&out.logits1)?,
             labels(&out.logits2)?,
         );
+        let pf = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, -1))
+            .map_err(|e| Error::Torch(e.to_string()))?;
         let gt = b
             .masks
             .as_ref()
@@ -116,16 +146,10 @@ pub(crate) fn evaluate_net(
         let gv = Vec::<u8>::try_from(gt.flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
         for (i, r) in records.iter().enumerate() {
             let px = i * s * s..(i + 1) * s * s;
-            acc.add(&pv[px.clone()], &gv[px.clone()], s, s, b.spacing[i]);
-            diag.add(
-                &pv[px.clone()],
-                &gv[px.clone()],
-                &d1[px.clone()],
-                &d2[px.clone()],
-            );
-            if cases {
-                let (name, idx, spacing) = case_of(r);
-                per_case.add(&name, idx, &pv[px.clone()], &gv[px], (s, s), spacing);
+            acc.add(&pv[px.clone()], &gv[px.clone()]);
+            diag.add(&pv[px.clone()], &gv[px.clone()], &d1[px.clone()], &d2[px]);
+            if let Some(c) = collector.as_mut() {
+                c.add(r, &pf[i * k * s * s..(i + 1) * k * s * s]);
             }
         }
         bar.inc(records.len() as u64);
@@ -134,7 +158,7 @@ pub(crate) fn evaluate_net(
     Ok(Evaluation {
         metrics: acc.finish(),
         diagnostics: diag.finish(),
-        cases: per_case.finish(),
+        cases: collector.map(|c| c.finish(class_names)),
     })
 }
 
@@ -142,6 +166,7 @@ pub(crate) fn evaluate_net(
 /// `RUN/eval-<split>-<checkpoint>.json` and `…-cases.csv` (and `RUN/eval-<split>.json` for the
 /// best checkpoint). The shards must hold what the run was trained on (channels, modality,
 /// classes, slice size: `artifact::compat`); `allow_mismatch` turns a difference into a warning.
+/// `convention` overrides the run's.
 pub fn evaluate(
     run_dir: &Path,
     shards: &Path,
@@ -149,6 +174,7 @@ pub fn evaluate(
     kind: CheckpointKind,
     device: DeviceChoice,
     allow_mismatch: bool,
+    convention: Option<Convention>,
 ) -> Result<EvalReport> {
     let rc = RunConfig::load(run_dir)?;
     crate::artifact::compat::check_run_against_shards(run_dir, &rc, shards, allow_mismatch)?;
@@ -158,8 +184,25 @@ pub fn evaluate(
     let net = DmNet::new(&vs.root(), &rc.train.model)?;
     load_weights(&mut vs, &run, kind)?;
     let state = run.state(kind)?;
-    let (files, refs) = data::split_refs(shards, split)?;
-    let ev = evaluate_net(&net, (files, &refs), rc.train.eval_batch, device, true)?;
+    let index = ShardIndex::open(shards)?;
+    let refs = data::split_refs_of(&index, split)?;
+    let convention = convention.unwrap_or(rc.train.convention);
+    let cases = CaseSpec::of(&index, split, convention);
+    let ev = evaluate_net(
+        &net,
+        (index.files(), &refs),
+        rc.train.eval_batch,
+        device,
+        Some(cases),
+        &rc.data.label_names,
+    )?;
+    let best_on_val = rc.data.val > 0;
+    if kind == CheckpointKind::Best && !best_on_val {
+        tracing::warn!(
+            "{}: the run had no validation split, so its \"best\" checkpoint is the last round's",
+            run_dir.display()
+        );
+    }
     let report = EvalReport {
         split,
         checkpoint: kind,
@@ -168,8 +211,10 @@ pub fn evaluate(
         shards: shards.into(),
         metrics: ev.metrics,
         diagnostics: ev.diagnostics,
-        case_summary: CaseSummary::of(&ev.cases),
-        cases: ev.cases,
+        cases: ev
+            .cases
+            .ok_or_else(|| Error::Torch("evaluation without cases".into()))?,
+        best_selected_on_validation: best_on_val,
     };
     write_report(run_dir, &report)?;
     Ok(report)
@@ -187,30 +232,5 @@ fn write_report(run_dir: &Path, report: &EvalReport) -> Result<()> {
         crate::atomic::write_bytes(&p, &text)?;
     }
     let csv = run_dir.join(format!("eval-{split}-{kind}-cases.csv"));
-    crate::atomic::write_bytes(&csv, cases_csv(&report.cases))
-}
-
-/// One row per case and foreground class.
-fn cases_csv(cases: &[CaseMetrics]) -> String {
-    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.4}"));
-    let mut out = String::from(
-        "case,class,slices,dice,jaccard,hd95_mm,asd_mm,predicted_voxels,true_voxels\n",
-    );
-    for c in cases {
-        for (i, m) in c.classes.iter().enumerate() {
-            out += &format!(
-                "{},{},{},{:.4},{:.4},{},{},{},{}\n",
-                c.case,
-                i + 1,
-                c.slices,
-                m.dice,
-                m.jaccard,
-                opt(m.hd95_mm),
-                opt(m.asd_mm),
-                m.predicted_voxels,
-                m.true_voxels
-            );
-        }
-    }
-    out
+    crate::atomic::write_bytes(&csv, report.cases.csv())
 }

@@ -161,14 +161,35 @@ pub(crate) struct GridResult {
     pub miou: f64,
     /// Test Dice of the foreground classes pooled over slices, 0–1.
     pub dice: f64,
-    /// Mean per-case (3-D) Dice on test, 0–1.
-    pub case_dice: f64,
-    /// Mean per-case Jaccard on test, 0–1.
-    pub case_jaccard: f64,
-    /// Mean per-case HD95 on test (mm).
-    pub case_hd95_mm: Option<f64>,
-    /// Mean per-case ASD on test (mm).
-    pub case_asd_mm: Option<f64>,
+    /// Mean per-case Dice on test (source grid, the run's convention), 0–1.
+    pub case_dice: Option<f64>,
+    /// Mean per-case IoU (Jaccard) on test, 0–1.
+    pub case_iou: Option<f64>,
+    /// Mean per-case HD95 on test ([`GridResult::units`]).
+    pub case_hd95: Option<f64>,
+    /// Mean per-case ASD on test.
+    pub case_asd: Option<f64>,
+    /// Mean per-case Dice on the shard grid (the secondary column), 0–1.
+    #[serde(default)]
+    pub shard_grid_case_dice: Option<f64>,
+    /// Per foreground class: mean per-case Dice, 0–1.
+    #[serde(default)]
+    pub class_dice: Vec<Option<f64>>,
+    /// Per foreground class: mean per-case HD95.
+    #[serde(default)]
+    pub class_hd95: Vec<Option<f64>>,
+    /// Case × class pairs the prediction missed.
+    #[serde(default)]
+    pub missed: usize,
+    /// Case × class pairs predicted where the truth has none.
+    #[serde(default)]
+    pub false_positive: usize,
+    /// Case × class pairs absent from both.
+    #[serde(default)]
+    pub empty: usize,
+    /// The evaluator's convention, grid and units.
+    #[serde(default)]
+    pub scoring: String,
     /// Share of test pixels predicted as foreground.
     pub predicted_foreground: f64,
     /// Share of test pixels that are foreground.
@@ -205,10 +226,16 @@ pub(crate) enum Metric {
     SliceDice,
     /// Mean per-case Dice %.
     CaseDice,
-    /// Mean per-case HD95 (mm).
+    /// Mean per-case HD95.
     CaseHd95,
-    /// Mean per-case ASD (mm).
+    /// Mean per-case ASD.
     CaseAsd,
+    /// Mean per-case Dice on the shard grid %.
+    ShardGridCaseDice,
+    /// Mean per-case Dice % of one foreground class (1-based).
+    ClassDice(usize),
+    /// Mean per-case HD95 of one foreground class (1-based).
+    ClassHd95(usize),
     /// Predicted foreground % of test pixels.
     PredictedForeground,
     /// Dice % between the decoders.
@@ -218,25 +245,32 @@ pub(crate) enum Metric {
 }
 
 impl Metric {
-    fn title(self) -> &'static str {
+    fn title(self) -> String {
         match self {
-            Metric::Miou => "test mIoU %",
-            Metric::SliceDice => "test Dice % (slices pooled)",
-            Metric::CaseDice => "test per-case Dice %",
-            Metric::CaseHd95 => "test per-case HD95 mm",
-            Metric::CaseAsd => "test per-case ASD mm",
-            Metric::PredictedForeground => "predicted foreground % of test pixels",
-            Metric::DecoderDice => "Dice % between the two decoders (test)",
-            Metric::ValMiou => "best val mIoU %",
+            Metric::Miou => "test mIoU %".into(),
+            Metric::SliceDice => "test Dice % (slices pooled, shard grid)".into(),
+            Metric::CaseDice => "test per-case Dice % (source grid)".into(),
+            Metric::CaseHd95 => "test per-case HD95".into(),
+            Metric::CaseAsd => "test per-case ASD".into(),
+            Metric::ShardGridCaseDice => "test per-case Dice % on the shard grid".into(),
+            Metric::ClassDice(c) => format!("test per-case Dice % of class {c}"),
+            Metric::ClassHd95(c) => format!("test per-case HD95 of class {c}"),
+            Metric::PredictedForeground => "predicted foreground % of test pixels".into(),
+            Metric::DecoderDice => "Dice % between the two decoders (test)".into(),
+            Metric::ValMiou => "best val mIoU %".into(),
         }
     }
     fn of(self, r: &GridResult) -> Option<f64> {
+        let class = |v: &[Option<f64>], c: usize| v.get(c.wrapping_sub(1)).copied().flatten();
         match self {
             Metric::Miou => Some(r.miou * 100.0),
             Metric::SliceDice => Some(r.dice * 100.0),
-            Metric::CaseDice => Some(r.case_dice * 100.0),
-            Metric::CaseHd95 => r.case_hd95_mm,
-            Metric::CaseAsd => r.case_asd_mm,
+            Metric::CaseDice => r.case_dice.map(|v| v * 100.0),
+            Metric::CaseHd95 => r.case_hd95,
+            Metric::CaseAsd => r.case_asd,
+            Metric::ShardGridCaseDice => r.shard_grid_case_dice.map(|v| v * 100.0),
+            Metric::ClassDice(c) => class(&r.class_dice, c).map(|v| v * 100.0),
+            Metric::ClassHd95(c) => class(&r.class_hd95, c),
             Metric::PredictedForeground => Some(r.predicted_foreground * 100.0),
             Metric::DecoderDice => Some(r.decoder_dice * 100.0),
             Metric::ValMiou => r.val_miou.map(|v| v * 100.0),
@@ -376,10 +410,17 @@ mod tests {
             step: 10,
             miou,
             dice: miou / 2.0,
-            case_dice: miou / 2.0,
-            case_jaccard: 0.0,
-            case_hd95_mm: None,
-            case_asd_mm: None,
+            case_dice: Some(miou / 2.0),
+            case_iou: None,
+            case_hd95: None,
+            case_asd: None,
+            shard_grid_case_dice: None,
+            class_dice: vec![],
+            class_hd95: vec![],
+            missed: 0,
+            false_positive: 0,
+            empty: 0,
+            scoring: String::new(),
             predicted_foreground: 0.1,
             true_foreground: 0.1,
             decoder_dice: 0.9,

@@ -100,6 +100,7 @@ fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
                 kind,
                 c.arm.train.device,
                 false,
+                None,
             )?;
             Ok(result(c, &r, val_miou))
         })
@@ -116,10 +117,17 @@ fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
         step: r.step,
         miou: r.metrics.miou,
         dice: r.metrics.mean_dice,
-        case_dice: r.case_summary.dice,
-        case_jaccard: r.case_summary.jaccard,
-        case_hd95_mm: r.case_summary.hd95_mm,
-        case_asd_mm: r.case_summary.asd_mm,
+        case_dice: r.cases.dice,
+        case_iou: r.cases.iou,
+        case_hd95: r.cases.hd95,
+        case_asd: r.cases.asd,
+        shard_grid_case_dice: r.cases.shard_grid_dice,
+        class_dice: r.cases.classes.iter().map(|c| c.dice).collect(),
+        class_hd95: r.cases.classes.iter().map(|c| c.hd95).collect(),
+        missed: r.cases.missed,
+        false_positive: r.cases.false_positive,
+        empty: r.cases.empty,
+        scoring: r.cases.footnote(),
         predicted_foreground: r.diagnostics.predicted_foreground,
         true_foreground: r.diagnostics.true_foreground,
         decoder_dice: r.diagnostics.decoder_dice,
@@ -238,6 +246,23 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         machine(),
         arm_lines(spec)
     );
+    if let Some(r) = results.first() {
+        md += &format!(
+            "Per-case scoring (the evaluator of `dmnet-train eval`; one run shown): {}\n\n",
+            r.scoring
+        );
+    }
+    let (missed, fp): (usize, usize) = results
+        .iter()
+        .fold((0, 0), |(m, f), r| (m + r.missed, f + r.false_positive));
+    md += &format!(
+        "Over all evaluations in this grid: {missed} missed structures and {fp} false-positive structures (case × class), each scored, never dropped.\n\n"
+    );
+    let classes = results
+        .iter()
+        .map(|r| r.class_dice.len())
+        .max()
+        .unwrap_or(0);
     for ck in [CheckpointKind::Best, CheckpointKind::Last] {
         md += &format!("## {ck} checkpoint\n\n");
         for m in [Metric::Miou, Metric::CaseDice] {
@@ -248,14 +273,19 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         }
     }
     md += "## Other metrics and diagnostics (best checkpoint)\n\n";
-    for m in [
+    let mut others = vec![
         Metric::ValMiou,
         Metric::SliceDice,
+        Metric::ShardGridCaseDice,
         Metric::CaseHd95,
         Metric::CaseAsd,
-        Metric::PredictedForeground,
-        Metric::DecoderDice,
-    ] {
+    ];
+    if classes > 1 {
+        others.extend((1..=classes).map(Metric::ClassDice));
+        others.extend((1..=classes).map(Metric::ClassHd95));
+    }
+    others.extend([Metric::PredictedForeground, Metric::DecoderDice]);
+    for m in others {
         md += &format!(
             "{}\n",
             markdown_table(results, &names, CheckpointKind::Best, m)

@@ -11,8 +11,8 @@ use super::optim::{poly_lr, LossScaler};
 use super::step::{step, LossMeans, StepLosses, StepPoint};
 use super::trainer::Trainer;
 use crate::artifact::{
-    read_metrics, write_metrics, CheckpointKind, DataSummary, EpochRecord, RunConfig, RunDir,
-    RunSummary, Schedule, TrainConfig, TrainState,
+    read_metrics, write_metrics, CheckpointKind, DataSummary, EpochRecord, MetricsLine, RunConfig,
+    RunDir, RunSummary, Schedule, TrainConfig, TrainState,
 };
 use crate::shard::{ShardIndex, Split};
 use crate::{Error, Result};
@@ -237,7 +237,8 @@ fn point_at(cfg: &TrainConfig, g: usize, total: usize) -> StepPoint {
     }
 }
 
-fn prepare_new(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
+/// The config of a new run, checked against the shards; nothing is written yet.
+fn new_config(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
     let mut train = spec.train.clone();
     let probe = probe_shards(index)?;
     if let Some(s) = train.size.filter(|&s| s != probe.size) {
@@ -254,20 +255,13 @@ fn prepare_new(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
     train.model.num_classes = probe.labels.len();
     train.model.input_size = probe.size;
     train.validate()?;
-    let out = &spec.out;
-    if RunDir::new(out).config().exists() {
+    if RunDir::new(&spec.out).config().exists() {
         return Err(Error::Config {
-            path: out.clone(),
+            path: spec.out.clone(),
             msg:
                 "run dir already holds a run; pass --resume to continue it or choose another --out"
                     .into(),
         });
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let manifest = spec.shards.join(crate::shard::folder::MANIFEST);
-    if manifest.exists() {
-        let to = out.join("prep-manifest.json");
-        std::fs::copy(&manifest, &to).map_err(|e| Error::io(&to, e))?;
     }
     Ok(RunConfig {
         dmnet_version: crate::VERSION.to_string(),
@@ -278,19 +272,78 @@ fn prepare_new(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
             shard_size: probe.size,
             channel_names: probe.channels,
             label_names: probe.labels,
+            shards_fingerprint: index.fingerprint.clone(),
+            shards_rows: index.rows.len(),
             ..Default::default()
         },
         prep_config: probe.prep,
     })
 }
 
+/// Creates the run dir of a new run (after every check passed) with a copy of the shards'
+/// manifest.
+fn create_run_dir(spec: &RunSpec) -> Result<()> {
+    let out = &spec.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let manifest = spec.shards.join(crate::shard::folder::MANIFEST);
+    if manifest.exists() {
+        let to = out.join("prep-manifest.json");
+        std::fs::copy(&manifest, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(())
+}
+
+/// The run and its shards for `--resume`: the run's own shard folder (a different `--shards`
+/// is refused), unchanged since the run started (same parts, same bytes).
+fn resume_config(spec: &RunSpec) -> Result<(RunConfig, ShardIndex)> {
+    let rc = RunConfig::load(&spec.out)?;
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        a == b
+            || a.canonicalize()
+                .ok()
+                .zip(b.canonicalize().ok())
+                .is_some_and(|(x, y)| x == y)
+    };
+    if !spec.shards.as_os_str().is_empty() && !same(&spec.shards, &rc.shards) {
+        return Err(Error::Config {
+            path: spec.out.clone(),
+            msg: format!(
+                "--resume continues the run on its own shards ({}), not {}: drop --shards, or start a new run",
+                rc.shards.display(),
+                spec.shards.display()
+            ),
+        });
+    }
+    let index = ShardIndex::open(&rc.shards)?;
+    let was = &rc.data.shards_fingerprint;
+    if !was.is_empty() && *was != index.fingerprint {
+        return Err(Error::Config {
+            path: rc.shards.clone(),
+            msg: format!(
+                "the shard folder changed since this run started ({} rows now, {} then; its parts' hashes differ): \
+                 resuming would train on other data; start a new run",
+                index.rows.len(),
+                rc.data.shards_rows
+            ),
+        });
+    }
+    Ok((rc, index))
+}
+
 /// Sets libtorch's CPU threads for `deterministic` runs (one thread: the same seed then gives
-/// the same numbers in every process).
+/// the same numbers in every process). On CUDA it can only turn cuDNN's autotuner off:
+/// libtorch's deterministic-algorithms switch is not exposed by tch 0.24, so CUDA runs may
+/// still differ in the last bits between processes (said in the log and the README).
 fn set_determinism(cfg: &TrainConfig, device: Device) {
     if cfg.deterministic {
         tch::set_num_threads(1);
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(false);
+            tracing::warn!(
+                "--deterministic on CUDA turns cuDNN's autotuner off, but libtorch's deterministic-algorithms \
+                 switch is not reachable from tch 0.24: CUDA runs may still differ slightly between processes \
+                 (CPU runs are bit-identical)"
+            );
         }
     }
 }
@@ -333,16 +386,16 @@ fn schedule_of(spec: &RunSpec, rc: &RunConfig, labeled: usize) -> Result<Schedul
 
 /// Trains a run (or resumes it) and returns its summary. Writes `config.json`,
 /// `metrics.jsonl`, `curves.png`, `prep-manifest.json` and `checkpoints/` into `spec.out`.
+/// Every check (shards, config, device, data plan) passes before the run dir is created, so a
+/// failed start leaves nothing behind.
 pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     let dir = RunDir::new(&spec.out);
-    // the shard folder is opened (footers parsed, every row group checked) once per run
+    // the shard folder is opened (hashes verified, footers parsed) once per run
     let (mut rc, index) = if spec.resume {
-        let rc = RunConfig::load(&spec.out)?;
-        let index = ShardIndex::open(&rc.shards)?;
-        (rc, index)
+        resume_config(spec)?
     } else {
         let index = ShardIndex::open(&spec.shards)?;
-        (prepare_new(spec, &index)?, index)
+        (new_config(spec, &index)?, index)
     };
     let cfg = rc.train.clone();
     let device = crate::device::select(cfg.device)?;
@@ -355,7 +408,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     let val = match data::split_refs_of(&index, Split::Val) {
         Ok(v) => v,
         Err(e) => {
-            tracing::warn!("no validation: {e}");
+            tracing::warn!("no validation ({e}): the \"best\" checkpoint will be the last round's");
             Vec::new()
         }
     };
@@ -369,10 +422,22 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     };
     rc.data.val = val.len();
     rc.data.schedule = schedule;
+    if !spec.resume {
+        create_run_dir(spec)?;
+    }
     rc.save(&spec.out)?;
     let mut t = Trainer::new(&cfg, device)?;
     let mut scaler = LossScaler::new(amp);
-    let (mut state, records) = restore(spec, &dir, &mut t, &mut scaler, cfg.seed)?;
+    let (mut state, lines) = restore(spec, &dir, &mut t, &mut scaler, cfg.seed)?;
+    if spec.resume && state.global_step >= schedule.total_steps {
+        tracing::info!(
+            "{} is already finished ({} of {} steps): nothing to train; pass --steps N (N > {}) to extend it",
+            spec.out.display(),
+            state.global_step,
+            schedule.total_steps,
+            schedule.total_steps
+        );
+    }
     let ctx = Ctx {
         cfg: &cfg,
         files: plan.files.clone(),
@@ -383,28 +448,31 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         schedule,
     };
     tracing::info!(
-        "training {} ({}, {} labeled of {}, {} unlabeled, {} val slices; {} steps, validation every {}) on {device:?}",
+        "training {} ({}, {} labeled of {}, {} unlabeled, {} val slices; {} steps, validation every {}) on {}",
         cfg.model.variant.name(), cfg.model.encoder.name(), plan.labeled.len(), plan.labeled_total,
-        rc.data.unlabeled, val.len(), schedule.total_steps, schedule.eval_every
+        rc.data.unlabeled, val.len(), schedule.total_steps, schedule.eval_every,
+        crate::device::describe(device)
     );
-    let records = rounds(&mut t, &ctx, &dir, &mut state, &mut scaler, records)?;
+    let lines = rounds(&mut t, &ctx, &dir, &mut state, &mut scaler, lines)?;
     Ok(RunSummary {
         run_dir: spec.out.clone(),
         epochs: state.epoch,
         best_epoch: state.best_epoch,
         best_miou: state.best_miou,
-        last: records.last().cloned(),
+        last: lines.last().map(|l| l.record.clone()),
+        validated: !val.is_empty(),
     })
 }
 
-/// The state and records to start from: the last checkpoint on resume, else a fresh start.
+/// The state and `metrics.jsonl` lines to start from: the last checkpoint on resume (its
+/// lines kept byte for byte), else a fresh start.
 fn restore(
     spec: &RunSpec,
     dir: &RunDir,
     t: &mut Trainer,
     scaler: &mut LossScaler,
     seed: u64,
-) -> Result<(TrainState, Vec<EpochRecord>)> {
+) -> Result<(TrainState, Vec<MetricsLine>)> {
     let fresh = TrainState {
         epoch: 0,
         global_step: 0,
@@ -427,16 +495,16 @@ fn restore(
     }
     let state = t.load(dir, CheckpointKind::Last)?;
     scaler.scale = state.loss_scale;
-    let mut records = read_metrics(&spec.out)?;
-    records.retain(|r| r.epoch <= state.epoch);
-    write_metrics(&spec.out, &records)?;
+    let mut lines = read_metrics(&spec.out)?;
+    lines.retain(|l| l.record.epoch <= state.epoch);
+    write_metrics(&spec.out, &lines)?;
     tracing::info!(
         "resuming {} after round {} (step {})",
         spec.out.display(),
         state.epoch,
         state.global_step
     );
-    Ok((state, records))
+    Ok((state, lines))
 }
 
 /// Runs the remaining rounds: train, validate, checkpoint, record.
@@ -446,8 +514,8 @@ fn rounds(
     dir: &RunDir,
     state: &mut TrainState,
     scaler: &mut LossScaler,
-    mut records: Vec<EpochRecord>,
-) -> Result<Vec<EpochRecord>> {
+    mut lines: Vec<MetricsLine>,
+) -> Result<Vec<MetricsLine>> {
     let total_rounds = ctx.schedule.rounds();
     for round in state.epoch + 1..=total_rounds {
         let start = Instant::now();
@@ -464,19 +532,25 @@ fn rounds(
         );
         // the record first: a kill between the two leaves a record that a resume drops
         // (records after the checkpoint's round), never a checkpoint without its record
-        records.push(record(state, &stats, ev, start.elapsed().as_secs_f64()));
-        write_metrics(dir.path(), &records)?;
+        lines.push(MetricsLine::new(record(
+            state,
+            &stats,
+            ev,
+            start.elapsed().as_secs_f64(),
+        )));
+        write_metrics(dir.path(), &lines)?;
         if state.best_miou.zip(miou).is_none_or(|(b, v)| v > b) {
             state.best_miou = miou;
             state.best_epoch = Some(round);
             t.save(dir, CheckpointKind::Best, state)?;
         }
         t.save(dir, CheckpointKind::Last, state)?;
+        let records: Vec<EpochRecord> = lines.iter().map(|l| l.record.clone()).collect();
         if let Err(e) = draw_curves(&records, &dir.path().join("curves.png")) {
             tracing::warn!("curves.png not drawn: {e}");
         }
     }
-    Ok(records)
+    Ok(lines)
 }
 
 /// The validation of a round (none without validation slices).
@@ -485,7 +559,7 @@ fn validate(t: &Trainer, ctx: &Ctx) -> Result<Option<Evaluation>> {
         return Ok(None);
     }
     let data = (ctx.files.clone(), ctx.val);
-    evaluate_net(&t.net, data, ctx.cfg.eval_batch, ctx.device, false).map(Some)
+    evaluate_net(&t.net, data, ctx.cfg.eval_batch, ctx.device, None, &[]).map(Some)
 }
 
 /// The `metrics.jsonl` line of the round `state` just finished.

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 pub mod compare;
 mod dicom;
+pub mod h5;
 mod nifti_io;
 
 pub use dicom::{
@@ -102,6 +103,9 @@ pub struct Volume {
     pub header: NiftiGeometry,
     /// Where the volume came from (file, or DICOM series folder).
     pub source: PathBuf,
+    /// Whether `spacing` and `affine` are physical (mm). False for sources that carry none
+    /// (SSL4MIS h5): they are then 1 voxel per unit, and distances are in voxels.
+    pub spacing_known: bool,
 }
 
 impl Volume {
@@ -249,10 +253,34 @@ pub(crate) fn read_dicom_at(
 /// (dataset layouts, inference inputs) goes in this order, so results do not depend on the
 /// file system's listing order.
 pub(crate) fn sorted_dir(dir: &std::path::Path) -> crate::Result<Vec<PathBuf>> {
+    let canon = std::fs::canonicalize(dir).ok();
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| crate::Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !links_back(p, canon.as_deref()))
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// Whether `p` is a symlink to `dir` itself or to one of its parents (a loop such as
+/// `loop -> ..`): listing it would read outside the folder, so it is skipped with a warning
+/// naming it. Links to folders elsewhere are followed.
+fn links_back(p: &std::path::Path, dir: Option<&std::path::Path>) -> bool {
+    let is_link = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return false;
+    }
+    let (Some(dir), Ok(target)) = (dir, std::fs::canonicalize(p)) else {
+        return false;
+    };
+    let back = target.is_dir() && dir.starts_with(&target);
+    if back {
+        tracing::warn!(
+            "{}: a link to {} (this folder or a parent of it); skipped, nothing outside the input is read",
+            p.display(),
+            target.display()
+        );
+    }
+    back
 }

@@ -349,6 +349,7 @@ impl RawNifti {
             xyzt_units: h.xyzt_units,
         };
         Ok(Volume {
+            spacing_known: true,
             data,
             dims: self.dims,
             spacing: spacing_of(&affine),

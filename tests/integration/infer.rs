@@ -169,6 +169,8 @@ fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
                 pixel_spacing: pv.pixel_spacing(S),
                 affine: std::array::from_fn(|i| g.affine[i / 4][i % 4]),
                 volume_shape: g.dims.map(|d| d as i32),
+                spacing_known: true,
+                source_mask: Some(dmnet::preprocess::extract_slice(&mask, g.dims, pv.axis, k)),
             }
         })
         .collect();
@@ -181,10 +183,11 @@ fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
         prep_config: serde_json::json!({ "preprocess": pre }).to_string(),
     };
     let part = shards.join("data/part-00000.parquet");
-    dmnet::shard::writer::write_part(&part, &records, &shape, 64, &opts).unwrap();
+    let info = dmnet::shard::writer::write_part(&part, &records, &shape, 64, &opts).unwrap();
     let manifest = serde_json::json!({
         "schema_version": dmnet::shard::schema::SCHEMA_VERSION,
         "studies": [{ "status": "ok", "slices": records.len(), "part": "part-00000.parquet" }],
+        "parts": [info],
     });
     std::fs::write(shards.join("_manifest.json"), manifest.to_string()).unwrap();
     shards
@@ -411,7 +414,7 @@ print(int(m.sum()), m.size)
             .count();
         total += want.len();
         let want_u8: Vec<u8> = want.iter().map(|&v| v as u8).collect();
-        acc.add(&want_u8, r.mask.as_ref().unwrap(), S, S, r.pixel_spacing);
+        acc.add(&want_u8, r.mask.as_ref().unwrap());
     }
     let agree = same as f64 / total as f64;
     eprintln!(

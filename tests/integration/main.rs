@@ -3,8 +3,10 @@ mod util;
 
 mod binaries;
 mod export;
+mod first_day;
 mod fuzz_regressions;
 mod infer;
+mod integrity;
 mod layers;
 mod metrics;
 mod model;

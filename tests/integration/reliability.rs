@@ -40,14 +40,16 @@ fn keys_with_salt(ids: &[String], salt: &str) -> Vec<String> {
     stdout(&o).lines().map(String::from).collect()
 }
 
-/// (patient id, patient_key) of every study of an MSD manifest (study `imagesTr/<id>.nii.gz`).
-fn study_keys(m: &Value) -> Vec<(String, String)> {
+/// (patient id, patient_key) of every study of an MSD manifest (study `imagesTr/<id>.nii.gz`;
+/// in a shareable folder the study is a key, resolved through `map`, the source map).
+fn study_keys_mapped(m: &Value, map: Option<&Value>) -> Vec<(String, String)> {
     m["studies"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| {
-            let study = s["study"].as_str().unwrap();
+            let key = s["study"].as_str().unwrap();
+            let study = map.map_or(key, |m| m[key].as_str().unwrap());
             let id = study
                 .strip_prefix("imagesTr/")
                 .and_then(|n| n.strip_suffix(".nii.gz"))
@@ -58,6 +60,10 @@ fn study_keys(m: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+fn study_keys(m: &Value) -> Vec<(String, String)> {
+    study_keys_mapped(m, None)
 }
 
 #[test]
@@ -84,7 +90,14 @@ fn missing_salt_is_a_loud_warning_because_keys_can_be_recomputed() {
     let o = output(prep(&input, &out2, &["--shareable"]).env("DMNET_SALT", salt));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains(WARNING), "{}", stderr(&o));
-    let (ids, keys): (Vec<String>, Vec<String>) = study_keys(&manifest(&out2)).into_iter().unzip();
+    // shareable: the manifest names studies by key; the map beside the folder resolves them
+    let map: Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("out2.source-map.json")).unwrap(),
+    )
+    .unwrap();
+    let (ids, keys): (Vec<String>, Vec<String>) = study_keys_mapped(&manifest(&out2), Some(&map))
+        .into_iter()
+        .unzip();
     assert_eq!(keys_with_salt(&ids, salt), keys);
     assert_ne!(keys_with_salt(&ids, "dmnet-default-salt"), keys);
     let insp = run_ok(bin("dmnet-prep").arg("inspect").arg(&out2));

@@ -1,7 +1,9 @@
-//! Shard schema v2 on real data (la2018): the shard folder is an Arrow dataset that pyarrow,
+//! Shard schema v3 on real data (la2018): the shard folder is an Arrow dataset that pyarrow,
 //! DuckDB and polars open as is, `examples/read_shards.py` runs, `dmnet-prep upgrade` turns a v1
-//! folder into the same rows, and the shard-side bad inputs of issue 12, each made by corrupting
-//! a copy of real shards, are refused on open with one line naming the file.
+//! folder into the same rows, and the shard-side bad inputs of issues 12 and 23, each made by
+//! corrupting a copy of real shards, are refused with one line naming the file: on open when
+//! the part's bytes no longer match its SHA-256 in the manifest, and when its rows are read
+//! when someone rewrote the part and re-hashed the manifest to match.
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -40,13 +42,28 @@ fn rewrite_part(path: &Path, edit: &str) {
     run_ok(python().args(["-c", &script]).arg(path));
 }
 
+/// Rewrites the manifest's size and SHA-256 of every part to match the files (Python's
+/// hashlib): what someone who edits a part and "fixes" the manifest would do. The writer's
+/// value checks recorded beside them are left as they were.
+fn rehash(dir: &Path) {
+    let script = r#"
+import sys, json, hashlib, os
+d = sys.argv[1]; p = os.path.join(d, '_manifest.json'); m = json.load(open(p))
+for e in m['parts']:
+    f = os.path.join(d, 'data', e['name']); b = open(f, 'rb').read()
+    e['sha256'] = hashlib.sha256(b).hexdigest(); e['bytes'] = len(b)
+json.dump(m, open(p, 'w'))
+"#;
+    run_ok(python().args(["-c", script]).arg(dir));
+}
+
 /// Python that replaces the values of tensor column `col` in row `row`, element `k`, by `v`.
 fn set_tensor_value(col: &str, row: usize, k: usize, v: &str) -> String {
     format!(
         "c = t['{col}'].combine_chunks(); s = c.storage; n = s.type.list_size\n\
          vals = s.values.to_numpy(zero_copy_only=False).copy(); vals[{row} * n + {k}] = {v}\n\
          new = pa.FixedSizeListArray.from_arrays(pa.array(vals, s.type.value_type), n, mask=s.is_null())\n\
-         t = t.set_column(t.schema.get_field_index('{col}'), '{col}', pa.ExtensionArray.from_storage(c.type, new))"
+         i = t.schema.get_field_index('{col}'); t = t.set_column(i, t.schema.field(i), pa.ExtensionArray.from_storage(c.type, new))"
     )
 }
 
@@ -72,6 +89,14 @@ fn train_refuses(shards: &Path, out: &Path, what: &[&str]) -> String {
         assert!(line.contains(w), "{w:?} not in {line}");
     }
     line.to_string()
+}
+
+/// The error of reading every row of the folder (as `dmnet-infer` on shards does).
+fn read_error(dir: &Path) -> String {
+    dmnet::shard::read_shards(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string()))
+        .unwrap_err()
 }
 
 /// The error of opening the folder as `dmnet-infer` and `dmnet-train` do.
@@ -104,14 +129,14 @@ print(json.dumps(res))
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(
         r,
-        serde_json::json!({"rows": 264, "numpy": [264, 1, 32, 32, "float16"], "mask": [264, 32, 32],
-                           "version": "2", "duckdb": 264, "polars": 264})
+        serde_json::json!({"rows": 264, "numpy": [264, 1, 32, 32, "float32"], "mask": [264, 32, 32],
+                           "version": "3", "duckdb": 264, "polars": 264})
     );
     let example = crate::util::root().join("examples/read_shards.py");
     let o = run_ok(python().arg(&example).arg(&dir));
     let s = stdout(&o);
     assert!(
-        s.contains("image (264, 1, 32, 32) float16") && s.contains("dataset 264"),
+        s.contains("image (264, 1, 32, 32) float32") && s.contains("dataset 264"),
         "{s}"
     );
 }
@@ -150,18 +175,20 @@ fn v1_folder_is_refused_with_the_upgrade_command_then_upgraded_exactly() {
             .flat_map(|g| g.unwrap())
             .collect()
     };
-    assert_eq!(rows(&v1), rows(&v2));
+    // v1 carried no source-grid labels: everything else is the same, row for row
+    let strip = |mut v: Vec<dmnet::shard::SliceRecord>| {
+        v.iter_mut().for_each(|r| r.source_mask = None);
+        v
+    };
+    assert_eq!(rows(&v1), strip(rows(&v2)));
     assert!(!v1.join("manifest.json").exists() && !v1.join("part-00000.parquet").exists());
     let o = run_ok(bin("dmnet-prep").arg("inspect").arg(&v1));
     assert!(stdout(&o).contains("all invariants hold"), "{}", stdout(&o));
 }
 
 /// Issue 12: `inspect` on a part with 4 KB of random bytes in the middle spun at 100 % CPU
-/// forever (it retried a broken reader); now it reports the broken file and exits 1. The bytes
-/// go to the start of the part's second row group (its middle), where Parquet must fail:
-/// Parquet pages carry no checksum that parquet-rs writes, so random bytes inside compressed
-/// pixel data can go unnoticed (they read as other pixel values) — `inspect` reports what
-/// decoding reports.
+/// forever (it retried a broken reader); now it reports the broken file and exits 1 (the
+/// part's SHA-256 no longer matches the manifest's, issue 23).
 #[test]
 fn bad_shard_random_bytes_in_a_part_inspect_ends_naming_the_file() {
     let t = tmp();
@@ -218,7 +245,8 @@ fn bad_shard_random_bytes_in_a_part_inspect_ends_naming_the_file() {
 }
 
 /// Issue 12: a mask value ≥ the number of classes made `dmnet-train` panic inside libtorch and
-/// `dmnet-infer` report wrong metrics; now the folder is refused on open.
+/// `dmnet-infer` report wrong metrics. An edited part is refused on open (its hash changed);
+/// re-hashed, its rows are refused when read, naming the file and the value.
 #[test]
 fn bad_shard_mask_value_at_least_num_classes() {
     let t = tmp();
@@ -228,21 +256,28 @@ fn bad_shard_mask_value_at_least_num_classes() {
     rewrite_part(&part(&dir, 1), &set_tensor_value("mask", 40, 500, "2"));
     let e = open_error(&dir);
     assert!(
-        e.contains("part-00001.parquet") && e.contains("mask value 2") && e.contains("2 classes"),
+        e.contains("part-00001.parquet") && e.contains("corrupt shard part"),
         "{e}"
     );
     train_refuses(
         &dir,
         &t.path().join("run"),
-        &["part-00001.parquet", "mask value 2"],
+        &["part-00001.parquet", "SHA-256"],
+    );
+    rehash(&dir);
+    // the part opens (its hash matches again); its rows are refused when read
+    let e = read_error(&dir);
+    assert!(
+        e.contains("part-00001.parquet") && e.contains("mask value 2"),
+        "{e}"
     );
     let o = bin("dmnet-prep").arg("inspect").arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("mask value 2"), "{}", stdout(&o));
 }
 
-/// Issue 12: NaN pixels let training run with null losses; now the folder is refused on open
-/// (footer statistics, or every row of a group whose statistics do not prove it finite).
+/// Issue 12: NaN pixels let training run with null losses; an edited part is refused on open
+/// (its hash), a re-hashed one when its rows are read.
 #[test]
 fn bad_shard_nan_pixels() {
     let t = tmp();
@@ -254,7 +289,11 @@ fn bad_shard_nan_pixels() {
         &set_tensor_value("image", 70, 123, "np.nan"),
     );
     let e = open_error(&dir);
-    assert!(e.contains("part-00000.parquet") && e.contains("NaN"), "{e}");
+    assert!(
+        e.contains("part-00000.parquet") && e.contains("SHA-256"),
+        "{e}"
+    );
+    rehash(&dir);
     train_refuses(
         &dir,
         &t.path().join("run"),
@@ -263,6 +302,58 @@ fn bad_shard_nan_pixels() {
     let o = bin("dmnet-prep").arg("inspect").arg(&dir).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("not finite"), "{}", stdout(&o));
+}
+
+/// Issue 23: random bytes written into a part at several offsets (in the image, mask and
+/// metadata columns' pages, a page header, the footer) were read as other pixel values; the
+/// part's SHA-256 in the manifest now refuses every one, naming the part, in `inspect`,
+/// `dmnet-train` and `dmnet-infer`'s reader.
+#[test]
+fn bad_shard_flipped_bytes_anywhere_are_refused_naming_the_part() {
+    let t = tmp();
+    let Some(dir) = shards(t.path(), 2, &[]) else {
+        return;
+    };
+    let p = part(&dir, 1);
+    // offsets of a page of image, mask and patient_key data, a page header, and the footer
+    let script = r#"
+import sys, os, pyarrow.parquet as pq
+md = pq.ParquetFile(sys.argv[1]).metadata; rg = md.row_group(0)
+col = {rg.column(i).path_in_schema.split('.')[0]: rg.column(i) for i in range(rg.num_columns)}
+size = os.path.getsize(sys.argv[1])
+print(col['image'].data_page_offset + 200, col['mask'].data_page_offset + 60,
+      col['patient_key'].data_page_offset + 30, col['image'].data_page_offset + 2, size - 40)
+"#;
+    let o = run_ok(python().args(["-c", script]).arg(&p));
+    let offsets: Vec<usize> = stdout(&o)
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(offsets.len(), 5);
+    let clean = std::fs::read(&p).unwrap();
+    for off in offsets {
+        let mut b = clean.clone();
+        for (i, v) in b[off..off + 8].iter_mut().enumerate() {
+            *v ^= 0x5a ^ i as u8;
+        }
+        std::fs::write(&p, &b).unwrap();
+        let e = open_error(&dir);
+        assert!(
+            e.contains("part-00001.parquet") && e.contains("corrupt shard part"),
+            "offset {off}: {e}"
+        );
+        let o = bin("dmnet-prep").arg("inspect").arg(&dir).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "offset {off}");
+        assert!(
+            stdout(&o)
+                .lines()
+                .any(|l| l.contains("BROKEN") && l.contains("part-00001.parquet")),
+            "offset {off}: {}",
+            stdout(&o)
+        );
+    }
+    std::fs::write(&p, &clean).unwrap();
+    dmnet::shard::ShardIndex::open(&dir).expect("the restored part opens again");
 }
 
 /// Issue 12: `dmnet-train` accepted a half-written folder without its manifest; now train and
@@ -296,9 +387,10 @@ fn bad_shard_schema_version_of_a_later_part() {
     let edit = "m = dict(t.schema.metadata); m[b'dmnet.schema_version'] = b'99'\n\
                 t = t.replace_schema_metadata(m)";
     rewrite_part(&part(&dir, 1), edit);
+    rehash(&dir);
     let e = open_error(&dir);
     assert!(
-        e.contains("part-00001.parquet") && e.contains("\"99\""),
+        e.contains("part-00001.parquet") && e.contains("schema version 99") && !e.contains("Some("),
         "{e}"
     );
     train_refuses(

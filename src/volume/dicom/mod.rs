@@ -122,6 +122,10 @@ pub struct DicomSeries {
     pub referenced_series: Option<String>,
     /// Its files (in path order).
     pub files: Vec<DicomFile>,
+    /// Files in its folder that could not be read (an empty or truncated copy, a file that
+    /// does not parse), with why: the series is then incomplete, and reading it fails naming
+    /// them.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl DicomSeries {

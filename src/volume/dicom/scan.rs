@@ -15,37 +15,80 @@ use crate::{Error, Result};
 /// SOP Class UID of the DICOM Segmentation Storage IOD.
 const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
-/// Whether `path` has the DICOM Part 10 "DICM" marker at byte 128.
-fn has_dicm(path: &Path) -> bool {
+/// Whether `path` has the DICOM Part 10 "DICM" marker at byte 128; otherwise why not (its
+/// size, when too short to hold one).
+fn dicm_marker(path: &Path) -> std::result::Result<(), String> {
     use std::io::Read;
     let mut b = [0u8; 132];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-        && &b[128..132] == b"DICM"
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return Err("empty file (0 bytes), not a DICOM file".into());
+    }
+    if len < 132 {
+        return Err(format!(
+            "{len} bytes: too short for a DICOM Part-10 file (a truncated copy?)"
+        ));
+    }
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut b));
+    match read {
+        Err(e) => Err(format!("unreadable: {e}")),
+        Ok(()) if &b[128..132] == b"DICM" => Ok(()),
+        Ok(()) => Err("not a DICOM Part-10 file (no DICM marker at byte 128)".into()),
+    }
 }
 
-/// Recursively scans `dir` for DICOM Part-10 files (files without the `DICM` marker are
-/// skipped) and groups them by SeriesInstanceUID. Every file is listed once, however many
-/// symlinks lead to it, and a symlink loop is walked once. Returns the series (sorted by UID,
-/// files in path order) and the files that carry the marker but cannot be used (unparsable,
-/// no SeriesInstanceUID, an unreadable sub-folder), each with the reason.
+/// Whether a file without the DICM marker is reported (a `.dcm`/`.ima`/`.dicom` name, or a
+/// name without extension or with a numeric one, as scanners write them, lying beside the
+/// files of an image series) rather than skipped (`notes.txt`, `liver_seg.nrrd`, …).
+fn dicom_like_name(p: &Path) -> bool {
+    match p.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(e) => {
+            ["dcm", "ima", "dicom"].contains(&e.to_ascii_lowercase().as_str())
+                || e.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
+}
+
+fn has_dicom_extension(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["dcm", "ima", "dicom"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Recursively scans `dir` for DICOM Part-10 files and groups them by SeriesInstanceUID.
+/// Every file is listed once, however many symlinks lead to it; a symlink to the input, to
+/// one of its ancestors or to a folder already walked is skipped with a warning naming it.
+/// Returns the series (sorted by UID, files in path order) and the files that cannot be used,
+/// each with the reason: files that carry the marker but do not parse (or lack a
+/// SeriesInstanceUID), unreadable sub-folders, and files without the marker that look like
+/// DICOM (a `.dcm` name, or a scanner-style name beside an image series: an empty or
+/// truncated copy). Such a file is also attached to the series in its folder
+/// ([`DicomSeries::unreadable`]), which then refuses to be read as a whole.
 pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<UnreadableFile>)> {
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        root: std::fs::canonicalize(dir).ok(),
+        ..Default::default()
+    };
     walk.dir(dir, true)?;
     let Walk {
         mut files, mut bad, ..
     } = walk;
     files.sort();
     let mut series: BTreeMap<String, DicomSeries> = BTreeMap::new();
+    let mut unmarked: Vec<UnreadableFile> = Vec::new();
     // headers are read in parallel (rayon), then grouped in path order
     use rayon::prelude::*;
-    let headers: Vec<Option<HeaderResult>> = files.into_par_iter().map(read_header).collect();
-    for h in headers.into_iter().flatten() {
+    let headers: Vec<HeaderResult> = files.into_par_iter().map(read_header).collect();
+    for h in headers {
         let (uid, facts, file) = match h {
             Ok(v) => v,
-            Err(b) => {
+            Err(Unusable::Bad(b)) => {
                 bad.push(b);
+                continue;
+            }
+            Err(Unusable::Unmarked(b)) => {
+                unmarked.push(b);
                 continue;
             }
         };
@@ -58,16 +101,37 @@ pub fn scan_dicom_dir(dir: &Path) -> Result<(Vec<DicomSeries>, Vec<UnreadableFil
                 is_seg: facts.is_seg,
                 referenced_series: facts.referenced_series,
                 files: Vec::new(),
+                unreadable: Vec::new(),
             })
             .files
             .push(file);
     }
-    Ok((series.into_values().collect(), bad))
+    let mut series: Vec<DicomSeries> = series.into_values().collect();
+    for (path, why) in unmarked {
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let beside = series.iter().any(|s| !s.is_seg && s.folder() == parent);
+        if has_dicom_extension(&path) || (beside && dicom_like_name(&path)) {
+            bad.push((path, why));
+        } else {
+            tracing::debug!("{}: {why}; skipped", path.display());
+        }
+    }
+    for (path, why) in &bad {
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(s) = series
+            .iter_mut()
+            .find(|s| !s.is_seg && s.folder() == parent)
+        {
+            s.unreadable.push((path.clone(), why.clone()));
+        }
+    }
+    Ok((series, bad))
 }
 
 /// The state of a folder walk: folders and files already seen (by canonical path).
 #[derive(Default)]
 struct Walk {
+    root: Option<PathBuf>,
     seen_dirs: HashSet<PathBuf>,
     seen_files: HashSet<PathBuf>,
     files: Vec<PathBuf>,
@@ -78,8 +142,24 @@ impl Walk {
     /// Walks `dir`; an unreadable top folder is an error, an unreadable sub-folder is listed.
     fn dir(&mut self, dir: &Path, top: bool) -> Result<()> {
         let canon = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
-        if !self.seen_dirs.insert(canon) {
-            tracing::debug!("{}: folder already walked (symlink loop?)", dir.display());
+        let outside = self
+            .root
+            .as_ref()
+            .is_some_and(|root| !top && root.starts_with(&canon));
+        if outside {
+            tracing::warn!(
+                "{}: a link to the input folder or one of its parents ({}); skipped, nothing outside the input is read",
+                dir.display(),
+                canon.display()
+            );
+            return Ok(());
+        }
+        if !self.seen_dirs.insert(canon.clone()) {
+            tracing::warn!(
+                "{}: a link to a folder already read ({}); skipped",
+                dir.display(),
+                canon.display()
+            );
             return Ok(());
         }
         let entries = match std::fs::read_dir(dir) {
@@ -109,8 +189,15 @@ impl Walk {
     }
 }
 
+/// Why a file is not part of a series: it carries the marker but is unusable, or it lacks
+/// the marker (reported only when it looks like a DICOM file, see [`scan_dicom_dir`]).
+enum Unusable {
+    Bad(UnreadableFile),
+    Unmarked(UnreadableFile),
+}
+
 /// One header read: (series UID, series facts, file facts), or why the file is unusable.
-type HeaderResult = std::result::Result<(String, SeriesFacts, DicomFile), UnreadableFile>;
+type HeaderResult = std::result::Result<(String, SeriesFacts, DicomFile), Unusable>;
 
 /// Series-level facts read from one file.
 struct SeriesFacts {
@@ -120,19 +207,18 @@ struct SeriesFacts {
     referenced_series: Option<String>,
 }
 
-/// Reads one file's header: `None` without the DICM marker, `Err` when unusable.
-fn read_header(p: PathBuf) -> Option<HeaderResult> {
-    if !has_dicm(&p) {
-        tracing::debug!("{}: no DICM marker, skipped", p.display());
-        return None;
+/// Reads one file's header, or says why the file is not usable.
+fn read_header(p: PathBuf) -> HeaderResult {
+    if let Err(why) = dicm_marker(&p) {
+        return Err(Unusable::Unmarked((p, why)));
     }
     let obj = match open(&p, false) {
         Ok(o) => o,
-        Err(e) => return Some(Err((p, strip_path(&e)))),
+        Err(e) => return Err(Unusable::Bad((p, strip_path(&e)))),
     };
     let uid = s(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
     if uid.is_empty() {
-        return Some(Err((
+        return Err(Unusable::Bad((
             p,
             "no SeriesInstanceUID (0020,000E): the file cannot be assigned to a series".into(),
         )));
@@ -150,7 +236,7 @@ fn read_header(p: PathBuf) -> Option<HeaderResult> {
             .unwrap_or_default(),
     };
     let file = file_facts(&obj, p, facts.is_seg);
-    Some(Ok((uid, facts, file)))
+    Ok((uid, facts, file))
 }
 
 /// The message of an error without its leading `path: ` (the caller names the file).

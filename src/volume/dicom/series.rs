@@ -95,6 +95,7 @@ pub(super) fn sort_series(series: &DicomSeries) -> Result<Sorted<'_>> {
         .files
         .first()
         .ok_or_else(|| Error::invalid(series.folder(), "empty DICOM series"))?;
+
     if let Some(f) = series.files.iter().find(|f| f.problem.is_some()) {
         let why = f.problem.clone().unwrap_or_default();
         return Err(Error::invalid(&f.path, why));
@@ -294,6 +295,7 @@ fn geometry(series: &DicomSeries, sorted: &Sorted, t: usize) -> Result<Volume> {
     }
     let spacing = spacing_of(&a);
     Ok(Volume {
+        spacing_known: true,
         data: Vec::new(),
         dims,
         header: NiftiGeometry::from_affine(dims, &a, spacing),
@@ -406,12 +408,38 @@ fn check_even_gaps(slots: &[Slot], series: &DicomSeries) -> Result<()> {
         return Err(Error::invalid(
             series.folder(),
             format!(
-                "series {}: uneven slice gaps {:.3}..{:.3} mm (missing slice?)",
+                "series {}: uneven slice gaps {:.3}..{:.3} mm (missing slice?){}",
                 series.series_uid,
                 d.iter().cloned().fold(f64::INFINITY, f64::min),
-                d.iter().cloned().fold(0.0, f64::max)
+                d.iter().cloned().fold(0.0, f64::max),
+                unreadable_note(series)
             ),
         ));
     }
     Ok(())
+}
+
+/// The unreadable files of a series' folder, for a message that says a slice is missing: the
+/// likely culprit, named (empty when there are none).
+fn unreadable_note(series: &DicomSeries) -> String {
+    let names: Vec<String> = series
+        .unreadable
+        .iter()
+        .take(3)
+        .map(|(p, why)| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!("{name} ({why})")
+        })
+        .collect();
+    match names.len() {
+        0 => String::new(),
+        _ => format!(
+            "; the folder holds {} unreadable file(s), the missing slice's likely copy: {}",
+            series.unreadable.len(),
+            names.join(", ")
+        ),
+    }
 }

@@ -278,3 +278,102 @@ fn an_unreadable_dicom_file_keeps_its_reason() {
         .unwrap()
         .contains("unreadable DICOM file:"));
 }
+
+/// The prostate ADC series (20 slices) and the 3-slice CT series, copied; `adc` then has one
+/// slice file replaced by an empty file of the same name (a truncated copy).
+fn dicom_with_an_empty_slice(dir: &Path) -> Option<(PathBuf, String)> {
+    let d = crate::util::shared_data("dicom", "infer::bad_input")?;
+    let root = dir.join("pacs");
+    for (src, dst) in [("prostate-adc", "adc"), ("ct-3slice/series", "ct")] {
+        std::fs::create_dir_all(root.join(dst)).unwrap();
+        for e in std::fs::read_dir(d.join(src)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, root.join(dst).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut adc: Vec<PathBuf> = std::fs::read_dir(root.join("adc"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    adc.sort();
+    assert_eq!(adc.len(), 20);
+    let victim = &adc[9];
+    std::fs::write(victim, b"").unwrap();
+    Some((
+        root,
+        victim.file_name().unwrap().to_string_lossy().into_owned(),
+    ))
+}
+
+/// Issue 23: a 0-byte file inside a 20-slice series was never named ("uneven slice gaps … (missing
+/// slice?)"). Now the empty file is one error line of its own and the series' error names it;
+/// exit 2; the other series is segmented.
+#[test]
+fn an_empty_dicom_file_inside_a_series_is_named() {
+    let dir = tmp();
+    let Some((root, empty)) = dicom_with_an_empty_slice(dir.path()) else {
+        return;
+    };
+    let pre = preprocess();
+    let onnx = exported(dir.path(), "m", &model_config(1), &pre);
+    let out = dir.path().join("out");
+    let o = infer_run(&onnx, &root, &out, &["--allow-mismatch"]);
+    no_panic(&o);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|l| l.contains(&empty) && l.contains("0 bytes")),
+        "{e}"
+    );
+    let s = summary_of(&o);
+    let text = s.to_string();
+    assert!(text.contains(&empty), "{text}");
+    assert!(
+        files_in(&out)
+            .iter()
+            .any(|f| f.starts_with("ct") && f.ends_with(".nii.gz")),
+        "{:?}",
+        files_in(&out)
+    );
+}
+
+/// Issue 23: inference followed `adc/loop -> ..` out of its input folder and segmented the
+/// series it found in the parent. Now the link is skipped with a warning naming it, and
+/// nothing outside the input is read.
+#[test]
+fn a_symlink_back_to_a_parent_is_skipped_and_named() {
+    let dir = tmp();
+    let Some(d) = crate::util::shared_data("dicom", "infer::bad_input") else {
+        return;
+    };
+    let outside = dir.path().join("outside");
+    let input = outside.join("input");
+    std::fs::create_dir_all(input.join("adc")).unwrap();
+    for e in std::fs::read_dir(d.join("prostate-adc")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, input.join("adc").join(p.file_name().unwrap())).unwrap();
+    }
+    // a CT series beside the input folder: reading it would mean leaving the input
+    std::fs::create_dir_all(outside.join("ct")).unwrap();
+    for e in std::fs::read_dir(d.join("ct-3slice/series")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, outside.join("ct").join(p.file_name().unwrap())).unwrap();
+    }
+    std::os::unix::fs::symlink("../..", input.join("adc/loop")).unwrap();
+    let onnx = exported(dir.path(), "m", &model_config(1), &preprocess());
+    let out = dir.path().join("out");
+    let o = infer_run(&onnx, &input, &out, &["--allow-mismatch"]);
+    no_panic(&o);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.contains("WARN") && l.contains("loop") && l.contains("skipped")),
+        "{e}"
+    );
+    let s = summary_of(&o);
+    assert_eq!(s["cases"], 1, "{s}");
+}

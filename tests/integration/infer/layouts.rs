@@ -41,10 +41,13 @@ for case, label in zip(pairs[0::2], pairs[1::2]):
     r = r[0]
     p, g = m == 1, t == 1
     tp, fp, fn = int((p & g).sum()), int((p & ~g).sum()), int((~p & g).sum())
-    assert (int(r["tp"]), int(r["fp"]), int(r["fn"])) == (tp, fp, fn), (r, tp, fp, fn)
+    assert (int(r["predicted_voxels"]), int(r["true_voxels"])) == (tp + fp, tp + fn), (r, tp, fp, fn)
     dice = 2 * tp / (2 * tp + fp + fn)
     assert abs(float(r["dice"]) - dice) < 1e-6, (r["dice"], dice)
     assert abs(float(r["iou"]) - tp / (tp + fp + fn)) < 1e-6
+    # the evaluator's settings are in every row; HD95/ASD are numbers (MedPy-checked elsewhere)
+    assert (r["grid"], r["convention"], r["units"]) == ("source", "nnunet", "mm"), r
+    assert float(r["hd95"]) >= 0 and float(r["asd"]) >= 0, r
 print(len(rows))
 "#;
     let mut cmd = py();
