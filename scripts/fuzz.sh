@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reruns dmnet's cargo-fuzz targets one after another (docs/reliability.md): the NIfTI reader,
-# the DICOM series assembler, the DICOM SEG reader, the shard reader and the sidecar parser
+# the DICOM series assembler, the DICOM SEG reader, the shard reader, the sidecar parser and
+# the SSL4MIS h5 reader
 # (entry points: src/fuzzing.rs; targets: fuzz/fuzz_targets/).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   default: 600 s each, all five targets
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   default: 600 s each, all six targets
 #   FUZZ_DIR=dir   seeds/, corpus/<target>/, artifacts/<target>/, logs (default ~/.cache/dmnet-fuzz)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain, or stable with
@@ -17,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(nifti dicom_series dicom_seg shard sidecar)
+[[ ${#targets[@]} -gt 0 ]] || targets=(nifti dicom_series dicom_seg shard sidecar h5)
 dir="${FUZZ_DIR:-$HOME/.cache/dmnet-fuzz}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"

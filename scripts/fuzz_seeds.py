@@ -7,7 +7,7 @@ sidecar written by dmnet itself from real data.
     scripts/fuzz_seeds.py OUT --bins target/debug     # OUT/<target>/<seed>
 
 Targets: nifti, dicom_series, dicom_seg (files joined by the separator of src/fuzzing.rs),
-shard, sidecar. The corpora live outside the repository.
+shard, sidecar, h5. The corpora live outside the repository.
 """
 import argparse
 import gzip
@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -151,6 +152,33 @@ def dicom_seeds(out: Path) -> None:
     put(out, "dicom_seg", "ct-2slice-liver-1bit", SEP.join(ct_bytes[:2] + [dicom_bytes(seg)]))
 
 
+# ---------------------------------------------------------------- h5: real ACDC crops, h5py
+
+
+def h5_bytes(image, label, **kw) -> bytes:
+    """image/label written as SSL4MIS writes them (h5py defaults: libver 'earliest')."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("image", data=image, **kw)
+        f.create_dataset("label", data=label, **kw)
+    return buf.getvalue()
+
+
+def h5_seeds(out: Path) -> None:
+    acdc = DATA / "acdc" / "data"
+    with h5py.File(acdc / "slices" / "patient099_frame01_slice_5.h5", "r") as f:
+        img, lab = f["image"][()], f["label"][()]
+    ys, xs = np.nonzero(lab)
+    r0, c0 = int(ys.mean()) - 6, int(xs.mean()) - 5  # the heart: every class in a 12x10 crop
+    ci, cl = img[r0 : r0 + 12, c0 : c0 + 10], lab[r0 : r0 + 12, c0 : c0 + 10]
+    put(out, "h5", "acdc-slice-gzip.h5", h5_bytes(ci, cl, compression="gzip"))
+    put(out, "h5", "acdc-slice-contiguous.h5", h5_bytes(ci, cl))
+    put(out, "h5", "acdc-slice-shuffle-chunked.h5", h5_bytes(ci, cl, chunks=(4, 5), shuffle=True, compression="gzip"))
+    with h5py.File(acdc / "patient028_frame01.h5", "r") as f:
+        vi, vl = f["image"][3:6, r0 : r0 + 12, c0 : c0 + 10], f["label"][3:6, r0 : r0 + 12, c0 : c0 + 10]
+    put(out, "h5", "acdc-volume-gzip.h5", h5_bytes(vi, vl, compression="gzip"))
+
+
 # ---------------------------------------------------------------- shards and sidecar by dmnet
 
 
@@ -165,7 +193,7 @@ def shard_seeds(out: Path, bins: Path, tmp: Path) -> Path:
     prep = bins / "dmnet-prep"
     spleen = tmp / "spleen-shards"
     common = ["--threads", "1", "--salt", "fuzz-seed-salt", "-q"]
-    run([prep, "ingest", "--input", DATA / "spleen-ct", "--out", spleen, "--size", "8", "--row-group-slices", "4", *common])
+    run([prep, "ingest", "--input", DATA / "spleen-ct", "--out", spleen, "--size", "32", "--row-group-slices", "4", *common])
     la = tmp / "la"
     for sub in ("imagesTr", "labelsTr"):
         (la / sub).mkdir(parents=True)
@@ -173,8 +201,8 @@ def shard_seeds(out: Path, bins: Path, tmp: Path) -> Path:
             (la / sub / p.name).symlink_to(p)
     shutil.copy(DATA / "la2018" / "dataset.json", la / "dataset.json")
     la_out = tmp / "la-shards"
-    run([prep, "ingest", "--input", la, "--out", la_out, "--size", "8", "--protocol", "paper", *common])
-    for name, d in [("spleen-8px-rg4", spleen), ("la-paper-8px", la_out)]:
+    run([prep, "ingest", "--input", la, "--out", la_out, "--size", "32", "--protocol", "paper", *common])
+    for name, d in [("spleen-32px-rg4", spleen), ("la-paper-32px", la_out)]:
         for p in sorted(d.glob("data/part-*.parquet")):
             put(out, "shard", f"{name}-{p.name}", p.read_bytes())
             # the same rows rewritten by pyarrow: another writer's encodings, same metadata
@@ -206,6 +234,7 @@ def main() -> None:
     a = ap.parse_args()
     nifti_seeds(a.out)
     dicom_seeds(a.out)
+    h5_seeds(a.out)
     with tempfile.TemporaryDirectory(prefix="dmnet-fuzz-seeds-") as t:
         shards = shard_seeds(a.out, a.bins, Path(t))
         sidecar_seeds(a.out, a.bins, Path(t), shards)

@@ -218,8 +218,8 @@ def cmd_train(a):
     with open(a.log, errors="replace") as f:
         log = f.read()
     m = re.search(r"training .* on (\w+)", log)
-    on = m.group(1) if m else None
-    want = "Cuda" if a.device == "cuda" else "Cpu"
+    on = m.group(1).lower() if m else None  # "cuda" / "cpu" (older dmnet logged "Cuda" / "Cpu")
+    want = "cuda" if a.device == "cuda" else "cpu"
     r = {"epochs": len(recs), "steps_timed": last["steps"],
          "s_per_step": last["train_seconds"] / max(1, last["steps"]),
          "slices_per_s": last.get("slices_per_s"),

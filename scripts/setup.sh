@@ -6,9 +6,26 @@
 #   scripts/setup.sh          CPU variant (default, ~1.5 GB)
 #   scripts/setup.sh --gpu    GPU variant: full CUDA 13 torch 2.11.0 + onnxruntime-gpu (~5 GB)
 #   DMNET_GPU=1 make test     same as --gpu, through make
+#   scripts/setup.sh --reference   only the reference venv .venv-ref (PyTorch, NumPy, SciPy,
+#                             MedPy, h5py; ~5 GB) that regenerates the golden files
+#                             (tests/golden/*.py); the tests themselves never need it
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+if [[ "${1:-}" == "--reference" ]]; then
+  ref="$root/.venv-ref"
+  ref_stamp="$ref/.dmnet-reference"
+  ref_want="$(sha256sum scripts/requirements-reference.txt | cut -c1-16)"
+  if [[ -f "$ref_stamp" && "$(cat "$ref_stamp")" == "$ref_want" ]]; then
+    printf '[setup] reference venv current: %s\n' "$ref/bin/python" >&2; exit 0
+  fi
+  [[ -x "$ref/bin/python" ]] || "${PYTHON:-python3}" -m venv "$ref"
+  printf '[setup] installing the reference venv (torch 2.11.0 from PyPI with its CUDA wheels, ~5 GB once)\n' >&2
+  "$ref/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements-reference.txt
+  echo "$ref_want" > "$ref_stamp"
+  printf '[setup] ready: %s (run e.g. .venv-ref/bin/python tests/golden/training.py)\n' "$ref/bin/python" >&2
+  exit 0
+fi
 variant=cpu
 [[ "${1:-}" == "--gpu" || "${DMNET_GPU:-0}" == "1" ]] && variant=gpu
 venv="$root/.venv"

@@ -154,6 +154,37 @@ pub fn sidecar(scratch: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An SSL4MIS h5 file (`image` and `label`, 2-D slice or 3-D volume):
+/// [`crate::volume::h5::read_datasets`], [`crate::volume::h5::read_ssl4mis`], the label mapping
+/// of prep (ACDC's 4 classes), then the volume as above.
+pub fn h5(scratch: &Path, bytes: &[u8]) -> Result<()> {
+    use crate::volume::h5::{read_datasets, read_ssl4mis, MAX_ELEMENTS};
+    let path = scratch.join("input.h5");
+    std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    if let Ok(arrays) = read_datasets(&path, &["image", "label"]) {
+        for a in &arrays {
+            assert_eq!(
+                a.data.len(),
+                a.shape.iter().product::<usize>(),
+                "fuzz invariant: one value per element"
+            );
+            assert!(
+                a.data.len() as u64 <= MAX_ELEMENTS,
+                "fuzz invariant: no dataset above MAX_ELEMENTS"
+            );
+        }
+    }
+    let (image, label) = read_ssl4mis(&[path])?;
+    check_volume(&image);
+    check_volume(&label);
+    assert_eq!(
+        image.dims, label.dims,
+        "fuzz invariant: image and label on one grid"
+    );
+    map_labels(&label, &PreprocessConfig::default(), 4)?;
+    use_volume(scratch, image)
+}
+
 /// Reads a series as a 3-D volume, or its last time point when it is 4-D.
 fn read_any_timepoint(s: &DicomSeries) -> Result<Volume> {
     match series_timepoints(s)? {

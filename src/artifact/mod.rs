@@ -14,7 +14,10 @@ pub use record::CheckpointKind;
 pub(crate) use record::{
     read_metrics, read_state, write_metrics, EpochRecord, MetricsLine, RunSummary, TrainState,
 };
-pub use run_config::{DataSummary, RunConfig, TrainConfig, UnlabeledPass};
+pub use run_config::{
+    Augment, BcpConfig, CpsConfig, DataSummary, MeanTeacherConfig, Method, RunConfig, Selection,
+    SupervisedLoss, TrainConfig, UnlabeledPass,
+};
 #[cfg_attr(not(feature = "torch"), allow(unused_imports))]
 pub(crate) use run_config::{Fraction, Schedule, SemiLoss};
 pub(crate) use run_dir::RunDir;

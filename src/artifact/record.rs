@@ -40,6 +40,9 @@ pub struct EpochRecord {
     /// Validation diagnostics: foreground fractions, agreement of the two decoders.
     #[serde(default)]
     pub val_diagnostics: Option<Diagnostics>,
+    /// Mean per-case Dice on val (source grid) when the run selects on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_case_dice: Option<f64>,
     /// Training steps this round.
     pub steps: usize,
     /// Training slices per second (labeled + unlabeled).
@@ -57,8 +60,10 @@ pub(crate) struct TrainState {
     pub epoch: usize,
     /// Optimiser steps taken (the poly schedule's iteration).
     pub global_step: usize,
-    /// Best validation mIoU so far and its epoch.
-    pub best_miou: Option<f64>,
+    /// Best validation score so far (the run's `select_on` metric: val mIoU, or val mean
+    /// per-case Dice).
+    #[serde(alias = "best_miou")]
+    pub best_score: Option<f64>,
     /// Epoch of the best checkpoint.
     pub best_epoch: Option<usize>,
     /// Base seed; every round's shuffles, flips and libtorch RNG derive from (seed, round), so
@@ -77,8 +82,11 @@ pub struct RunSummary {
     pub epochs: usize,
     /// Epoch of the best-on-validation checkpoint.
     pub best_epoch: Option<usize>,
-    /// Validation mIoU of the best checkpoint.
-    pub best_miou: Option<f64>,
+    /// The best checkpoint's validation score (the `select_on` metric).
+    pub best_score: Option<f64>,
+    /// What the best checkpoint was selected on.
+    #[serde(default)]
+    pub select_on: crate::artifact::run_config::Selection,
     /// The last epoch's record.
     pub last: Option<EpochRecord>,
     /// Whether the run had a validation split (without one, "best" is the last round).
@@ -89,8 +97,12 @@ pub struct RunSummary {
 impl RunSummary {
     /// The one line `dmnet-train` prints at the end (the JSON is behind `--json`).
     pub fn line(&self) -> String {
-        let best = match (self.best_miou, self.best_epoch, self.validated) {
-            (Some(m), Some(e), true) => format!("best val mIoU {:.1} % (round {e})", m * 100.0),
+        let best = match (self.best_score, self.best_epoch, self.validated) {
+            (Some(m), Some(e), true) => format!(
+                "best {} {:.1} % (round {e})",
+                self.select_on.name(),
+                m * 100.0
+            ),
             _ => "no validation split: best = last".into(),
         };
         let last = self.last.as_ref().map_or(String::new(), |l| {
@@ -98,10 +110,8 @@ impl RunSummary {
                 format!(", val mIoU {:.1} %", v.miou * 100.0)
             });
             format!(
-                "; last round: step {}, L_S {:.4} (Dice loss {:.4}, mean of the two decoders){val}",
-                l.step,
-                l.loss_seg,
-                l.loss_dice / 2.0
+                "; last round: step {}, loss {:.4} (supervised {:.4}){val}",
+                l.step, l.loss_seg, l.loss_dice
             )
         });
         format!(

@@ -112,6 +112,186 @@ pub enum SemiLoss {
     Mse,
 }
 
+/// The training method (`--method`, `[train] method`, an arm's `method`): DMNet (with its
+/// ablation `variant`s) or a comparator that trains the single network (ResNet encoder + U-Net
+/// decoder). Every method shares the protocol (optimiser, schedule, steps, batch sizes,
+/// supervised loss); what is its own is in its table (`[train.mean_teacher]`, `[train.cps]`,
+/// `[train.bcp]`). Docs: `docs/methods.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// DMNet (Fang & Li 2020): shared encoder, U-Net + DeepLab v3+ decoders, L_semi, L_adv.
+    #[default]
+    Dmnet,
+    /// The single network trained on the labeled slices only (the comparators' baseline).
+    SupervisedSingle,
+    /// Mean Teacher (Tarvainen & Valpola 2017; SSL4MIS `train_mean_teacher_2D.py`).
+    MeanTeacher,
+    /// Cross pseudo supervision (Chen et al. 2021; SSL4MIS `train_cross_pseudo_supervision_2D.py`).
+    Cps,
+    /// Bidirectional copy-paste (Bai et al. 2023; BCP `ACDC_BCP_train.py`).
+    Bcp,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 5] = [
+        Method::Dmnet,
+        Method::SupervisedSingle,
+        Method::MeanTeacher,
+        Method::Cps,
+        Method::Bcp,
+    ];
+    /// `dmnet`, `supervised-single`, `mean-teacher`, `cps`, `bcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Dmnet => "dmnet",
+            Method::SupervisedSingle => "supervised-single",
+            Method::MeanTeacher => "mean-teacher",
+            Method::Cps => "cps",
+            Method::Bcp => "bcp",
+        }
+    }
+    /// The network the method trains and exports.
+    pub fn decoders(self) -> crate::model::Decoders {
+        match self {
+            Method::Dmnet => crate::model::Decoders::Both,
+            _ => crate::model::Decoders::Unet,
+        }
+    }
+}
+
+/// What the best checkpoint is selected on, every validation round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// Val mIoU, slices pooled (the paper's metric).
+    #[default]
+    Miou,
+    /// Val mean per-case Dice over the foreground classes, source grid (SSL4MIS selects on
+    /// its val volumes' mean Dice).
+    CaseDice,
+}
+
+impl Selection {
+    /// `val mIoU` or `val per-case Dice`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::Miou => "val mIoU",
+            Selection::CaseDice => "val per-case Dice",
+        }
+    }
+}
+
+/// The training augmentation, part of the protocol every arm shares (`[train] augment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// The paper's (§4.2): a horizontal flip with probability `flip_prob`.
+    #[default]
+    Flip,
+    /// SSL4MIS's `RandomGenerator` (`dataloaders/dataset.py`), per slice: with probability
+    /// 0.5 a rotation by k·90° (k uniform in 0..4) then a flip along a random axis; else with
+    /// probability 0.5 a rotation about the centre by a uniform integer angle in [−20°, 20°)
+    /// (nearest neighbour, zero fill: `ndimage.rotate(order=0, reshape=False)` up to ties at
+    /// pixel borders); else nothing. Image and mask together.
+    Ssl4mis,
+}
+
+/// The supervised loss every method uses on labeled pixels (one protocol for every arm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupervisedLoss {
+    /// Soft Dice over the K classes (DMNet's, paper §3.2).
+    #[default]
+    Dice,
+    /// (soft Dice + cross-entropy) / 2, as SSL4MIS's and BCP's scripts train.
+    DiceCe,
+}
+
+/// Mean Teacher's own settings (SSL4MIS `train_mean_teacher_2D.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeanTeacherConfig {
+    /// EMA rate α of the teacher (`ema_decay` 0.99; α = min(1 − 1/(step + 1), α)).
+    pub ema: f64,
+    /// Weight of the MSE consistency on softmax (`consistency` 0.1).
+    pub consistency: f64,
+    /// Sigmoid ramp-up of that weight over this fraction of the run (the authors ramp over
+    /// 200 × 150 iterations of 30000: the whole run, 1.0).
+    pub ramp_up: f64,
+    /// Gaussian noise std on the teacher's input, clipped to ±2·std (0.1, clip 0.2).
+    pub noise: f64,
+}
+
+impl Default for MeanTeacherConfig {
+    fn default() -> Self {
+        MeanTeacherConfig {
+            ema: 0.99,
+            consistency: 0.1,
+            ramp_up: 1.0,
+            noise: 0.1,
+        }
+    }
+}
+
+/// Cross pseudo supervision's own settings (SSL4MIS `train_cross_pseudo_supervision_2D.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpsConfig {
+    /// Weight of the cross pseudo-label cross-entropy (`consistency` 0.1).
+    pub weight: f64,
+    /// Sigmoid ramp-up over this fraction of the run (the authors': the whole run, 1.0).
+    pub ramp_up: f64,
+}
+
+impl Default for CpsConfig {
+    fn default() -> Self {
+        CpsConfig {
+            weight: 0.1,
+            ramp_up: 1.0,
+        }
+    }
+}
+
+/// BCP's own settings (`ACDC_BCP_train.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BcpConfig {
+    /// Fraction of the run spent in the supervised copy-paste pre-training stage (the
+    /// authors' 10000 pre-training of 40000 iterations: 0.25).
+    pub pretrain: f64,
+    /// EMA rate of the teacher in the self-training stage (0.99).
+    pub ema: f64,
+    /// Weight of the pseudo-labeled pixels (`u_weight` 0.5).
+    pub u_weight: f64,
+    /// Side of the pasted box as a fraction of the slice (2/3).
+    pub box_fraction: f64,
+}
+
+impl Default for BcpConfig {
+    fn default() -> Self {
+        BcpConfig {
+            pretrain: 0.25,
+            ema: 0.99,
+            u_weight: 0.5,
+            box_fraction: 2.0 / 3.0,
+        }
+    }
+}
+
+/// SSL4MIS's `sigmoid_rampup`: `exp(−5 (1 − t)²)` with `t = step / (fraction · total)` clipped
+/// to [0, 1]; 1 when the ramp has zero length. Every ramp of every method is this one, its
+/// length a fraction of the run (the authors' iterations converted).
+pub fn sigmoid_rampup(step: usize, total: usize, fraction: f64) -> f64 {
+    let len = fraction * total as f64;
+    if len <= 0.0 {
+        return 1.0;
+    }
+    let t = (step as f64 / len).clamp(0.0, 1.0);
+    (-5.0 * (1.0 - t) * (1.0 - t)).exp()
+}
+
 /// The losses and their weights (paper §3.2–3.5; `[train.loss]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,14 +337,9 @@ impl LossConfig {
     pub(crate) fn lambda_adv_unlabeled(&self) -> f64 {
         self.lambda_adv_unlabeled.unwrap_or(self.lambda_adv)
     }
-    /// The ramp-up factor in [0, 1] at `step` of `total` steps.
-    pub(crate) fn ramp(&self, step: usize, total: usize) -> f64 {
-        let len = self.ramp_up * total as f64;
-        if len <= 0.0 || step as f64 >= len {
-            return 1.0;
-        }
-        let t = 1.0 - step as f64 / len;
-        (-5.0 * t * t).exp()
+    /// The ramp-up factor in [0, 1] at `step` of `total` steps ([`sigmoid_rampup`]).
+    pub fn ramp(&self, step: usize, total: usize) -> f64 {
+        sigmoid_rampup(step, total, self.ramp_up)
     }
     fn validate(&self) -> std::result::Result<(), String> {
         let weights = [
@@ -192,8 +367,23 @@ impl LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// The training method (DMNet, or a comparator; see [`Method`]).
+    pub method: Method,
+    /// The supervised loss of every method.
+    pub supervised_loss: SupervisedLoss,
+    /// Mean Teacher's own settings (`method = "mean-teacher"`).
+    pub mean_teacher: MeanTeacherConfig,
+    /// CPS's own settings (`method = "cps"`).
+    pub cps: CpsConfig,
+    /// BCP's own settings (`method = "bcp"`).
+    pub bcp: BcpConfig,
+    /// Keep the labels of the first N training patients only (the order of the shards'
+    /// `_splits.json`: the input's list order for SSL4MIS folders, the seeded order otherwise)
+    /// and use the other training patients' labeled slices as unlabeled. `None`: every labeled
+    /// training patient. Applied before `labeled_slice_fraction`.
+    pub labeled_patients: Option<usize>,
     /// The network (`[train.model]`). Its `in_channels`, `num_classes` and `input_size` are
-    /// filled in from the shards when a run starts.
+    /// filled in from the shards when a run starts, its `decoders` from the method.
     pub model: ModelConfig,
     /// The losses (`[train.loss]`).
     pub loss: LossConfig,
@@ -223,7 +413,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Poly schedule power: lr·(1 − iter/max_iter)^power.
     pub poly_power: f64,
-    /// Probability of a horizontal flip per slice.
+    /// The augmentation of training slices (`flip`: the paper's; `ssl4mis`: SSL4MIS's).
+    pub augment: Augment,
+    /// Probability of a horizontal flip per slice (`augment = "flip"`).
     pub flip_prob: f64,
     /// Fraction of the *training labeled slices* used with labels (paper §4.1: 10/30/50/100 %),
     /// `0.1` or `"10%"`. (Which *patients* are labeled at all is prep's
@@ -246,6 +438,11 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Shuffle-buffer size in slices (the row-group order is permuted too).
     pub shuffle_window: usize,
+    /// What the best checkpoint is selected on (`miou` or `case-dice`).
+    pub select_on: Selection,
+    /// A second convention `dmnet-train eval` and the grid report beside `convention`, from
+    /// the same predictions (e.g. `ssl4mis`, so that figures sit beside published ones).
+    pub also_convention: Option<crate::metrics::Convention>,
     /// How per-case metrics score a structure missing on one side or both
     /// (`metrics::evaluate`): `nnunet` (default), `brats` or `ssl4mis`. Recorded in every
     /// report; `dmnet-infer` takes the exported model's.
@@ -255,6 +452,12 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            method: Method::Dmnet,
+            supervised_loss: SupervisedLoss::Dice,
+            mean_teacher: MeanTeacherConfig::default(),
+            cps: CpsConfig::default(),
+            bcp: BcpConfig::default(),
+            labeled_patients: None,
             model: ModelConfig::default(),
             loss: LossConfig::default(),
             size: None,
@@ -268,6 +471,7 @@ impl Default for TrainConfig {
             lr_discriminator: 1e-5,
             weight_decay: 5e-5,
             poly_power: 0.9,
+            augment: Augment::Flip,
             flip_prob: 0.5,
             labeled_slice_fraction: Fraction::ONE,
             seed: 0,
@@ -277,6 +481,8 @@ impl Default for TrainConfig {
             max_steps_per_epoch: None,
             prefetch: 4,
             shuffle_window: 256,
+            select_on: Selection::Miou,
+            also_convention: None,
             convention: crate::metrics::Convention::Nnunet,
         }
     }
@@ -289,9 +495,22 @@ pub struct Schedule {
     pub total_steps: usize,
     /// Steps between validations; a "round" (`epoch` in `metrics.jsonl`) is this many steps.
     pub eval_every: usize,
+    /// The length every ramp-up is a fraction of: the run's length when it started. Extending
+    /// a run (`--resume --steps`) keeps it, so a resumed run keeps the ramp weight it had
+    /// reached (0 in configs written before it existed: the run length).
+    #[serde(default)]
+    pub ramp_steps: usize,
 }
 
 impl Schedule {
+    /// The steps the ramps are measured against.
+    pub(crate) fn ramp_total(&self) -> usize {
+        if self.ramp_steps == 0 {
+            self.total_steps
+        } else {
+            self.ramp_steps
+        }
+    }
     /// Rounds in the run (the last one may be shorter).
     pub(crate) fn rounds(&self) -> usize {
         self.total_steps.div_ceil(self.eval_every.max(1))
@@ -337,6 +556,24 @@ impl TrainConfig {
         Schedule {
             total_steps: total,
             eval_every: every,
+            ramp_steps: total,
+        }
+    }
+
+    /// Whether the run reads unlabeled batches.
+    pub fn uses_unlabeled(&self) -> bool {
+        match self.method {
+            Method::Dmnet => self.model.variant.uses_unlabeled(),
+            Method::SupervisedSingle => false,
+            Method::MeanTeacher | Method::Cps | Method::Bcp => true,
+        }
+    }
+
+    /// The arm's name as the tables show it: the method, or DMNet's variant.
+    pub fn method_name(&self) -> &'static str {
+        match self.method {
+            Method::Dmnet => self.model.variant.name(),
+            m => m.name(),
         }
     }
 
@@ -363,6 +600,34 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.flip_prob) {
             return bad("flip_prob must be in [0, 1]");
+        }
+        if self.method != Method::Dmnet && self.model.variant != crate::model::Variant::Dmnet {
+            return bad(&format!(
+                "variant {} is an ablation of DMNet; method {} trains its own network (drop the variant)",
+                self.model.variant.name(),
+                self.method.name()
+            ));
+        }
+        if self.labeled_patients == Some(0) {
+            return bad("labeled_patients must be ≥ 1");
+        }
+        let fractions = [
+            ("mean_teacher.ema", self.mean_teacher.ema),
+            ("mean_teacher.ramp_up", self.mean_teacher.ramp_up),
+            ("cps.ramp_up", self.cps.ramp_up),
+            ("bcp.pretrain", self.bcp.pretrain),
+            ("bcp.ema", self.bcp.ema),
+            ("bcp.box_fraction", self.bcp.box_fraction),
+        ];
+        if let Some((name, v)) = fractions.iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
+            return bad(&format!("{name} must be in [0, 1], got {v}"));
+        }
+        if self.method == Method::Bcp
+            && (self.labeled_batch < 2
+                || self.labeled_batch != self.unlabeled_batch
+                || !self.labeled_batch.is_multiple_of(2))
+        {
+            return bad("bcp mixes the halves of a labeled and an unlabeled batch pairwise: labeled_batch and unlabeled_batch must be equal, even and ≥ 2");
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ mod tests {
         TrainState {
             epoch: step,
             global_step: step,
-            best_miou: None,
+            best_score: None,
             best_epoch: None,
             seed: 0,
             loss_scale: 1.0,

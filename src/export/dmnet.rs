@@ -80,14 +80,19 @@ pub fn build_model(
     let x = g.input_nchw(INPUT, cfg.in_channels, s, s);
     let f = module(&mut g, &net.encoder, &[&x]);
     let logits1 = decode(&mut g, &net.decoder1, &x, &f);
-    let f2 = match &net.encoder2 {
-        Some(e2) => module(&mut g, e2, &[&x]),
-        None => f,
+    let probs = match &net.decoder2 {
+        Some(d2) => {
+            let f2 = match &net.encoder2 {
+                Some(e2) => module(&mut g, e2, &[&x]),
+                None => f,
+            };
+            let logits2 = decode(&mut g, d2, &x, &f2);
+            let p1 = g.softmax(&logits1);
+            let p2 = g.softmax(&logits2);
+            g.average(&p1, &p2, PROBABILITIES)
+        }
+        None => g.softmax_named(&logits1, PROBABILITIES),
     };
-    let logits2 = decode(&mut g, &net.decoder2, &x, &f2);
-    let p1 = g.softmax(&logits1);
-    let p2 = g.softmax(&logits2);
-    let probs = g.average(&p1, &p2, PROBABILITIES);
     g.argmax_u8(&probs, LABELS);
     let k = cfg.num_classes;
     let n = || Dim::Param("N".into());
@@ -101,13 +106,20 @@ pub fn build_model(
         DataType::Uint8,
         &[n(), Dim::Fixed(s), Dim::Fixed(s)],
     );
-    let doc = format!(
-        "DMNet (Fang & Li, MICCAI 2020), encoder {}, width {}, variant {}, ASPP rates {:?}: \
-         probabilities = (softmax(U-Net logits) + softmax(DeepLab v3+ logits)) / 2",
-        cfg.encoder.name(),
-        cfg.width,
-        cfg.variant.name(),
-        cfg.aspp_rates.resolve(s)
-    );
+    let doc = match net.decoder2 {
+        Some(_) => format!(
+            "DMNet (Fang & Li, MICCAI 2020), encoder {}, width {}, variant {}, ASPP rates {:?}: \
+             probabilities = (softmax(U-Net logits) + softmax(DeepLab v3+ logits)) / 2",
+            cfg.encoder.name(),
+            cfg.width,
+            cfg.variant.name(),
+            cfg.aspp_rates.resolve(s)
+        ),
+        None => format!(
+            "ResNet encoder {} (width {}) + U-Net decoder: probabilities = softmax(logits)",
+            cfg.encoder.name(),
+            cfg.width
+        ),
+    };
     Ok(g.finish(metadata, &doc))
 }

@@ -417,6 +417,12 @@ impl GraphBuilder {
         T { name, ..x.clone() }
     }
 
+    /// Softmax over channels, named `out`.
+    pub fn softmax_named(&mut self, x: &T, out: &str) -> T {
+        let name = self.node("Softmax", &[&x.name], vec![attr_i("axis", 1)], Some(out));
+        T { name, ..x.clone() }
+    }
+
     /// (a + b) / 2, named `out`.
     pub fn average(&mut self, a: &T, b: &T, out: &str) -> T {
         let sum = self.add(a, b);

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// Reads `label` (on the grid of `image`), maps it like the training labels and scores
-/// `mask` against it. `case` is the output name; `source` the input file's name.
+/// `mask` against it. `case` is the output name; `source` the input file relative to `--input`.
 pub fn case_metrics(
     (case, source): (&str, &str),
     mask: &[u8],

@@ -339,10 +339,15 @@ impl Run<'_> {
         self.outputs.extend(staged.commit()?);
         self.slices += seg.slices;
         if let Some(label) = &case.label {
+            // relative to --input, as prep records `source_path`, so that eval and infer
+            // name a case alike (the file name when --input is the file itself)
             let source = case
                 .input
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .strip_prefix(&self.opts.input)
+                .ok()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(|| case.input.file_name().map(Path::new))
+                .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
             match case_metrics::case_metrics(
                 (&case.name, &source),

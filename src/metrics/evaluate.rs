@@ -346,6 +346,8 @@ struct CaseBuf {
 pub struct CaseCollector {
     k: usize,
     convention: Convention,
+    /// Compute HD95/ASD (default true; false for cheap overlap-only scoring).
+    pub distances: bool,
     expected: HashMap<(String, String), usize>,
     open: HashMap<(String, String), CaseBuf>,
     done: Vec<CaseScore>,
@@ -360,6 +362,7 @@ impl CaseCollector {
         CaseCollector {
             k,
             convention,
+            distances: true,
             expected: HashMap::new(),
             open: HashMap::new(),
             done: Vec::new(),
@@ -467,7 +470,7 @@ impl CaseCollector {
             &grid,
             self.k,
             self.convention,
-            n > 1,
+            self.distances && n > 1,
             penalty,
         );
         let shard_grid = Grid::regular([n, g.shard.0, g.shard.1], [1.0; 3]);

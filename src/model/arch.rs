@@ -295,8 +295,8 @@ pub(crate) struct Segmenter {
     pub encoder2: Option<Module>,
     /// The U-Net decoder.
     pub decoder1: Module,
-    /// The DeepLab v3+ decoder.
-    pub decoder2: Module,
+    /// The DeepLab v3+ decoder (absent for `decoders = "unet"`).
+    pub decoder2: Option<Module>,
 }
 
 impl Segmenter {
@@ -306,7 +306,7 @@ impl Segmenter {
         let feats = encoder.output_channels();
         Segmenter {
             decoder1: unet_decoder(cfg, &feats),
-            decoder2: deeplab_decoder(cfg, &feats),
+            decoder2: (cfg.decoders == super::Decoders::Both).then(|| deeplab_decoder(cfg, &feats)),
             encoder2: cfg
                 .variant
                 .separate_encoders()
@@ -317,8 +317,9 @@ impl Segmenter {
 
     /// The modules in weight-list order: `encoder`, `decoder1`, `decoder2`, `encoder2`.
     pub(crate) fn modules(&self) -> impl Iterator<Item = &Module> {
-        [&self.encoder, &self.decoder1, &self.decoder2]
+        [&self.encoder, &self.decoder1]
             .into_iter()
+            .chain(self.decoder2.as_ref())
             .chain(self.encoder2.as_ref())
     }
 }
@@ -533,10 +534,11 @@ mod tests {
             encoder: Encoder::Resnet50,
             ..Default::default()
         };
-        assert_eq!(rates(&Segmenter::new(&cfg).decoder2), [6, 12, 18]);
+        let d2 = |cfg: &ModelConfig| Segmenter::new(cfg).decoder2.unwrap();
+        assert_eq!(rates(&d2(&cfg)), [6, 12, 18]);
         cfg.aspp_rates = AsppRates::Auto;
-        assert_eq!(rates(&Segmenter::new(&cfg).decoder2), [1, 2, 3]);
+        assert_eq!(rates(&d2(&cfg)), [1, 2, 3]);
         cfg.aspp_rates = AsppRates::Fixed([2, 4, 7]);
-        assert_eq!(rates(&Segmenter::new(&cfg).decoder2), [2, 4, 7]);
+        assert_eq!(rates(&d2(&cfg)), [2, 4, 7]);
     }
 }

@@ -117,6 +117,19 @@ impl Variant {
     }
 }
 
+/// Which decoders the network has: DMNet's two (U-Net and DeepLab v3+, averaged at inference),
+/// or the U-Net decoder alone (the single network of the comparators: supervised-single, Mean
+/// Teacher, CPS, BCP). Set from the training method when a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decoders {
+    /// U-Net + DeepLab v3+ (DMNet).
+    #[default]
+    Both,
+    /// The U-Net decoder only: probabilities = softmax of its logits.
+    Unet,
+}
+
 /// The network. Saved in every run's `config.json` and model sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,6 +150,8 @@ pub struct ModelConfig {
     /// the stride-16 feature size, [`AsppRates::resolve`]) or three integers. A config without
     /// the key (every run config written before it existed) gets DeepLab v3+'s `[6, 12, 18]`.
     pub aspp_rates: AsppRates,
+    /// The decoders (both for DMNet; the U-Net one alone for the single-network methods).
+    pub decoders: Decoders,
 }
 
 impl Default for ModelConfig {
@@ -149,6 +164,7 @@ impl Default for ModelConfig {
             input_size: 224,
             variant: Variant::Dmnet,
             aspp_rates: AsppRates::default(),
+            decoders: Decoders::Both,
         }
     }
 }

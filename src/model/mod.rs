@@ -9,7 +9,7 @@ mod names;
 mod net;
 
 pub(crate) use config::validate_input_size;
-pub use config::{AsppRates, Encoder, ModelConfig, Variant};
+pub use config::{AsppRates, Decoders, Encoder, ModelConfig, Variant};
 pub use names::{
     discriminator_specs, param_groups, weight_names, weight_specs, ParamGroups, WeightSpec,
 };

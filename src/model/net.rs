@@ -156,21 +156,24 @@ pub struct DmNetOutput {
 }
 
 impl DmNetOutput {
-    /// The inference output: the average of the two decoders' softmax probabilities.
+    /// The inference output: the average of the two decoders' softmax probabilities (a
+    /// one-decoder network's softmax: both outputs are its logits).
     pub fn probabilities(&self) -> Tensor {
         (self.logits1.softmax(1, tch::Kind::Float) + self.logits2.softmax(1, tch::Kind::Float))
             / 2.0
     }
 }
 
-/// The segmentation network: encoder (+ `encoder2` for separate encoders) and two decoders.
+/// The segmentation network: encoder (+ `encoder2` for separate encoders) and two decoders,
+/// or the U-Net decoder alone (`decoders = "unet"`; then both outputs are its logits, and the
+/// averaged probabilities are its softmax).
 #[derive(Debug)]
 pub struct DmNet {
     cfg: ModelConfig,
     encoder: Stage,
     encoder2: Option<Stage>,
     decoder1: Stage,
-    decoder2: Stage,
+    decoder2: Option<Stage>,
 }
 
 impl DmNet {
@@ -182,7 +185,7 @@ impl DmNet {
             cfg: cfg.clone(),
             encoder: Stage::new(&(p / "encoder"), net.encoder),
             decoder1: Stage::new(&(p / "decoder1"), net.decoder1),
-            decoder2: Stage::new(&(p / "decoder2"), net.decoder2),
+            decoder2: net.decoder2.map(|m| Stage::new(&(p / "decoder2"), m)),
             encoder2: net.encoder2.map(|m| Stage::new(&(p / "encoder2"), m)),
         })
     }
@@ -219,11 +222,20 @@ impl DmNet {
         };
         let f = self.encoder.forward_t(&[x], train);
         let logits1 = decode(&self.decoder1, &f);
+        let Some(d2) = &self.decoder2 else {
+            let logits2 = logits1.shallow_clone();
+            return DmNetOutput { logits1, logits2 };
+        };
         let f2 = match &self.encoder2 {
             Some(e2) => e2.forward_t(&[x], train),
             None => f,
         };
-        let logits2 = decode(&self.decoder2, &f2);
+        let logits2 = decode(d2, &f2);
         DmNetOutput { logits1, logits2 }
+    }
+
+    /// Whether the network has the second (DeepLab v3+) decoder.
+    pub fn has_second_decoder(&self) -> bool {
+        self.decoder2.is_some()
     }
 }

@@ -33,6 +33,21 @@ pub enum Layout {
     Ssl4mis,
 }
 
+impl Layout {
+    /// The name `--layout` takes (`msd`, `ssl4mis`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Auto => "auto",
+            Layout::Kits19 => "kits19",
+            Layout::Brats => "brats",
+            Layout::Msd => "msd",
+            Layout::Dicom => "dicom",
+            Layout::Manifest => "manifest",
+            Layout::Ssl4mis => "ssl4mis",
+        }
+    }
+}
+
 /// Slice protocol (domain notes §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -145,7 +145,7 @@ pub(crate) struct ListSplit {
 pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Result<Discovery> {
     let layout = if layout == Layout::Auto {
         let l = detect(input)?;
-        tracing::info!("layout: detected {l:?} in {}", input.display());
+        tracing::info!("layout: detected {} in {}", l.name(), input.display());
         l
     } else {
         layout
@@ -171,7 +171,7 @@ pub(crate) fn discover(input: &Path, layout: Layout, channels: &[String]) -> Res
     if studies.is_empty() {
         return Err(Error::invalid(
             input,
-            format!("no studies found for layout {layout:?}"),
+            format!("no studies found for layout {}", layout.name()),
         ));
     }
     for w in &warnings {
@@ -244,15 +244,18 @@ fn ssl4mis(input: &Path) -> Result<(Vec<Study>, ListSplit)> {
     for (frame, mut slices) in frames {
         slices.sort();
         let files: Vec<PathBuf> = slices.iter().map(|(_, f)| f.clone()).collect();
-        let gaps = slices
+        // consecutive slice numbers (the release numbers them from 1); the volume's slice k is
+        // the k-th listed
+        let first = slices.first().map_or(0, |(z, _)| *z);
+        let gap = slices
             .iter()
             .enumerate()
-            .find(|(i, (z, _))| *z != *i)
-            .map(|(i, _)| i);
+            .find(|(i, (z, _))| *z != first + *i)
+            .map(|(i, _)| first + i);
         let mut s = h5_study(input, &frame, patient_of(&frame), files);
-        if let Some(i) = gaps {
+        if let Some(z) = gap {
             s.error = Some(format!(
-                "train_slices.list lists the slices of {frame} with slice {i} missing (slices must be 0..n-1)"
+                "train_slices.list lists the slices of {frame} without slice {z}: a volume's slices must be consecutive"
             ));
         }
         out.push(s);

@@ -317,6 +317,22 @@ pub(crate) fn finished_manifest(dir: &Path) -> Result<ManifestSummary> {
     Ok(m)
 }
 
+/// The training patients of `_splits.json` in its order (empty when the file is absent or
+/// unreadable).
+pub(crate) fn train_order(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(SPLITS))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            v["train"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(String::from))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
 /// The manifest entry of part `name`, or why there is none.
 pub(crate) fn part_entry<'m>(
     dir: &Path,

@@ -317,6 +317,9 @@ pub struct ShardIndex {
     pub rows: Vec<IndexRow>,
     /// SHA-256 over the parts' names and hashes: changes whenever any part does.
     pub fingerprint: String,
+    /// The training patients in the folder's order (`_splits.json`'s `train`; empty without
+    /// one): the order in which a labeled-patient budget takes them.
+    pub train_order: Vec<String>,
 }
 
 impl ShardIndex {
@@ -400,6 +403,7 @@ impl ShardIndex {
             shape,
             rows,
             fingerprint,
+            train_order: folder::train_order(dir),
         })
     }
 

@@ -70,9 +70,27 @@ struct TrainArgs {
     /// Pipeline file whose [train] table gives the defaults (flags override it).
     #[arg(long)]
     pipeline: Option<PathBuf>,
-    /// Training variant (the paper's ablations).
+    /// Training method: dmnet (default), supervised-single, mean-teacher, cps, bcp
+    /// (docs/methods.md: each one's settings and the file it follows).
+    #[arg(long, value_enum)]
+    method: Option<crate::artifact::Method>,
+    /// DMNet's variant (the paper's ablations; method dmnet only).
     #[arg(long, value_enum)]
     variant: Option<Variant>,
+    /// Keep the labels of the first N training patients only (SSL4MIS list order for
+    /// SSL4MIS folders, the seeded order otherwise); the others' slices train as unlabeled.
+    #[arg(long)]
+    labeled_patients: Option<usize>,
+    /// The supervised loss of every method: dice or dice-ce.
+    #[arg(long, value_enum)]
+    supervised_loss: Option<crate::artifact::SupervisedLoss>,
+    /// Select the best checkpoint on val miou (default) or val case-dice (mean per-case Dice).
+    #[arg(long, value_enum)]
+    select_on: Option<crate::artifact::Selection>,
+    /// Augmentation of the training slices: flip (the paper's horizontal flip) or ssl4mis
+    /// (SSL4MIS's RandomGenerator: 90° rotations and flips, or a rotation within ±20°).
+    #[arg(long, value_enum)]
+    augment: Option<crate::artifact::Augment>,
     /// Fraction of the training labeled slices used with labels: 0.1 or 10%.
     #[arg(long)]
     labeled_fraction: Option<Fraction>,
@@ -226,7 +244,9 @@ fn apply(a: &TrainArgs, t: &mut TrainConfig) {
     macro_rules! set {
         ($($field:ident => $($path:ident).+),*) => { $(if let Some(v) = a.$field { t.$($path).+ = v; })* };
     }
-    set!(variant => model.variant, labeled_fraction => labeled_slice_fraction, epochs => epochs,
+    set!(method => method, supervised_loss => supervised_loss, select_on => select_on,
+         augment => augment,
+         variant => model.variant, labeled_fraction => labeled_slice_fraction, epochs => epochs,
          encoder => model.encoder, width => model.width, labeled_batch => labeled_batch,
          unlabeled_batch => unlabeled_batch, semi_loss => loss.semi_loss,
          lambda_semi => loss.lambda_semi, lambda_adv => loss.lambda_adv, ramp_up => loss.ramp_up,
@@ -234,6 +254,9 @@ fn apply(a: &TrainArgs, t: &mut TrainConfig) {
          convention => convention);
     if a.steps.is_some() {
         t.steps = a.steps;
+    }
+    if a.labeled_patients.is_some() {
+        t.labeled_patients = a.labeled_patients;
     }
     if a.eval_every.is_some() {
         t.eval_every = a.eval_every;
@@ -269,12 +292,13 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
         None => GridPlan {
             arms: Vec::new(),
             baseline: None,
+            published: None,
         },
     };
     let mut arms = select_arms(&a, plan.arms)?;
     for arm in &mut arms {
         apply(&a.train, &mut arm.train);
-        if !a.fractions.is_empty() || arm.fractions.is_empty() {
+        if !a.fractions.is_empty() || (arm.fractions.is_empty() && arm.patients.is_empty()) {
             arm.fractions = if a.fractions.is_empty() {
                 DEFAULT_GRID_FRACTIONS
                     .iter()
@@ -303,6 +327,7 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
         pipeline: a.train.pipeline,
         arms,
         baseline,
+        published: plan.published,
         jobs: a.jobs,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })
@@ -321,7 +346,9 @@ fn select_arms(a: &GridArgs, planned: Vec<Arm>) -> Result<Vec<Arm>> {
                 description: String::new(),
                 train,
                 fractions: Vec::new(),
+                patients: Vec::new(),
                 seeds: Vec::new(),
+                twin: None,
             }
         };
         return Ok(a.variants.iter().map(|&v| arm(v)).collect());

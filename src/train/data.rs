@@ -62,7 +62,37 @@ impl DataPlan {
     /// ⌈fraction·n⌉ kept (at least one).
     pub fn build(dir: &Path, fraction: f64, seed: u64) -> Result<DataPlan> {
         Self::check_fraction(fraction)?;
-        DataPlan::from_index(&ShardIndex::open(dir)?, fraction, seed)
+        DataPlan::from_index(&ShardIndex::open(dir)?, None, fraction, seed)
+    }
+
+    /// The labeled training patients to keep: the first `n` in the folder's patient order
+    /// (`_splits.json`'s `train` list: the input's list order for SSL4MIS folders, prep's
+    /// seeded order otherwise; sorted keys shuffled with `seed` when the folder has no split
+    /// file), among the patients that have labeled training slices.
+    fn patients(index: &ShardIndex, lab: &[&IndexRow], n: usize, seed: u64) -> Result<Vec<String>> {
+        let have: std::collections::BTreeSet<&str> =
+            lab.iter().map(|r| r.patient_key.as_str()).collect();
+        let mut order: Vec<String> = index
+            .train_order
+            .iter()
+            .filter(|k| have.contains(k.as_str()))
+            .cloned()
+            .collect();
+        if order.len() < have.len() {
+            order = have.iter().map(|k| k.to_string()).collect();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x9a71_e475));
+        }
+        if n > order.len() {
+            return Err(Error::invalid(
+                &index.dir,
+                format!(
+                    "labeled_patients = {n}, but the training split has {} labeled patients",
+                    order.len()
+                ),
+            ));
+        }
+        order.truncate(n);
+        Ok(order)
     }
 
     fn check_fraction(fraction: f64) -> Result<()> {
@@ -74,8 +104,15 @@ impl DataPlan {
         Ok(())
     }
 
-    /// [`DataPlan::build`] on an index already open.
-    pub(crate) fn from_index(index: &ShardIndex, fraction: f64, seed: u64) -> Result<DataPlan> {
+    /// [`DataPlan::build`] on an index already open, keeping the labels of the first
+    /// `patients` labeled training patients only (their other labeled slices join the
+    /// unlabeled stream) before the slice `fraction` applies.
+    pub(crate) fn from_index(
+        index: &ShardIndex,
+        patients: Option<usize>,
+        fraction: f64,
+        seed: u64,
+    ) -> Result<DataPlan> {
         Self::check_fraction(fraction)?;
         let rows = &index.rows;
         let mut lab: Vec<&IndexRow> = rows
@@ -88,11 +125,20 @@ impl DataPlan {
                 "no labeled slices in split \"train\"",
             ));
         }
+        let mut dropped: Vec<SliceRef> = Vec::new();
+        if let Some(n) = patients {
+            let keep = Self::patients(index, &lab, n, seed)?;
+            let (kept, out): (Vec<&IndexRow>, Vec<&IndexRow>) =
+                lab.into_iter().partition(|r| keep.contains(&r.patient_key));
+            lab = kept;
+            dropped = out.iter().map(|r| r.at).collect();
+        }
         lab.sort_by(|a, b| (&a.patient_key, a.slice_index).cmp(&(&b.patient_key, b.slice_index)));
         lab.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_f4ac));
         let keep = ((fraction * lab.len() as f64).ceil() as usize).clamp(1, lab.len());
         let labeled: Vec<SliceRef> = lab[..keep].iter().map(|r| r.at).collect();
         let mut unlabeled: Vec<SliceRef> = lab[keep..].iter().map(|r| r.at).collect();
+        unlabeled.extend(dropped);
         unlabeled.extend(
             rows.iter()
                 .filter(|r| r.split == Split::Train && !r.labeled)

@@ -5,7 +5,6 @@
 //! (foreground fractions, agreement between the decoders).
 use super::batch::to_tensors;
 use super::data::{self, SliceRef, StreamSpec};
-use super::trainer::load_weights;
 use crate::artifact::{CheckpointKind, RunConfig, RunDir};
 use crate::cli::DeviceChoice;
 use crate::metrics::{
@@ -28,6 +27,8 @@ pub(crate) struct Evaluation {
     pub diagnostics: Diagnostics,
     /// Per-case metrics (when asked for).
     pub cases: Option<CaseReport>,
+    /// The same cases under the second convention, when asked for.
+    pub cases_also: Option<CaseReport>,
 }
 
 /// The result of [`evaluate`] (`RUN/eval-<split>-<checkpoint>.json`).
@@ -50,6 +51,9 @@ pub struct EvalReport {
     /// Per-case metrics: grid, convention, units, per-class means, counts of missed and empty
     /// structures, and every case (also in `eval-<split>-<checkpoint>-cases.csv`).
     pub cases: CaseReport,
+    /// The same cases under the run's `also_convention`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases_also: Option<CaseReport>,
     /// Whether "best" is the best-on-validation checkpoint (false: the run had no validation
     /// split, and "best" is the last round's).
     #[serde(default = "yes")]
@@ -62,9 +66,14 @@ fn yes() -> bool {
 
 /// What the per-case part of an evaluation needs: the convention and, per case, its row count
 /// (so that each case is scored as soon as its last row arrives).
+#[derive(Debug, Clone)]
 pub(crate) struct CaseSpec {
     pub convention: Convention,
     pub rows: Vec<((String, String), usize)>,
+    /// HD95/ASD too (false: overlap only, for validation rounds).
+    pub distances: bool,
+    /// A second convention scored from the same predictions.
+    pub also: Option<Convention>,
 }
 
 impl CaseSpec {
@@ -79,8 +88,21 @@ impl CaseSpec {
         CaseSpec {
             convention,
             rows: rows.into_iter().collect(),
+            distances: true,
+            also: None,
         }
     }
+}
+
+/// Loads the weights of checkpoint `kind` of `run` into `vs` (the evaluated network's
+/// variables; a checkpoint's other networks, a teacher or a second CPS network, are ignored).
+pub(crate) fn load_weights(
+    vs: &mut nn::VarStore,
+    run: &RunDir,
+    kind: CheckpointKind,
+) -> Result<()> {
+    let p = run.checkpoint(kind)?.weights;
+    vs.load(&p).map_err(|e| Error::invalid(&p, e.to_string()))
 }
 
 /// Argmax class maps `[N·S·S]` on the CPU.
@@ -115,13 +137,18 @@ pub(crate) fn evaluate_net(
         MetricsAccumulator::new(cfg.num_classes),
         DiagnosticsAccumulator::default(),
     );
-    let mut collector = cases.map(|c| {
-        let mut col = CaseCollector::new(cfg.num_classes, c.convention);
+    let collector_for = |c: &CaseSpec, convention: Convention| {
+        let mut col = CaseCollector::new(cfg.num_classes, convention);
+        col.distances = c.distances;
         for ((key, source), n) in &c.rows {
             col.expect(key, source, *n);
         }
         col
-    });
+    };
+    let mut collector_also = cases
+        .as_ref()
+        .and_then(|c| c.also.map(|conv| collector_for(c, conv)));
+    let mut collector = cases.map(|c| collector_for(&c, c.convention));
     let (s, k) = (cfg.input_size, cfg.num_classes);
     let bar = crate::cli::progress(refs.len() as u64, "eval");
     let _g = tch::no_grad_guard();
@@ -148,8 +175,9 @@ pub(crate) fn evaluate_net(
             let px = i * s * s..(i + 1) * s * s;
             acc.add(&pv[px.clone()], &gv[px.clone()]);
             diag.add(&pv[px.clone()], &gv[px.clone()], &d1[px.clone()], &d2[px]);
-            if let Some(c) = collector.as_mut() {
-                c.add(r, &pf[i * k * s * s..(i + 1) * k * s * s]);
+            let probs = &pf[i * k * s * s..(i + 1) * k * s * s];
+            for c in collector.iter_mut().chain(collector_also.iter_mut()) {
+                c.add(r, probs);
             }
         }
         bar.inc(records.len() as u64);
@@ -159,6 +187,7 @@ pub(crate) fn evaluate_net(
         metrics: acc.finish(),
         diagnostics: diag.finish(),
         cases: collector.map(|c| c.finish(class_names)),
+        cases_also: collector_also.map(|c| c.finish(class_names)),
     })
 }
 
@@ -187,7 +216,8 @@ pub fn evaluate(
     let index = ShardIndex::open(shards)?;
     let refs = data::split_refs_of(&index, split)?;
     let convention = convention.unwrap_or(rc.train.convention);
-    let cases = CaseSpec::of(&index, split, convention);
+    let mut cases = CaseSpec::of(&index, split, convention);
+    cases.also = rc.train.also_convention.filter(|&c| c != convention);
     let ev = evaluate_net(
         &net,
         (index.files(), &refs),
@@ -214,6 +244,7 @@ pub fn evaluate(
         cases: ev
             .cases
             .ok_or_else(|| Error::Torch("evaluation without cases".into()))?,
+        cases_also: ev.cases_also,
         best_selected_on_validation: best_on_val,
     };
     write_report(run_dir, &report)?;
@@ -232,5 +263,10 @@ fn write_report(run_dir: &Path, report: &EvalReport) -> Result<()> {
         crate::atomic::write_bytes(&p, &text)?;
     }
     let csv = run_dir.join(format!("eval-{split}-{kind}-cases.csv"));
-    crate::atomic::write_bytes(&csv, report.cases.csv())
+    crate::atomic::write_bytes(&csv, report.cases.csv())?;
+    if let Some(also) = &report.cases_also {
+        let csv = run_dir.join(format!("eval-{split}-{kind}-cases-{}.csv", also.convention));
+        crate::atomic::write_bytes(&csv, also.csv())?;
+    }
+    Ok(())
 }

@@ -21,8 +21,42 @@ pub(crate) struct Arm {
     pub train: TrainConfig,
     /// Labeled fractions it runs.
     pub fractions: Vec<Fraction>,
+    /// Labeled-patient budgets it runs instead (`labeled_patients`, the SSL4MIS protocol;
+    /// empty: the fractions).
+    pub patients: Vec<usize>,
     /// Seeds it runs.
     pub seeds: Vec<u64>,
+    /// The arm its paired differences are taken against (`paired_with`; default: the grid's
+    /// baseline): each comparator against `supervised-single`, DMNet against `supervised`.
+    pub twin: Option<String>,
+}
+
+/// A column of the grid's tables: a labeled fraction of the training slices, or a number of
+/// labeled training patients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Budget {
+    /// A fraction of the labeled training slices.
+    Fraction(Fraction),
+    /// The first N labeled training patients.
+    Patients(usize),
+}
+
+impl Budget {
+    /// The columns of an arm, in order.
+    pub(crate) fn of(arm: &Arm) -> Vec<Budget> {
+        if arm.patients.is_empty() {
+            arm.fractions.iter().map(|&f| Budget::Fraction(f)).collect()
+        } else {
+            arm.patients.iter().map(|&n| Budget::Patients(n)).collect()
+        }
+    }
+    /// `10pct` or `7pat`, for run folder names.
+    pub(crate) fn tag(self) -> String {
+        match self {
+            Budget::Fraction(f) => format!("{:.0}pct", f.percent()),
+            Budget::Patients(n) => format!("{n}pat"),
+        }
+    }
 }
 
 /// The `[grid]` table of a pipeline file.
@@ -32,9 +66,15 @@ struct GridTable {
     #[serde(default)]
     fractions: Vec<Fraction>,
     #[serde(default)]
+    patients: Vec<usize>,
+    #[serde(default)]
     seeds: Vec<u64>,
     #[serde(default)]
     baseline: Option<String>,
+    /// A CSV of published numbers for the same protocol, shown beside the grid (relative to
+    /// the pipeline file).
+    #[serde(default)]
+    published: Option<std::path::PathBuf>,
     #[serde(default)]
     arms: toml::Table,
 }
@@ -46,6 +86,8 @@ pub(crate) struct GridPlan {
     pub arms: Vec<Arm>,
     /// The arm paired differences are taken against.
     pub baseline: Option<String>,
+    /// The published-numbers CSV (`[grid] published`), resolved against the pipeline's folder.
+    pub published: Option<std::path::PathBuf>,
 }
 
 /// Deep-merges `over` into `base` (tables merge, everything else replaces).
@@ -106,6 +148,14 @@ pub(crate) fn read_plan(path: &Path) -> Result<GridPlan> {
             Some(v) => v.try_into().map_err(err)?,
             None => grid.seeds.clone(),
         };
+        let patients: Vec<usize> = match over.remove("patients") {
+            Some(v) => v.try_into().map_err(err)?,
+            None => grid.patients.clone(),
+        };
+        let twin: Option<String> = match over.remove("paired_with") {
+            Some(v) => Some(v.try_into().map_err(err)?),
+            None => None,
+        };
         let mut table = base.clone();
         merge(&mut table, &over);
         let train: TrainConfig = toml::Value::Table(table).try_into().map_err(err)?;
@@ -121,24 +171,38 @@ pub(crate) fn read_plan(path: &Path) -> Result<GridPlan> {
             } else {
                 fractions
             },
+            patients,
             seeds: if seeds.is_empty() {
                 vec![0, 1, 2]
             } else {
                 seeds
             },
+            twin,
         });
     }
+    let names: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
     if let Some(b) = &grid.baseline {
-        if !arms.iter().any(|a| &a.name == b) {
+        if !names.contains(&b.as_str()) {
             return Err(config_err(
                 path,
                 format!("[grid] baseline {b:?} is not an arm"),
             ));
         }
     }
+    for a in &arms {
+        if let Some(t) = a.twin.as_deref().filter(|t| !names.contains(t)) {
+            return Err(config_err(
+                path,
+                format!("[grid.arms.{}] paired_with {t:?} is not an arm", a.name),
+            ));
+        }
+    }
     Ok(GridPlan {
         arms,
         baseline: grid.baseline,
+        published: grid
+            .published
+            .map(|p| path.parent().unwrap_or(Path::new(".")).join(p)),
     })
 }
 
@@ -151,6 +215,9 @@ pub(crate) struct GridResult {
     pub variant: String,
     /// Fraction of the training labeled slices used (0–1].
     pub fraction: f64,
+    /// The labeled-patient budget (`None`: every labeled patient, the fraction applies).
+    #[serde(default)]
+    pub labeled_patients: Option<usize>,
     /// Seed of the run.
     pub seed: u64,
     /// `best` (on validation) or `last`.
@@ -190,6 +257,15 @@ pub(crate) struct GridResult {
     /// The evaluator's convention, grid and units.
     #[serde(default)]
     pub scoring: String,
+    /// Per foreground class: mean per-case Dice under the run's `also_convention`.
+    #[serde(default)]
+    pub also_class_dice: Vec<Option<f64>>,
+    /// Per foreground class: mean per-case HD95 under the run's `also_convention`.
+    #[serde(default)]
+    pub also_class_hd95: Vec<Option<f64>>,
+    /// That convention's description (empty without one).
+    #[serde(default)]
+    pub also_scoring: String,
     /// Share of test pixels predicted as foreground.
     pub predicted_foreground: f64,
     /// Share of test pixels that are foreground.
@@ -236,6 +312,10 @@ pub(crate) enum Metric {
     ClassDice(usize),
     /// Mean per-case HD95 of one foreground class (1-based).
     ClassHd95(usize),
+    /// Mean per-case Dice % of one class under the second convention (1-based; 0 = mean).
+    AlsoDice(usize),
+    /// Mean per-case HD95 of one class under the second convention (1-based; 0 = mean).
+    AlsoHd95(usize),
     /// Predicted foreground % of test pixels.
     PredictedForeground,
     /// Dice % between the decoders.
@@ -255,6 +335,18 @@ impl Metric {
             Metric::ShardGridCaseDice => "test per-case Dice % on the shard grid".into(),
             Metric::ClassDice(c) => format!("test per-case Dice % of class {c}"),
             Metric::ClassHd95(c) => format!("test per-case HD95 of class {c}"),
+            Metric::AlsoDice(0) => {
+                "test per-case Dice %, mean of the classes (published convention)".into()
+            }
+            Metric::AlsoDice(c) => {
+                format!("test per-case Dice % of class {c} (published convention)")
+            }
+            Metric::AlsoHd95(0) => {
+                "test per-case HD95, mean of the classes (published convention)".into()
+            }
+            Metric::AlsoHd95(c) => {
+                format!("test per-case HD95 of class {c} (published convention)")
+            }
             Metric::PredictedForeground => "predicted foreground % of test pixels".into(),
             Metric::DecoderDice => "Dice % between the two decoders (test)".into(),
             Metric::ValMiou => "best val mIoU %".into(),
@@ -271,6 +363,10 @@ impl Metric {
             Metric::ShardGridCaseDice => r.shard_grid_case_dice.map(|v| v * 100.0),
             Metric::ClassDice(c) => class(&r.class_dice, c).map(|v| v * 100.0),
             Metric::ClassHd95(c) => class(&r.class_hd95, c),
+            Metric::AlsoDice(0) => mean_of(&r.also_class_dice).map(|v| v * 100.0),
+            Metric::AlsoDice(c) => class(&r.also_class_dice, c).map(|v| v * 100.0),
+            Metric::AlsoHd95(0) => mean_of(&r.also_class_hd95),
+            Metric::AlsoHd95(c) => class(&r.also_class_hd95, c),
             Metric::PredictedForeground => Some(r.predicted_foreground * 100.0),
             Metric::DecoderDice => Some(r.decoder_dice * 100.0),
             Metric::ValMiou => r.val_miou.map(|v| v * 100.0),
@@ -278,13 +374,31 @@ impl Metric {
     }
 }
 
-fn key(f: f64) -> u64 {
-    (f * 1e6).round() as u64
+/// The column key of a result: its patient budget (after every fraction), else its fraction.
+/// The mean of the defined values (none defined: `None`).
+fn mean_of(v: &[Option<f64>]) -> Option<f64> {
+    let xs: Vec<f64> = v.iter().flatten().copied().collect();
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
 }
 
-fn fractions_of(results: &[GridResult]) -> Vec<f64> {
-    let mut f: Vec<f64> = results.iter().map(|r| r.fraction).collect();
-    f.sort_by(f64::total_cmp);
+fn key(r: &GridResult) -> u64 {
+    match r.labeled_patients {
+        Some(n) => 1_000_000_000 + n as u64,
+        None => (r.fraction * 1e6).round() as u64,
+    }
+}
+
+fn label(k: u64) -> String {
+    if k >= 1_000_000_000 {
+        format!("{} patients", k - 1_000_000_000)
+    } else {
+        format!("{:.0}%", k as f64 / 1e4)
+    }
+}
+
+fn columns_of(results: &[GridResult]) -> Vec<u64> {
+    let mut f: Vec<u64> = results.iter().map(key).collect();
+    f.sort();
     f.dedup();
     f
 }
@@ -298,7 +412,7 @@ fn cells(
     let mut out: BTreeMap<(String, u64), BTreeMap<u64, f64>> = BTreeMap::new();
     for r in results.iter().filter(|r| r.checkpoint == checkpoint) {
         if let Some(v) = metric.of(r) {
-            out.entry((r.arm.clone(), key(r.fraction)))
+            out.entry((r.arm.clone(), key(r)))
                 .or_default()
                 .insert(r.seed, v);
         }
@@ -306,11 +420,8 @@ fn cells(
     out
 }
 
-fn header(title: String, fractions: &[f64]) -> String {
-    let cols: Vec<String> = fractions
-        .iter()
-        .map(|f| format!("{:.0}%", f * 100.0))
-        .collect();
+fn header(title: String, fractions: &[u64]) -> String {
+    let cols: Vec<String> = fractions.iter().map(|&k| label(k)).collect();
     format!(
         "| {title} | {} |\n|---|{}\n",
         cols.join(" | "),
@@ -326,13 +437,13 @@ pub(crate) fn markdown_table(
     checkpoint: CheckpointKind,
     metric: Metric,
 ) -> String {
-    let fractions = fractions_of(results);
+    let fractions = columns_of(results);
     let c = cells(results, checkpoint, metric);
     let mut out = header(format!("{} ({checkpoint})", metric.title()), &fractions);
     for a in arms {
         let row: Vec<String> = fractions
             .iter()
-            .map(|f| match c.get(&(a.clone(), key(*f))) {
+            .map(|f| match c.get(&(a.clone(), *f)) {
                 Some(v) => {
                     let vals: Vec<f64> = v.values().copied().collect();
                     let (m, s) = mean_sd(&vals);
@@ -346,32 +457,29 @@ pub(crate) fn markdown_table(
     out
 }
 
-/// Paired differences `arm − baseline` over the seeds both ran: `mean ± sd (n), mean/se`,
-/// where se = sd/√n; |mean/se| > 2 is the bar for a gain.
+/// Paired differences `arm − twin` over the seeds both ran, one row per `(arm, twin)` pair:
+/// `mean ± sd (n), mean/se`, where se = sd/√n; |mean/se| > 2 is the bar for a gain.
 pub(crate) fn paired_table(
     results: &[GridResult],
-    arms: &[String],
-    baseline: &str,
+    pairs: &[(String, String)],
     checkpoint: CheckpointKind,
     metric: Metric,
 ) -> String {
-    let fractions = fractions_of(results);
+    let fractions = columns_of(results);
     let c = cells(results, checkpoint, metric);
     let mut out = header(
         format!(
-            "Δ {} vs {baseline} ({checkpoint}), paired by seed",
+            "Δ {} vs the arm's supervised twin ({checkpoint}), paired by seed",
             metric.title()
         ),
         &fractions,
     );
-    for a in arms.iter().filter(|a| a.as_str() != baseline) {
+    for (a, twin) in pairs {
         let row: Vec<String> = fractions
             .iter()
             .map(|f| {
-                let (Some(x), Some(b)) = (
-                    c.get(&(a.clone(), key(*f))),
-                    c.get(&(baseline.to_string(), key(*f))),
-                ) else {
+                let (Some(x), Some(b)) = (c.get(&(a.clone(), *f)), c.get(&(twin.clone(), *f)))
+                else {
                     return "–".into();
                 };
                 let d: Vec<f64> = x
@@ -391,9 +499,43 @@ pub(crate) fn paired_table(
                 format!("{m:+.1} ± {s:.1} (n={}), mean/se {ratio}", d.len())
             })
             .collect();
-        out += &format!("| {a} | {} |\n", row.join(" | "));
+        out += &format!("| {a} − {twin} | {} |\n", row.join(" | "));
     }
     out
+}
+
+/// The published-numbers CSV at `path` as a Markdown table (its header row, then its rows;
+/// empty cells print `–`). An unreadable file or a ragged row is an error naming the file.
+pub(crate) fn published_table(path: &Path) -> Result<String> {
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| Error::invalid(path, e.to_string()))?;
+    let cell = |s: &str| match s.trim() {
+        "" => "–".to_string(),
+        t => t.replace('|', "\\|"),
+    };
+    let head: Vec<String> = rdr
+        .headers()
+        .map_err(|e| Error::invalid(path, e.to_string()))?
+        .iter()
+        .map(cell)
+        .collect();
+    let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+    for row in rdr.records() {
+        let row = row.map_err(|e| Error::invalid(path, e.to_string()))?;
+        let cells: Vec<String> = row.iter().map(cell).collect();
+        out += &format!("| {} |\n", cells.join(" | "));
+    }
+    Ok(out)
+}
+
+/// The `(arm, twin)` pairs of a grid: each arm against its `paired_with`, else `baseline`;
+/// an arm is never paired with itself.
+pub(crate) fn pairs(arms: &[Arm], baseline: Option<&str>) -> Vec<(String, String)> {
+    arms.iter()
+        .filter_map(|a| {
+            let twin = a.twin.as_deref().or(baseline)?;
+            (twin != a.name).then(|| (a.name.clone(), twin.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -405,6 +547,7 @@ mod tests {
             arm: arm.into(),
             variant: arm.into(),
             fraction,
+            labeled_patients: None,
             seed,
             checkpoint: ck,
             step: 10,
@@ -421,6 +564,9 @@ mod tests {
             false_positive: 0,
             empty: 0,
             scoring: String::new(),
+            also_class_dice: vec![],
+            also_class_hd95: vec![],
+            also_scoring: String::new(),
             predicted_foreground: 0.1,
             true_foreground: 0.1,
             decoder_dice: 0.9,
@@ -479,17 +625,16 @@ mod tests {
         ];
         let t = paired_table(
             &rs,
-            &["supervised".into(), "dmnet".into()],
-            "supervised",
+            &[("dmnet".into(), "supervised".into())],
             CheckpointKind::Best,
             Metric::Miou,
         );
         // differences 10 and 12 (seed 2 has no baseline): mean 11, sd 1.414, se 1, ratio 11
         assert!(
-            t.contains("| dmnet | +11.0 ± 1.4 (n=2), mean/se +11.0 |"),
+            t.contains("| dmnet − supervised | +11.0 ± 1.4 (n=2), mean/se +11.0 |"),
             "{t}"
         );
-        assert!(!t.contains("| supervised |"), "{t}");
+        assert!(!t.contains("| supervised −"), "{t}");
     }
 
     #[test]
@@ -519,6 +664,10 @@ loss = { unlabeled_pass = "joint", lambda_semi = 0.0 }
         .unwrap();
         let plan = read_plan(&p).unwrap();
         assert_eq!(plan.baseline.as_deref(), Some("supervised"));
+        assert_eq!(
+            pairs(&plan.arms, plan.baseline.as_deref()),
+            vec![("joint".to_string(), "supervised".to_string())]
+        );
         let (sup, joint) = (&plan.arms[0], &plan.arms[1]);
         assert_eq!(sup.name, "supervised");
         assert_eq!(sup.train.model.variant, crate::model::Variant::Supervised);
@@ -538,6 +687,31 @@ loss = { unlabeled_pass = "joint", lambda_semi = 0.0 }
         assert_eq!(joint.description, "the joint pass");
         std::fs::write(&p, "[grid]\nbaseline = \"nope\"\n[grid.arms.a]\n").unwrap();
         assert!(read_plan(&p).is_err());
+        std::fs::write(
+            &p,
+            "[grid]\nbaseline = \"a\"\n[grid.arms.a]\n[grid.arms.b]\n[grid.arms.c]\npaired_with = \"b\"\n",
+        )
+        .unwrap();
+        let plan = read_plan(&p).unwrap();
+        assert_eq!(
+            pairs(&plan.arms, plan.baseline.as_deref()),
+            vec![("b".into(), "a".into()), ("c".into(), "b".into())]
+        );
+        std::fs::write(&p, "[grid.arms.a]\npaired_with = \"z\"\n").unwrap();
+        let e = read_plan(&p).unwrap_err().to_string();
+        assert!(e.contains("paired_with \"z\" is not an arm"), "{e}");
+        std::fs::write(
+            dir.join("pub.csv"),
+            "method,dice,source\nBCP,88.84,\"Bai et al., Table 2\"\nU-Net,,x|y\n",
+        )
+        .unwrap();
+        let t = published_table(&dir.join("pub.csv")).unwrap();
+        assert_eq!(
+            t,
+            "| method | dice | source |\n|---|---|---|\n| BCP | 88.84 | Bai et al., Table 2 |\n| U-Net | – | x\\|y |\n"
+        );
+        std::fs::write(dir.join("bad.csv"), "a,b\n1,2,3\n").unwrap();
+        assert!(published_table(&dir.join("bad.csv")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,9 +4,11 @@
 //! a rerun skips finished runs. `jobs` runs that many cells at once (threads of one process;
 //! with `deterministic` each run uses one libtorch thread, so 2 jobs fill 2 cores).
 use super::eval::{evaluate, EvalReport};
-use super::grid::{markdown_table, paired_table, Arm, GridResult, Metric};
+use super::grid::{
+    markdown_table, paired_table, pairs, published_table, Arm, Budget, GridResult, Metric,
+};
 use super::{run, RunSpec};
-use crate::artifact::{read_state, CheckpointKind, Fraction, RunConfig};
+use crate::artifact::{read_state, CheckpointKind, RunConfig};
 use crate::shard::Split;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -23,43 +25,49 @@ pub(crate) struct GridSpec {
     pub pipeline: Option<PathBuf>,
     /// The arms (rows), each with its config, fractions and seeds.
     pub arms: Vec<Arm>,
-    /// Arm that paired differences are taken against.
+    /// Arm that paired differences are taken against (an arm's `paired_with` wins).
     pub baseline: Option<String>,
+    /// Published numbers for the same protocol (`[grid] published`), shown beside the grid.
+    pub published: Option<PathBuf>,
     /// Cells run at once.
     pub jobs: usize,
     /// The command line, written at the top of grid.md.
     pub command: String,
 }
 
-/// One cell: an arm at one fraction and seed.
+/// One cell: an arm at one labeled budget and seed.
 #[derive(Debug, Clone)]
 struct Cell<'a> {
     arm: &'a Arm,
-    fraction: Fraction,
+    budget: Budget,
     seed: u64,
     dir: PathBuf,
 }
 
+/// The cells seed by seed (every arm's seed 0, then seed 1, …), so that a grid stopped part
+/// way holds whole seeds to compare, and a resumed one finishes them first.
 fn cells(spec: &GridSpec) -> Vec<Cell<'_>> {
     let mut out = Vec::new();
     for arm in &spec.arms {
-        for &fraction in &arm.fractions {
-            for &seed in &arm.seeds {
-                let dir = spec.out.join(format!(
-                    "{}-{:.0}pct-seed{seed}",
-                    arm.name,
-                    fraction.percent()
+        for budget in Budget::of(arm) {
+            for (rank, &seed) in arm.seeds.iter().enumerate() {
+                let dir = spec
+                    .out
+                    .join(format!("{}-{}-seed{seed}", arm.name, budget.tag()));
+                out.push((
+                    rank,
+                    Cell {
+                        arm,
+                        budget,
+                        seed,
+                        dir,
+                    },
                 ));
-                out.push(Cell {
-                    arm,
-                    fraction,
-                    seed,
-                    dir,
-                });
             }
         }
     }
-    out
+    out.sort_by_key(|(rank, _)| *rank);
+    out.into_iter().map(|(_, c)| c).collect()
 }
 
 /// Whether a run dir holds a finished run.
@@ -75,7 +83,10 @@ fn finished(run_dir: &Path) -> bool {
 fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
     if !finished(&c.dir) {
         let mut t = c.arm.train.clone();
-        t.labeled_slice_fraction = c.fraction;
+        match c.budget {
+            Budget::Fraction(f) => t.labeled_slice_fraction = f,
+            Budget::Patients(n) => t.labeled_patients = Some(n),
+        }
         t.seed = c.seed;
         let resume = c.dir.join("config.json").exists();
         run(&RunSpec {
@@ -89,7 +100,7 @@ fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
     }
     let val_miou = read_state(&c.dir, CheckpointKind::Best)
         .ok()
-        .and_then(|s| s.best_miou);
+        .and_then(|s| s.best_score);
     [CheckpointKind::Best, CheckpointKind::Last]
         .into_iter()
         .map(|kind| {
@@ -108,10 +119,15 @@ fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
 }
 
 fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
+    let (fraction, labeled_patients) = match c.budget {
+        Budget::Fraction(f) => (f.get(), None),
+        Budget::Patients(n) => (1.0, Some(n)),
+    };
     GridResult {
         arm: c.arm.name.clone(),
-        variant: c.arm.train.model.variant.name().into(),
-        fraction: c.fraction.get(),
+        variant: c.arm.train.method_name().into(),
+        fraction,
+        labeled_patients,
         seed: c.seed,
         checkpoint: r.checkpoint,
         step: r.step,
@@ -128,6 +144,21 @@ fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
         false_positive: r.cases.false_positive,
         empty: r.cases.empty,
         scoring: r.cases.footnote(),
+        also_class_dice: r
+            .cases_also
+            .iter()
+            .flat_map(|a| a.classes.iter().map(|c| c.dice))
+            .collect(),
+        also_class_hd95: r
+            .cases_also
+            .iter()
+            .flat_map(|a| a.classes.iter().map(|c| c.hd95))
+            .collect(),
+        also_scoring: r
+            .cases_also
+            .as_ref()
+            .map(|a| a.footnote())
+            .unwrap_or_default(),
         predicted_foreground: r.diagnostics.predicted_foreground,
         true_foreground: r.diagnostics.true_foreground,
         decoder_dice: r.diagnostics.decoder_dice,
@@ -156,7 +187,7 @@ pub(crate) fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
                     *n - 1
                 };
                 let c = &todo[k];
-                let _span = tracing::info_span!("cell", name = %format!("{}-{}%-seed{}", c.arm.name, c.fraction.percent(), c.seed)).entered();
+                let _span = tracing::info_span!("cell", name = %format!("{}-{}-seed{}", c.arm.name, c.budget.tag(), c.seed)).entered();
                 tracing::info!("grid {}/{total}: {}", k + 1, c.dir.display());
                 match run_cell(spec, c) {
                     Ok(rs) => {
@@ -179,19 +210,17 @@ pub(crate) fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
     }
     let mut all = results.into_inner().unwrap_or_else(|e| e.into_inner());
     all.sort_by(|a, b| {
-        (&a.arm, key(a.fraction), a.seed, &a.checkpoint).cmp(&(
-            &b.arm,
-            key(b.fraction),
-            b.seed,
-            &b.checkpoint,
-        ))
+        (&a.arm, key(a), a.seed, &a.checkpoint).cmp(&(&b.arm, key(b), b.seed, &b.checkpoint))
     });
     write_outputs(spec, &all)?;
     Ok(all)
 }
 
-fn key(f: f64) -> u64 {
-    (f * 1e6).round() as u64
+fn key(r: &GridResult) -> (u64, u64) {
+    (
+        r.labeled_patients.map_or(0, |n| n as u64),
+        (r.fraction * 1e6).round() as u64,
+    )
 }
 
 fn machine() -> String {
@@ -211,17 +240,24 @@ fn machine() -> String {
 
 fn arm_lines(spec: &GridSpec) -> String {
     let mut out = String::from(
-        "| arm | variant | what it changes | fractions | seeds |\n|---|---|---|---|---|\n",
+        "| arm | method | what it changes | labeled budget | seeds |\n|---|---|---|---|---|\n",
     );
     for a in &spec.arms {
-        let fr: Vec<String> = a.fractions.iter().map(|f| f.to_string()).collect();
+        let budget: Vec<String> = Budget::of(a)
+            .into_iter()
+            .map(|b| match b {
+                Budget::Fraction(f) => f.to_string(),
+                Budget::Patients(n) => format!("{n} patients"),
+            })
+            .collect();
+        let seeds: Vec<String> = a.seeds.iter().map(|s| s.to_string()).collect();
         out += &format!(
-            "| {} | {} | {} | {} | {:?} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             a.name,
-            a.train.model.variant.name(),
+            a.train.method_name(),
             a.description,
-            fr.join(", "),
-            a.seeds
+            budget.join(", "),
+            seeds.join(", ")
         );
     }
     out
@@ -263,12 +299,13 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         .map(|r| r.class_dice.len())
         .max()
         .unwrap_or(0);
+    let twins = pairs(&spec.arms, spec.baseline.as_deref());
     for ck in [CheckpointKind::Best, CheckpointKind::Last] {
         md += &format!("## {ck} checkpoint\n\n");
         for m in [Metric::Miou, Metric::CaseDice] {
             md += &format!("{}\n", markdown_table(results, &names, ck, m));
-            if let Some(b) = &spec.baseline {
-                md += &format!("{}\n", paired_table(results, &names, b, ck, m));
+            if !twins.is_empty() {
+                md += &format!("{}\n", paired_table(results, &twins, ck, m));
             }
         }
     }
@@ -285,6 +322,16 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
         others.extend((1..=classes).map(Metric::ClassHd95));
     }
     others.extend([Metric::PredictedForeground, Metric::DecoderDice]);
+    if let Some(r) = results.iter().find(|r| !r.also_scoring.is_empty()) {
+        others.push(Metric::AlsoDice(0));
+        others.extend((1..=r.also_class_dice.len()).map(Metric::AlsoDice));
+        others.push(Metric::AlsoHd95(0));
+        others.extend((1..=r.also_class_hd95.len()).map(Metric::AlsoHd95));
+        md += &format!(
+            "The published-convention tables below: {}\n\n",
+            r.also_scoring
+        );
+    }
     for m in others {
         md += &format!(
             "{}\n",
@@ -294,6 +341,13 @@ fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
     let truth: Vec<f64> = results.iter().map(|r| r.true_foreground * 100.0).collect();
     if let Some(t) = truth.first() {
         md += &format!("True foreground: {t:.2} % of test pixels.\n");
+    }
+    if let Some(p) = &spec.published {
+        md += &format!(
+            "\n## Published numbers (`{}`)\n\nRead from the committed file, each row citing its source; scored under the published convention (see above), on the authors' protocol, which differs from this grid's as the file's `protocol` column says.\n\n{}",
+            p.display(),
+            published_table(p)?
+        );
     }
     let path = spec.out.join("grid.md");
     crate::atomic::write_bytes(&path, md)

@@ -1,5 +1,5 @@
-//! Training (paper §3, §4.2): losses, the data loader over shards, the step, the loop, the
-//! evaluation and the experiment grid. `grid`, `data` and the curves plot are torch-free;
+//! Training (paper §3, §4.2): losses, the data loader over shards, the methods (DMNet and the
+//! comparators, one interface: [`methods`]), the loop, the evaluation and the experiment grid. `grid`, `data` and the curves plot are torch-free;
 //! everything that touches tensors needs `torch`. The run config and records a run writes live
 //! in [`crate::artifact`], the metrics in [`crate::metrics`] (dmnet-infer reports the same ones).
 pub mod data;
@@ -20,13 +20,13 @@ pub mod grid_run;
 #[cfg(feature = "torch")]
 pub mod losses;
 #[cfg(feature = "torch")]
+mod methods;
+#[cfg(feature = "torch")]
 pub mod optim;
 #[cfg(feature = "torch")]
+mod pieces;
+#[cfg(feature = "torch")]
 mod run;
-#[cfg(feature = "torch")]
-mod step;
-#[cfg(feature = "torch")]
-mod trainer;
 #[cfg(feature = "torch")]
 pub use eval::evaluate;
 #[cfg(feature = "torch")]

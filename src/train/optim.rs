@@ -178,7 +178,7 @@ impl LossScaler {
 }
 
 /// Poly learning-rate schedule: base·(1 − iter/max_iter)^power.
-pub(crate) fn poly_lr(base: f64, iter: usize, max_iter: usize, power: f64) -> f64 {
+pub fn poly_lr(base: f64, iter: usize, max_iter: usize, power: f64) -> f64 {
     base * (1.0 - iter as f64 / max_iter.max(1) as f64)
         .max(0.0)
         .powf(power)

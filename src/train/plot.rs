@@ -341,6 +341,7 @@ mod tests {
                 slices: 1,
             }),
             val_diagnostics: None,
+            val_case_dice: None,
             step: 3 * epoch,
             steps: 3,
             slices_per_s: 10.0,

@@ -3,13 +3,12 @@
 //! steps (`--steps`, or `--epochs` of the labeled slices); the poly schedule and the ramp-up
 //! follow it. A resume continues from the last checkpoint, bit-identically: every round's
 //! shuffles and flips derive from (seed, round).
-use super::batch::{random_flip, to_tensors, TensorBatch};
+use super::batch::{augment, to_tensors, TensorBatch};
 use super::data::{self, DataPlan, SliceRef, StreamSpec};
 use super::draw_curves;
 use super::eval::{evaluate_net, Evaluation};
+use super::methods::{self, Learner, LossMeans, StepInput, StepLosses, StepPoint};
 use super::optim::{poly_lr, LossScaler};
-use super::step::{step, LossMeans, StepLosses, StepPoint};
-use super::trainer::Trainer;
 use crate::artifact::{
     read_metrics, write_metrics, CheckpointKind, DataSummary, EpochRecord, MetricsLine, RunConfig,
     RunDir, RunSummary, Schedule, TrainConfig, TrainState,
@@ -106,6 +105,8 @@ struct Ctx<'a> {
     files: Arc<Vec<PathBuf>>,
     plan: &'a DataPlan,
     val: &'a [SliceRef],
+    /// The val split's cases (for selection on per-case Dice).
+    val_cases: super::eval::CaseSpec,
     device: Device,
     amp: bool,
     schedule: Schedule,
@@ -154,12 +155,12 @@ fn next_batch(
 ) -> Result<TensorBatch> {
     let (s, c) = (ctx.cfg.model.input_size, ctx.cfg.model.in_channels);
     let mut b = to_tensors(&recv(rx, what)?, s, c, ctx.device)?;
-    random_flip(&mut b, ctx.cfg.flip_prob, rng);
+    augment(&mut b, ctx.cfg.augment, ctx.cfg.flip_prob, rng);
     Ok(b)
 }
 
 fn train_round(
-    t: &mut Trainer,
+    t: &mut dyn Learner,
     ctx: &Ctx,
     round: usize,
     state: &mut TrainState,
@@ -172,23 +173,28 @@ fn train_round(
     let mut rng_u = ChaCha8Rng::seed_from_u64(mix(seed, round, 5));
     let bar = crate::cli::progress(n as u64, &format!("round {round}"));
     let (mut means, mut slices, start) = (LossMeans::default(), 0usize, Instant::now());
-    let total = ctx.schedule.total_steps;
-    let mut point = point_at(cfg, state.global_step, total);
+    let mut point = point_at(cfg, state.global_step, &ctx.schedule);
     for _ in 0..n {
-        point = point_at(cfg, state.global_step, total);
+        point = point_at(cfg, state.global_step, &ctx.schedule);
         let lab = next_batch(ctx, &lab_rx, "labeled", &mut rng_l)?;
         let unl = match &unl_rx {
             Some(rx) => Some(next_batch(ctx, rx, "unlabeled", &mut rng_u)?),
             None => None,
         };
         slices += lab.spacing.len() + unl.as_ref().map_or(0, |u| u.spacing.len());
-        let l = step(t, cfg, ctx.amp, (&lab, unl.as_ref()), point, scaler)?;
+        let input = StepInput {
+            lab: &lab,
+            unl: unl.as_ref(),
+            at: point,
+            amp: ctx.amp,
+        };
+        let l = t.step(input, scaler)?;
         means.add(&l);
         state.global_step += 1;
         bar.inc(1);
         let m = &means.mean;
         bar.set_message(format!(
-            "L_S {:.4} dice {:.4} semi {:.4} adv {:.3} dis {:.3}",
+            "loss {:.4} supervised {:.4} unlabeled {:.4} adv {:.3} dis {:.3}",
             m.seg, m.dice, m.semi, m.adv, m.dis
         ));
     }
@@ -219,7 +225,7 @@ fn round_streams(ctx: &Ctx, round: usize, seed: u64, n: usize) -> Streams {
         mix(seed, round, 2),
         false,
     );
-    let use_unl = cfg.model.variant.uses_unlabeled() && !plan.unlabeled.is_empty();
+    let use_unl = cfg.uses_unlabeled() && !plan.unlabeled.is_empty();
     let unl = use_unl.then(|| {
         let seed = mix(seed, round, 3);
         batches(ctx, &plan.unlabeled, cfg.unlabeled_batch, n, seed, true)
@@ -227,13 +233,17 @@ fn round_streams(ctx: &Ctx, round: usize, seed: u64, n: usize) -> Streams {
     (lab, unl)
 }
 
-/// Learning rates (poly schedule) and ramp-up weight at global step `g` of `total`.
-fn point_at(cfg: &TrainConfig, g: usize, total: usize) -> StepPoint {
+/// Learning rates (poly schedule over the run's length) and ramp-up weight (over the length the
+/// run started with) at global step `g`.
+fn point_at(cfg: &TrainConfig, g: usize, schedule: &Schedule) -> StepPoint {
+    let total = schedule.total_steps;
     StepPoint {
         lr: poly_lr(cfg.lr, g, total, cfg.poly_power),
         lr_discriminator: poly_lr(cfg.lr_discriminator, g, total, cfg.poly_power),
-        ramp: cfg.loss.ramp(g, total),
+        ramp: cfg.loss.ramp(g, schedule.ramp_total()),
         global_step: g,
+        total_steps: total,
+        ramp_steps: schedule.ramp_total(),
     }
 }
 
@@ -254,6 +264,7 @@ fn new_config(spec: &RunSpec, index: &ShardIndex) -> Result<RunConfig> {
     train.model.in_channels = probe.channels.len();
     train.model.num_classes = probe.labels.len();
     train.model.input_size = probe.size;
+    train.model.decoders = train.method.decoders();
     train.validate()?;
     if RunDir::new(&spec.out).config().exists() {
         return Err(Error::Config {
@@ -372,14 +383,24 @@ fn schedule_of(spec: &RunSpec, rc: &RunConfig, labeled: usize) -> Result<Schedul
             ),
         });
     }
+    if total > saved.total_steps && rc.train.method == crate::artifact::Method::Bcp {
+        return Err(Error::Config {
+            path: spec.out.clone(),
+            msg: format!(
+                "a bcp run cannot be extended: its pre-training stage is a fraction of the run length, so {} → {total} steps would move the stage switch behind steps already trained (docs/methods.md); start a new run with --steps {total}",
+                saved.total_steps
+            ),
+        });
+    }
     if total > saved.total_steps {
         tracing::info!(
-            "extending the run from {} to {total} steps; the poly schedule is recomputed over the new length",
+            "extending the run from {} to {total} steps; the poly schedule is recomputed over the new length, the ramp-ups keep their length (the unlabeled weights stay where they were)",
             saved.total_steps
         );
     }
     Ok(Schedule {
         total_steps: total,
+        ramp_steps: saved.ramp_total(),
         ..saved
     })
 }
@@ -404,7 +425,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     if cfg.amp && !amp {
         tracing::warn!("--amp is ignored on CPU (mixed precision runs on CUDA only)");
     }
-    let plan = DataPlan::from_index(&index, cfg.labeled_slice_fraction.get(), cfg.seed)?;
+    let plan = DataPlan::from_index(
+        &index,
+        cfg.labeled_patients,
+        cfg.labeled_slice_fraction.get(),
+        cfg.seed,
+    )?;
     let val = match data::split_refs_of(&index, Split::Val) {
         Ok(v) => v,
         Err(e) => {
@@ -415,7 +441,7 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
     let schedule = schedule_of(spec, &rc, plan.labeled.len())?;
     rc.data.labeled_total = plan.labeled_total;
     rc.data.labeled_used = plan.labeled.len();
-    rc.data.unlabeled = if cfg.model.variant.uses_unlabeled() {
+    rc.data.unlabeled = if cfg.uses_unlabeled() {
         plan.unlabeled.len()
     } else {
         0
@@ -426,9 +452,9 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         create_run_dir(spec)?;
     }
     rc.save(&spec.out)?;
-    let mut t = Trainer::new(&cfg, device)?;
+    let mut t = methods::build(&cfg, device)?;
     let mut scaler = LossScaler::new(amp);
-    let (mut state, lines) = restore(spec, &dir, &mut t, &mut scaler, cfg.seed)?;
+    let (mut state, lines) = restore(spec, &dir, t.as_mut(), &mut scaler, cfg.seed)?;
     if spec.resume && state.global_step >= schedule.total_steps {
         tracing::info!(
             "{} is already finished ({} of {} steps): nothing to train; pass --steps N (N > {}) to extend it",
@@ -438,27 +464,31 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
             schedule.total_steps
         );
     }
+    let mut val_cases = super::eval::CaseSpec::of(&index, Split::Val, cfg.convention);
+    val_cases.distances = false;
     let ctx = Ctx {
         cfg: &cfg,
         files: plan.files.clone(),
         plan: &plan,
         val: &val,
+        val_cases,
         device,
         amp,
         schedule,
     };
     tracing::info!(
         "training {} ({}, {} labeled of {}, {} unlabeled, {} val slices; {} steps, validation every {}) on {}",
-        cfg.model.variant.name(), cfg.model.encoder.name(), plan.labeled.len(), plan.labeled_total,
+        cfg.method_name(), cfg.model.encoder.name(), plan.labeled.len(), plan.labeled_total,
         rc.data.unlabeled, val.len(), schedule.total_steps, schedule.eval_every,
         crate::device::describe(device)
     );
-    let lines = rounds(&mut t, &ctx, &dir, &mut state, &mut scaler, lines)?;
+    let lines = rounds(t.as_mut(), &ctx, &dir, &mut state, &mut scaler, lines)?;
     Ok(RunSummary {
         run_dir: spec.out.clone(),
         epochs: state.epoch,
         best_epoch: state.best_epoch,
-        best_miou: state.best_miou,
+        best_score: state.best_score,
+        select_on: cfg.select_on,
         last: lines.last().map(|l| l.record.clone()),
         validated: !val.is_empty(),
     })
@@ -469,14 +499,14 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
 fn restore(
     spec: &RunSpec,
     dir: &RunDir,
-    t: &mut Trainer,
+    t: &mut dyn Learner,
     scaler: &mut LossScaler,
     seed: u64,
 ) -> Result<(TrainState, Vec<MetricsLine>)> {
     let fresh = TrainState {
         epoch: 0,
         global_step: 0,
-        best_miou: None,
+        best_score: None,
         best_epoch: None,
         seed,
         loss_scale: scaler.scale,
@@ -493,7 +523,7 @@ fn restore(
         write_metrics(&spec.out, &[])?;
         return Ok((fresh, Vec::new()));
     }
-    let state = t.load(dir, CheckpointKind::Last)?;
+    let state = t.nets_mut().load(dir, CheckpointKind::Last)?;
     scaler.scale = state.loss_scale;
     let mut lines = read_metrics(&spec.out)?;
     lines.retain(|l| l.record.epoch <= state.epoch);
@@ -509,7 +539,7 @@ fn restore(
 
 /// Runs the remaining rounds: train, validate, checkpoint, record.
 fn rounds(
-    t: &mut Trainer,
+    t: &mut dyn Learner,
     ctx: &Ctx,
     dir: &RunDir,
     state: &mut TrainState,
@@ -526,10 +556,19 @@ fn rounds(
         let miou = ev.as_ref().map(|e| e.metrics.miou);
         let l = &stats.losses;
         tracing::info!(
-            "round {round}/{total_rounds} (step {}/{}): L_S {:.4} (dice {:.4}, semi {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
-            state.global_step, ctx.schedule.total_steps, l.seg, l.dice, l.semi, l.adv, l.dis,
+            "round {round}/{total_rounds} (step {}/{}): loss {:.4} (supervised {:.4}{}, unlabeled {:.4}, adv {:.3}), L_dis {:.3}, val mIoU {}, {:.1} slices/s",
+            state.global_step, ctx.schedule.total_steps, l.seg, l.dice,
+            if ctx.cfg.method == crate::artifact::Method::Dmnet { " = sum over the 2 decoders" } else { "" },
+            l.semi, l.adv, l.dis,
             miou.map_or("-".into(), |v| format!("{v:.4}")), stats.slices_per_s
         );
+        let score = match ctx.cfg.select_on {
+            crate::artifact::Selection::Miou => miou,
+            crate::artifact::Selection::CaseDice => ev
+                .as_ref()
+                .and_then(|e| e.cases.as_ref())
+                .and_then(|c| c.dice),
+        };
         // the record first: a kill between the two leaves a record that a resume drops
         // (records after the checkpoint's round), never a checkpoint without its record
         lines.push(MetricsLine::new(record(
@@ -539,12 +578,13 @@ fn rounds(
             start.elapsed().as_secs_f64(),
         )));
         write_metrics(dir.path(), &lines)?;
-        if state.best_miou.zip(miou).is_none_or(|(b, v)| v > b) {
-            state.best_miou = miou;
+        let selectable = state.global_step >= t.selects_from(ctx.schedule.total_steps);
+        if selectable && state.best_score.zip(score).is_none_or(|(b, v)| v > b) {
+            state.best_score = score;
             state.best_epoch = Some(round);
-            t.save(dir, CheckpointKind::Best, state)?;
+            t.nets().save(dir, CheckpointKind::Best, state)?;
         }
-        t.save(dir, CheckpointKind::Last, state)?;
+        t.nets().save(dir, CheckpointKind::Last, state)?;
         let records: Vec<EpochRecord> = lines.iter().map(|l| l.record.clone()).collect();
         if let Err(e) = draw_curves(&records, &dir.path().join("curves.png")) {
             tracing::warn!("curves.png not drawn: {e}");
@@ -554,12 +594,16 @@ fn rounds(
 }
 
 /// The validation of a round (none without validation slices).
-fn validate(t: &Trainer, ctx: &Ctx) -> Result<Option<Evaluation>> {
+fn validate(t: &dyn Learner, ctx: &Ctx) -> Result<Option<Evaluation>> {
     if ctx.val.is_empty() {
         return Ok(None);
     }
     let data = (ctx.files.clone(), ctx.val);
-    evaluate_net(&t.net, data, ctx.cfg.eval_batch, ctx.device, None, &[]).map(Some)
+    // per-case Dice only when the run selects on it (overlap only: no distances)
+    let cases =
+        (ctx.cfg.select_on == crate::artifact::Selection::CaseDice).then(|| ctx.val_cases.clone());
+    let (cfg, dev) = (ctx.cfg, ctx.device);
+    evaluate_net(t.net(), data, cfg.eval_batch, dev, cases, &[]).map(Some)
 }
 
 /// The `metrics.jsonl` line of the round `state` just finished.
@@ -583,6 +627,10 @@ fn record(
         ramp: stats.point.ramp,
         loss_dis: l.dis,
         val: ev.as_ref().map(|e| e.metrics.clone()),
+        val_case_dice: ev
+            .as_ref()
+            .and_then(|e| e.cases.as_ref())
+            .and_then(|c| c.dice),
         val_diagnostics: ev.map(|e| e.diagnostics),
         steps: stats.steps,
         slices_per_s: stats.slices_per_s,

@@ -173,7 +173,18 @@ fn a_shareable_folder_and_everything_made_from_it_hold_no_name_and_no_salt() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let found = scan(&[&shards, &run, model.parent().unwrap()]);
+    let pred = t.path().join("pred");
+    let o = bin("dmnet-infer")
+        .args(["--device", "cpu", "--split", "train", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&shards)
+        .arg("--out")
+        .arg(&pred)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let found = scan(&[&shards, &run, model.parent().unwrap(), &pred]);
     assert!(found.is_empty(), "identifying strings found: {found:?}");
     // the keys are there instead: the report names the case by its patient key
     let report = std::fs::read_to_string(run.join("eval-train-last.json")).unwrap();

@@ -66,7 +66,92 @@ fn regressions(target: &str, entry: Entry) -> usize {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+    assert!(!files.is_empty(), "{} holds no input", dir.display());
     files.len()
+}
+
+/// The targets of `fuzz/fuzz_targets/` (every `.rs` but the shared `common.rs`).
+fn targets() -> Vec<String> {
+    let mut t: Vec<String> = std::fs::read_dir(root().join("fuzz/fuzz_targets"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.extension()? == "rs" && stem != "common").then_some(stem)
+        })
+        .collect();
+    t.sort();
+    t
+}
+
+/// docs/reliability.md's "Bad-input classes" table: target → classes.
+fn classes() -> std::collections::BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(root().join("docs/reliability.md")).unwrap();
+    let section = text
+        .split("### Bad-input classes")
+        .nth(1)
+        .expect("docs/reliability.md has a \"Bad-input classes\" section");
+    let ticked = |s: &str| -> Vec<String> {
+        s.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    section
+        .lines()
+        .take_while(|l| !l.starts_with("###"))
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cols: Vec<&str> = l.split('|').collect();
+            (ticked(cols[1]).remove(0), ticked(cols[2]))
+        })
+        .collect()
+}
+
+/// The entry point of each target.
+fn entry(target: &str) -> Entry {
+    match target {
+        "nifti" => dmnet::fuzzing::nifti,
+        "dicom_series" => dmnet::fuzzing::dicom_series,
+        "dicom_seg" => dmnet::fuzzing::dicom_seg,
+        "shard" => dmnet::fuzzing::shard,
+        "sidecar" => dmnet::fuzzing::sidecar,
+        "h5" => dmnet::fuzzing::h5,
+        other => panic!("fuzz target {other} has no entry here: add it to fuzz_regressions.rs"),
+    }
+}
+
+#[test]
+fn every_fuzz_target_holds_an_input_of_each_bad_input_class_and_each_is_refused() {
+    let classes = classes();
+    let mut missing = Vec::new();
+    for t in targets() {
+        let Some(cls) = classes.get(&t) else {
+            missing.push(format!(
+                "{t}: no row in docs/reliability.md's Bad-input classes"
+            ));
+            continue;
+        };
+        let dir = root().join("tests/fuzz-regressions").join(&t);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in cls {
+            if !names.iter().any(|n| n.starts_with(c.as_str())) {
+                missing.push(format!("{t}: no input of class {c} in {}", dir.display()));
+            }
+        }
+        regressions(&t, entry(&t));
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert!(
+        classes.len() >= 6,
+        "the table lists every target: {classes:?}"
+    );
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -98,7 +183,36 @@ fn fuzz_regressions_dicom_series_and_seg() {
 }
 
 #[test]
-fn fuzz_regressions_shard_and_sidecar() {
-    regressions("shard", dmnet::fuzzing::shard);
-    regressions("sidecar", dmnet::fuzzing::sidecar);
+fn fuzz_entry_points_accept_real_shards_sidecars_and_h5() {
+    // positive controls: what the entry points refuse above, they read when it is whole
+    let acdc = require_data!("acdc");
+    let s = tmp();
+    let slice = read(&acdc.join("data/slices/patient099_frame01_slice_5.h5"));
+    dmnet::fuzzing::h5(s.path(), &slice).unwrap();
+    let volume = read(&acdc.join("data/patient028_frame01.h5"));
+    dmnet::fuzzing::h5(s.path(), &volume).unwrap();
+    let spleen = require_data!("spleen-ct");
+    let dir = tmp();
+    let shards = dir.path().join("s");
+    crate::util::run_ok(
+        crate::util::bin("dmnet-prep")
+            .args([
+                "ingest",
+                "--size",
+                "32",
+                "--salt",
+                "fuzz-control-salt-0123",
+                "-q",
+                "--input",
+            ])
+            .arg(&spleen)
+            .arg("--out")
+            .arg(&shards),
+    );
+    let part = std::fs::read_dir(shards.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    dmnet::fuzzing::shard(s.path(), &read(&part)).unwrap();
 }

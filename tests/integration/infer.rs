@@ -900,3 +900,150 @@ fn timepoint_selects_one_volume_of_a_4d_input() {
         }
     }
 }
+
+/// Issue 22's "Done when": `dmnet-train eval --split test` and `dmnet-infer` on the same test
+/// volumes with their labels give the same per-case Dice, to 1e-6, for every case and class,
+/// and no case is missing from either: one evaluator, on the source grid (shards written with
+/// `--image-dtype float32`, no TTA). LA2018, 12 patients at 64×64, 40 steps of a small model.
+#[test]
+fn train_eval_and_infer_give_the_same_per_case_dice_on_the_source_volumes() {
+    let Some(root) = crate::util::shared_data("la2018", "eval_infer_agree") else {
+        return;
+    };
+    let dir = tmp();
+    let link_cases = |dst: &Path, cases: &[serde_json::Value]| {
+        std::fs::create_dir_all(dst.join("imagesTr")).unwrap();
+        std::fs::create_dir_all(dst.join("labelsTr")).unwrap();
+        for t in cases {
+            for key in ["image", "label"] {
+                let rel = t[key].as_str().unwrap().trim_start_matches("./");
+                std::os::unix::fs::symlink(root.join(rel), dst.join(rel)).unwrap();
+            }
+        }
+        let mut ds: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("dataset.json")).unwrap())
+                .unwrap();
+        ds["training"] = serde_json::Value::Array(cases.to_vec());
+        ds["numTraining"] = cases.len().into();
+        std::fs::write(dst.join("dataset.json"), ds.to_string()).unwrap();
+    };
+    let ds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("dataset.json")).unwrap()).unwrap();
+    let cases: Vec<serde_json::Value> = ds["training"].as_array().unwrap()[..12].to_vec();
+    let src = dir.path().join("la");
+    link_cases(&src, &cases);
+    let shards = dir.path().join("shards");
+    run_ok(
+        bin("dmnet-prep")
+            .args(["ingest", "--input"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&shards)
+            .arg("--pipeline")
+            .arg(crate::util::root().join("pipelines/la2018-cpu.toml"))
+            .args([
+                "--image-dtype",
+                "float32",
+                "--salt",
+                "agree-test-salt-0123456",
+                "-q",
+            ]),
+    );
+    let run = dir.path().join("run");
+    run_ok(
+        bin("dmnet-train")
+            .arg("--shards")
+            .arg(&shards)
+            .arg("--out")
+            .arg(&run)
+            .arg("--pipeline")
+            .arg(crate::util::root().join("pipelines/la2018-cpu.toml"))
+            .args([
+                "--variant",
+                "supervised",
+                "--width",
+                "0.125",
+                "--steps",
+                "40",
+            ])
+            .args([
+                "--eval-every",
+                "20",
+                "--labeled-fraction",
+                "100%",
+                "--device",
+                "cpu",
+                "-q",
+            ]),
+    );
+    let e = run_ok(
+        bin("dmnet-train")
+            .args([
+                "eval", "--json", "--split", "test", "--device", "cpu", "--run",
+            ])
+            .arg(&run)
+            .arg("--shards")
+            .arg(&shards),
+    );
+    let eval: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    let per_case = |report: &serde_json::Value| -> std::collections::BTreeMap<(String, u64), f64> {
+        report["per_case"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                let source = c["source"].as_str().unwrap().to_string();
+                c["classes"].as_array().unwrap().iter().map(move |k| {
+                    (
+                        (source.clone(), k["class"].as_u64().unwrap()),
+                        k["dice"].as_f64().unwrap_or(f64::NAN),
+                    )
+                })
+            })
+            .collect()
+    };
+    let ours = per_case(&eval["cases"]);
+    assert!(!ours.is_empty(), "eval scored test cases: {eval}");
+    assert_eq!(eval["cases"]["grid"], "source");
+    // the test volumes, with their labels, as a folder dmnet-infer reads
+    let test_sources: Vec<String> = ours.keys().map(|(s, _)| s.clone()).collect();
+    let test_cases: Vec<serde_json::Value> = cases
+        .iter()
+        .filter(|c| {
+            let rel = c["image"].as_str().unwrap().trim_start_matches("./");
+            test_sources.iter().any(|s| s == rel)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        test_cases.len(),
+        ours.keys()
+            .map(|(s, _)| s)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        "every scored source is an LA image: {test_sources:?}"
+    );
+    let test_dir = dir.path().join("test-volumes");
+    link_cases(&test_dir, &test_cases);
+    let onnx = dir.path().join("model/la.onnx");
+    let x = export(&run, &onnx, &[]);
+    assert!(x.status.success(), "{}", stderr(&x));
+    let out = dir.path().join("pred");
+    let o = infer_run(&onnx, &test_dir, &out, &["--tta", "none"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let infer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let theirs = per_case(&infer);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>(),
+        "the same cases and classes in both"
+    );
+    for (k, a) in &ours {
+        let b = theirs[k];
+        assert!(
+            (a - b).abs() <= 1e-6 || (a.is_nan() && b.is_nan()),
+            "{k:?}: train eval Dice {a} vs dmnet-infer {b}"
+        );
+    }
+}

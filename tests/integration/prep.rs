@@ -862,7 +862,7 @@ fn manifest_csv_layout_with_unlabeled_row() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("detected Manifest"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("detected manifest"), "{}", stderr(&o));
     let m = manifest(&out);
     assert_eq!(m["counts"]["train"]["labeled"], 1);
     assert_eq!(m["counts"]["train"]["unlabeled"], 4);

@@ -1,4 +1,5 @@
-//! One DMNet training step (paper §3.1–3.5). The labeled and the unlabeled slices go through
+//! DMNet (paper §3.1–3.5) and its ablation variants as a [`Learner`]: the network, the
+//! discriminator and their two Adam optimisers (§4.2), and one training step. The labeled and the unlabeled slices go through
 //! the network in two forward passes (§3.1, "using labeled and unlabeled data in turn"; the
 //! 0.1.0 joint pass is kept as the `joint` ablation), so every BatchNorm normalises the labeled
 //! slices with labeled statistics. BatchNorm running statistics are updated by both passes
@@ -8,40 +9,44 @@
 //! `L_S = L_dice + λ1·L_adv(labeled) + r(t)·(λ2·L_semi + λ1u·L_adv(unlabeled))`, r(t) the
 //! ramp-up; then the discriminator on `BCE(D(ŷ1),0) + BCE(D(ŷ2),0) + BCE(D(y),1)` over both
 //! batches' predictions and the labeled batch's one-hot labels, each with its own Adam.
-use super::batch::TensorBatch;
-use super::losses;
-use super::optim::LossScaler;
-use super::trainer::Trainer;
+use super::{Learner, Nets, StepInput, StepPoint};
 use crate::artifact::{TrainConfig, UnlabeledPass};
+use crate::model::{param_groups, Discriminator, DmNet};
+use crate::train::batch::TensorBatch;
+use crate::train::losses;
+use crate::train::optim::{Adam, LossScaler};
 use crate::{Error, Result};
-use tch::{Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-/// The loss values of one step, or their means over a round.
+/// The loss values of one step, or their means over a round. Every method fills `seg` (what it
+/// optimised) and `dice` (its supervised loss); `semi` is its unlabeled term, unweighted
+/// (DMNet's L_semi, Mean Teacher's consistency, CPS's cross pseudo supervision, BCP's loss on
+/// the pseudo-labeled pixels).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct StepLosses {
-    /// L_S as optimised (weights and ramp applied).
-    pub(super) seg: f64,
-    /// Dice loss on the labeled batch, summed over both decoders.
-    pub(super) dice: f64,
-    /// L_semi on the unlabeled batch (unweighted).
-    pub(super) semi: f64,
-    /// Adversarial loss of the segmenter on the labeled batch (unweighted).
-    pub(super) adv: f64,
-    /// Adversarial loss of the segmenter on the unlabeled batch (unweighted).
-    pub(super) adv_unlabeled: f64,
-    /// Discriminator loss.
-    pub(super) dis: f64,
+pub(crate) struct StepLosses {
+    /// The total loss as optimised (weights and ramp applied).
+    pub(crate) seg: f64,
+    /// The supervised loss on the labeled batch (DMNet: summed over both decoders).
+    pub(crate) dice: f64,
+    /// The unlabeled term (unweighted).
+    pub(crate) semi: f64,
+    /// Adversarial loss of the segmenter on the labeled batch (unweighted; DMNet).
+    pub(crate) adv: f64,
+    /// Adversarial loss of the segmenter on the unlabeled batch (unweighted; DMNet).
+    pub(crate) adv_unlabeled: f64,
+    /// Discriminator loss (DMNet).
+    pub(crate) dis: f64,
 }
 
 /// Running means of [`StepLosses`].
 #[derive(Debug, Default)]
-pub(super) struct LossMeans {
+pub(crate) struct LossMeans {
     n: usize,
-    pub(super) mean: StepLosses,
+    pub(crate) mean: StepLosses,
 }
 
 impl LossMeans {
-    pub(super) fn add(&mut self, l: &StepLosses) {
+    pub(crate) fn add(&mut self, l: &StepLosses) {
         self.n += 1;
         let k = 1.0 / self.n as f64;
         let m = &mut self.mean;
@@ -58,13 +63,59 @@ impl LossMeans {
     }
 }
 
-/// Where a step stands in the schedule: learning rates and the ramp-up factor.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct StepPoint {
-    pub(super) lr: f64,
-    pub(super) lr_discriminator: f64,
-    pub(super) ramp: f64,
-    pub(super) global_step: usize,
+/// DMNet: the network (both decoders), the discriminator (variants with L_adv) and their two
+/// optimisers (`segmenter`, `discriminator`).
+pub(crate) struct Dmnet {
+    nets: Nets,
+    net: DmNet,
+    disc: Option<Discriminator>,
+    cfg: TrainConfig,
+}
+
+impl Dmnet {
+    /// Builds the network (and the discriminator after it, so the network's initialisation
+    /// does not depend on the variant) with their optimisers.
+    pub(crate) fn new(train: &TrainConfig, device: Device) -> Result<Dmnet> {
+        let cfg = &train.model;
+        let vs = nn::VarStore::new(device);
+        let net = DmNet::new(&vs.root(), cfg)?;
+        let disc = cfg
+            .variant
+            .uses_adversarial()
+            .then(|| Discriminator::new(&(vs.root() / "discriminator"), cfg));
+        let groups = param_groups(cfg);
+        let mut optimizers = vec![(
+            "segmenter",
+            Adam::new(&vs, &groups.segmenter, train.weight_decay)?,
+        )];
+        if disc.is_some() {
+            optimizers.push((
+                "discriminator",
+                Adam::new(&vs, &groups.discriminator, train.weight_decay)?,
+            ));
+        }
+        Ok(Dmnet {
+            nets: Nets { vs, optimizers },
+            net,
+            disc,
+            cfg: train.clone(),
+        })
+    }
+}
+
+impl Learner for Dmnet {
+    fn step(&mut self, input: StepInput, scaler: &mut LossScaler) -> Result<StepLosses> {
+        step(self, input, scaler)
+    }
+    fn net(&self) -> &DmNet {
+        &self.net
+    }
+    fn nets(&self) -> &Nets {
+        &self.nets
+    }
+    fn nets_mut(&mut self) -> &mut Nets {
+        &mut self.nets
+    }
 }
 
 /// Both decoders' logits and probabilities for one batch.
@@ -93,7 +144,7 @@ impl Preds {
 
 /// The forward pass(es) of one step: labeled predictions and, if given, unlabeled ones.
 fn forward(
-    t: &Trainer,
+    t: &Dmnet,
     pass: UnlabeledPass,
     amp: bool,
     lab: &TensorBatch,
@@ -134,14 +185,13 @@ fn semi_term(cfg: &TrainConfig, u: &Preds) -> Tensor {
 }
 
 /// The segmenter's adversarial loss on one batch: D should take both decoders' maps for labels.
-fn adv_term(t: &Trainer, p: &Preds) -> Option<Tensor> {
+fn adv_term(t: &Dmnet, p: &Preds) -> Option<Tensor> {
     let d = t.disc.as_ref()?;
-    let n = p.probs.0.size()[0];
-    let z = d.forward(&Tensor::cat(&[&p.probs.0, &p.probs.1], 0));
-    Some(
-        losses::bce_with_logits(&z.narrow(0, 0, n), 1.0)
-            + losses::bce_with_logits(&z.narrow(0, n, n), 1.0),
-    )
+    Some(losses::adversarial_loss(
+        &|x| d.forward(x),
+        &p.probs.0,
+        &p.probs.1,
+    ))
 }
 
 fn value(t: &Tensor) -> f64 {
@@ -150,48 +200,41 @@ fn value(t: &Tensor) -> f64 {
 
 /// One step: segmenter update, then discriminator update. A non-finite loss (outside mixed
 /// precision, whose scaler skips such steps) is an error naming the step.
-pub(super) fn step(
-    t: &mut Trainer,
-    cfg: &TrainConfig,
-    amp: bool,
-    (lab, unl): (&TensorBatch, Option<&TensorBatch>),
-    at: StepPoint,
-    scaler: &mut LossScaler,
-) -> Result<StepLosses> {
+fn step(t: &mut Dmnet, input: StepInput, scaler: &mut LossScaler) -> Result<StepLosses> {
+    let StepInput { lab, unl, at, amp } = input;
+    let cfg = t.cfg.clone();
     let lc = &cfg.loss;
     let k = cfg.model.num_classes as i64;
-    let masks = lab
-        .masks
-        .as_ref()
-        .ok_or_else(|| Error::Torch("a labeled batch without masks".into()))?;
+    let masks = super::masks(lab)?;
     let onehot = losses::one_hot(masks, k);
     let (pl, pu) = forward(t, lc.unlabeled_pass, amp, lab, unl);
     let zero = || Tensor::zeros([], (Kind::Float, onehot.device()));
-    let dice = losses::dice_loss(&pl.probs.0, &onehot) + losses::dice_loss(&pl.probs.1, &onehot);
+    let sup = |l: &Tensor| losses::supervised(cfg.supervised_loss, l, masks, None);
+    let dice = sup(&pl.logits.0) + sup(&pl.logits.1);
     let adv = adv_term(t, &pl).unwrap_or_else(zero);
-    let semi = pu.as_ref().map_or_else(zero, |u| semi_term(cfg, u));
+    let semi = pu.as_ref().map_or_else(zero, |u| semi_term(&cfg, u));
     let adv_u = pu
         .as_ref()
         .and_then(|u| adv_term(t, u))
         .unwrap_or_else(zero);
     let unlabeled = &semi * lc.lambda_semi + &adv_u * lc.lambda_adv_unlabeled();
     let total = &dice + &adv * lc.lambda_adv + unlabeled * at.ramp;
-    let seg = value(&total);
-    if !seg.is_finite() && !scaler.enabled() {
-        return Err(Error::Torch(format!(
-            "non-finite loss at step {} (L_dice {}, L_semi {}): check the shards for NaN pixels \
-             (`dmnet-prep inspect`) or lower the learning rate",
-            at.global_step + 1,
+    let seg = super::update(
+        &mut t.nets,
+        &[("segmenter", at.lr)],
+        &total,
+        scaler,
+        at.global_step,
+    )
+    .map_err(|e| match e {
+        Error::Torch(m) => Error::Torch(format!(
+            "{m} (L_dice {}, L_semi {})",
             value(&dice),
             value(&semi)
-        )));
-    }
-    t.seg_opt.zero_grad();
-    (&total * scaler.scale).backward();
-    if !scaler.enabled() || scaler.update(t.seg_opt.grads_finite()) {
-        t.seg_opt.step(at.lr, scaler.scale);
-    }
-    let dis = discriminator_step(t, &pl, pu.as_ref(), &onehot, at.lr_discriminator);
+        )),
+        other => other,
+    })?;
+    let dis = discriminator_step(t, &pl, pu.as_ref(), &onehot, at)?;
     Ok(StepLosses {
         seg,
         dice: value(&dice),
@@ -203,30 +246,28 @@ pub(super) fn step(
 }
 
 /// `BCE(D(ŷ1),0) + BCE(D(ŷ2),0) + BCE(D(y),1)`: fake terms over the labeled and unlabeled
-/// predictions (detached), the real term over the labeled one-hot masks.
+/// predictions (detached: the segmenter gets no gradient from L_dis), the real term over the
+/// labeled one-hot masks.
 fn discriminator_step(
-    t: &mut Trainer,
+    t: &mut Dmnet,
     pl: &Preds,
     pu: Option<&Preds>,
     onehot: &Tensor,
-    lr: f64,
-) -> f64 {
-    let (Some(d), Some(opt)) = (&t.disc, &mut t.dis_opt) else {
-        return 0.0;
+    at: StepPoint,
+) -> Result<f64> {
+    let Some(d) = &t.disc else {
+        return Ok(0.0);
     };
     let pick = |f: fn(&Preds) -> &Tensor| {
-        let mut v = vec![f(pl).detach()];
-        v.extend(pu.map(|u| f(u).detach()));
+        let mut v = vec![f(pl).shallow_clone()];
+        v.extend(pu.map(|u| f(u).shallow_clone()));
         Tensor::cat(&v, 0)
     };
     let (f1, f2) = (pick(|p| &p.probs.0), pick(|p| &p.probs.1));
-    let (n, nl) = (f1.size()[0], onehot.size()[0]);
+    let ld = losses::discriminator_loss(&|x| d.forward(x), &f1, &f2, onehot);
+    let opt = t.nets.opt("discriminator")?;
     opt.zero_grad();
-    let z = d.forward(&Tensor::cat(&[&f1, &f2, onehot], 0));
-    let ld = losses::bce_with_logits(&z.narrow(0, 0, n), 0.0)
-        + losses::bce_with_logits(&z.narrow(0, n, n), 0.0)
-        + losses::bce_with_logits(&z.narrow(0, 2 * n, nl), 1.0);
     ld.backward();
-    opt.step(lr, 1.0);
-    value(&ld)
+    opt.step(at.lr_discriminator, 1.0);
+    Ok(value(&ld))
 }
