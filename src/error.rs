@@ -59,6 +59,12 @@ pub enum Error {
     /// libtorch (dmnet-prep, dmnet-infer) never reference tch and the linker can drop it.
     #[error("libtorch: {0}")]
     Torch(String),
+    /// The inference queue is full (`dmnet-infer serve` answers 503 with Retry-After).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// A deadline passed (`dmnet-infer serve`: the request's).
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// A panic (a dmnet bug) caught at a study or case boundary by [`catch_panic`].
     #[error("{path}: {what}: internal error (panic: {msg}); the other studies went on, please report this input")]
     Panic {

@@ -69,8 +69,9 @@ struct RunArgs {
     /// Execution provider: auto (CUDA when available), cpu, or cuda (error when unavailable).
     #[arg(long, value_enum, default_value_t = crate::cli::DeviceChoice::Auto)]
     device: crate::cli::DeviceChoice,
-    /// Slices per ONNX Runtime run.
-    #[arg(long, default_value_t = 8)]
+    /// The most slices in one ONNX Runtime run (the batching engine's one limit, the same in
+    /// `serve`). `--batch` is the old name.
+    #[arg(long = "max-batch", visible_alias = "batch", default_value_t = 8)]
     batch: usize,
     /// Also write class probabilities (volumes: OUT/<case>_probabilities.nii.gz, 5-D float32,
     /// vector intent).

@@ -2,10 +2,12 @@
 //! its sidecar against the model's own metadata, [`input`] detects what `--input` holds
 //! (nnU-Net/MSD, KiTS, BraTS, flat folders, DICOM, shards), [`volumes`] and [`shards`] segment
 //! volumes and shard folders (with [`tta`] mirroring), [`seg`] writes DICOM SEG objects,
-//! [`case_metrics`] per-case metrics, and [`run`] is `dmnet-infer`'s entry point. Loading ONNX
+//! [`case_metrics`] per-case metrics, [`engine`] batches slices into ONNX Runtime runs (also
+//! across the concurrent requests of `serve`), and [`run`] is `dmnet-infer`'s entry point. Loading ONNX
 //! Runtime and opening sessions is [`crate::onnxrt`].
 pub mod case_metrics;
 pub mod cli;
+pub mod engine;
 pub mod input;
 pub mod model;
 pub mod run;

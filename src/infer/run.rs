@@ -9,6 +9,7 @@
 //! go on, and the summary lists the failures (the binary exits 2). Every output file is
 //! written under a hidden temporary name and renamed when the case is complete, so nothing
 //! partial is visible. A panic inside one case is caught and recorded as that case's failure.
+use super::engine::{EngineConfig, SliceRunner};
 use super::input::{detect_input, InputKind};
 use super::model::LoadedModel;
 use super::tta::Tta;
@@ -18,7 +19,6 @@ use crate::artifact::compat::{enforce, DataFacts, Modality, ModelFacts};
 use crate::artifact::sidecar::ModelSidecar;
 use crate::cli::DeviceChoice;
 use crate::metrics::{CaseCollector, CaseScore, Convention, MetricsAccumulator};
-use crate::onnxrt::session::OnnxModel;
 use crate::shard::Split;
 use crate::volume::{DicomSeries, Volume};
 use crate::{Error, Result};
@@ -166,7 +166,7 @@ impl VolumeCase<'_> {
 
 /// The state of a run.
 struct Run<'a> {
-    onnx: OnnxModel,
+    onnx: &'a mut dyn SliceRunner,
     sidecar: ModelSidecar,
     facts: ModelFacts,
     opts: &'a InferOptions,
@@ -177,7 +177,8 @@ struct Run<'a> {
     slices: usize,
 }
 
-/// Runs inference (see the module docs).
+/// Runs inference (see the module docs): opens the model and runs its slices through the
+/// batching engine in runs of `--max-batch`.
 pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     let LoadedModel { onnx, sidecar } = super::model::open(
         &opts.model,
@@ -185,6 +186,27 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
         opts.ort_lib.as_deref(),
         opts.use_model_metadata,
     )?;
+    let (c, s, k) = (
+        sidecar.model.in_channels,
+        sidecar.size(),
+        sidecar.model.num_classes,
+    );
+    let cfg = EngineConfig {
+        max_batch: opts.batch.max(1),
+        max_delay: std::time::Duration::ZERO,
+        queue: 64,
+    };
+    let mut engine = super::engine::start(onnx, [c, s, s], k, cfg, None)?;
+    infer_with(opts, &mut engine, sidecar)
+}
+
+/// Runs inference with a model already open (`runner`, described by `sidecar`): what
+/// `dmnet-infer` does with a folder and `dmnet-infer serve` with one request.
+pub fn infer_with(
+    opts: &InferOptions,
+    runner: &mut dyn SliceRunner,
+    sidecar: ModelSidecar,
+) -> Result<InferSummary> {
     let input = detect_input(&opts.input, &sidecar.channel_names)?;
     let facts = sidecar.facts(&opts.model);
     enforce(&facts, &input.facts, opts.allow_mismatch)?;
@@ -203,7 +225,7 @@ pub fn infer(opts: &InferOptions) -> Result<InferSummary> {
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let t0 = Instant::now();
     let mut run = Run {
-        onnx,
+        onnx: runner,
         sidecar,
         facts,
         opts,
@@ -300,7 +322,7 @@ impl Run<'_> {
             keep_probabilities: self.opts.probabilities,
             tta: self.opts.tta,
         };
-        let seg = volumes::segment_volume(&mut self.onnx, &self.sidecar, vols, opts, |_| {})?;
+        let seg = volumes::segment_volume(self.onnx, &self.sidecar, vols, opts, |_| {})?;
         let mut staged = Staged::new(&self.opts.out);
         let (nifti, dicom_seg) = match (self.opts.format, &case.source) {
             (OutputFormat::Nifti, _) | (OutputFormat::Auto, Source::Nifti(_)) => (true, false),
@@ -394,7 +416,7 @@ impl Run<'_> {
             let rows: Vec<_> = group?.into_iter().filter(|r| keep(r.split)).collect();
             for chunk in rows.chunks(self.opts.batch.max(1)) {
                 let (p, probs) =
-                    shards::predict_rows(&mut self.onnx, &self.sidecar, chunk, dir, self.opts.tta)?;
+                    shards::predict_rows(self.onnx, &self.sidecar, chunk, dir, self.opts.tta)?;
                 shards::add_metrics(&mut acc, chunk, &p);
                 for (i, r) in chunk.iter().enumerate() {
                     if r.mask.is_some() && r.height as usize == s {
@@ -457,7 +479,7 @@ impl Run<'_> {
             slices: self.slices,
             seconds,
             slices_per_second: self.slices as f64 / seconds.max(1e-9),
-            provider: self.onnx.provider.clone(),
+            provider: self.onnx.provider(),
             tta: self.opts.tta,
             outputs: self.outputs,
         };

@@ -4,9 +4,9 @@
 //! height, width, mask) and, where the shards carry masks, `metrics.json` holds what
 //! `dmnet-train eval` reports: the slice-pooled metrics (IoU/mIoU, Dice) and the per-case
 //! metrics of the same evaluator (`metrics::evaluate`, source grid, convention).
+use super::engine::SliceRunner;
 use crate::artifact::sidecar::ModelSidecar;
 use crate::metrics::{MetricsAccumulator, SegMetrics};
-use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::resize_bilinear;
 use crate::shard::schema::SliceRecord;
 use crate::shard::Split;
@@ -35,7 +35,7 @@ fn image_at(r: &SliceRecord, c: usize, s: usize) -> Vec<f32> {
 /// model (naming `dir`) and resizes slices whose size differs from the model's S. Returns the
 /// predictions and the class probabilities (`K × S × S` per row, one after the other).
 pub(crate) fn predict_rows(
-    model: &mut OnnxModel,
+    model: &mut dyn SliceRunner,
     sidecar: &ModelSidecar,
     rows: &[SliceRecord],
     dir: &Path,

@@ -3,7 +3,7 @@
 //! the width axis only — the horizontal flip DMNet trains with (paper §4.2, `flip_prob`) — so
 //! 2 runs; `flip-all` mirrors both in-plane axes (none, W, H, H+W: 4 runs), nnU-Net's 2-D
 //! default. The same maths in tch: `mean_f(flip_f(net(flip_f(x))))` over the flip sets.
-use crate::onnxrt::session::OnnxModel;
+use super::engine::SliceRunner;
 use crate::{Error, Result};
 
 /// Which mirrored copies are averaged.
@@ -56,7 +56,7 @@ pub(crate) fn mirror(x: &[f32], h: usize, w: usize, (rows, cols): Mirror) -> Vec
 /// Class probabilities `[N, K, S, S]` of the batch `x` (`[N, C, S, S]`), averaged over the
 /// mirrorings of `tta`. The model's output shape is checked against `[N, K, S, S]`.
 pub fn predict(
-    model: &mut OnnxModel,
+    model: &mut dyn SliceRunner,
     x: Vec<f32>,
     shape: [usize; 4],
     k: usize,
@@ -67,7 +67,7 @@ pub fn predict(
     let mut acc: Option<Vec<f32>> = None;
     for &m in tta.mirrors() {
         let input = mirror(&x, s, s2, m);
-        let (dims, p) = model.run_f32(input, shape, crate::artifact::sidecar::PROBABILITIES)?;
+        let (dims, p) = model.run(input, shape)?;
         if dims != want {
             return Err(Error::invalid(
                 model.path(),

@@ -7,10 +7,10 @@
 //! maps are a 5-D float32 NIfTI with intent `NIFTI_INTENT_VECTOR` (1007): dims
 //! `[X, Y, Z, 1, K]`, the NIfTI-1 convention for a vector (here: K class probabilities) per
 //! voxel, so viewers do not take the classes for time points.
+use super::engine::SliceRunner;
 use super::tta::Tta;
 use crate::artifact::sidecar::ModelSidecar;
 use crate::metrics::evaluate::argmax_planes;
-use crate::onnxrt::session::OnnxModel;
 use crate::preprocess::{insert_slice, prepare_volume, resize_bilinear, PreparedVolume};
 use crate::volume::{NiftiGeometry, Volume};
 use crate::{Error, Result};
@@ -41,7 +41,7 @@ pub(crate) struct SegmentOptions {
 
 /// Segments one volume (see the module docs).
 pub(crate) fn segment_volume(
-    model: &mut OnnxModel,
+    model: &mut dyn SliceRunner,
     sidecar: &ModelSidecar,
     vols: Vec<Volume>,
     opts: SegmentOptions,

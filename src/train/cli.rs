@@ -235,6 +235,10 @@ struct GridArgs {
     /// Runs trained at once (use --deterministic: one CPU thread per run).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Train nothing: re-score the finished runs' best and last checkpoints with this dmnet's
+    /// evaluator and rewrite grid.md / grid.json (unfinished runs are listed and left out).
+    #[arg(long)]
+    reevaluate: bool,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -329,6 +333,7 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
         baseline,
         published: plan.published,
         jobs: a.jobs,
+        reevaluate: a.reevaluate,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })
 }

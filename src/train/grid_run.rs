@@ -31,6 +31,8 @@ pub(crate) struct GridSpec {
     pub published: Option<PathBuf>,
     /// Cells run at once.
     pub jobs: usize,
+    /// Train nothing: evaluate the finished cells only (`--reevaluate`).
+    pub reevaluate: bool,
     /// The command line, written at the top of grid.md.
     pub command: String,
 }
@@ -81,6 +83,13 @@ fn finished(run_dir: &Path) -> bool {
 
 /// Trains (or resumes, or skips) one cell and evaluates both checkpoints on test.
 fn run_cell(spec: &GridSpec, c: &Cell) -> Result<Vec<GridResult>> {
+    if spec.reevaluate && !finished(&c.dir) {
+        tracing::warn!(
+            "{}: not finished, left out (--reevaluate trains nothing; rerun without it to finish)",
+            c.dir.display()
+        );
+        return Ok(Vec::new());
+    }
     if !finished(&c.dir) {
         let mut t = c.arm.train.clone();
         match c.budget {

@@ -210,7 +210,7 @@ fn the_collector_stacks_shard_rows_into_the_source_volume() {
         .iter()
         .map(|p| p["dice"].as_f64().unwrap())
         .sum::<f64>()
-        / 5.0;
+        / pairs.len() as f64;
     assert!((report.dice.unwrap() - mean).abs() < 1e-12);
     assert_eq!((report.missed, report.empty), (0, 0));
 }

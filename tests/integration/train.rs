@@ -619,3 +619,89 @@ fn deterministic_runs_repeat_across_processes_and_resume_extends_a_finished_run(
         crate::util::stderr(&short)
     );
 }
+
+/// `dmnet-train grid`: two arms paired by seed, both checkpoints evaluated, grid.md/json
+/// written; `--reevaluate` re-scores the finished runs without training (metrics.jsonl and the
+/// weights unchanged) and leaves unfinished cells out without creating them (issue 22, item 7).
+#[test]
+fn grid_pairs_arms_and_reevaluate_trains_nothing() {
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let pipe = tmp.path().join("g.toml");
+    std::fs::write(
+        &pipe,
+        r#"
+[train]
+steps = 2
+eval_every = 1
+labeled_batch = 2
+unlabeled_batch = 2
+lr = 1e-3
+deterministic = true
+device = "cpu"
+[train.model]
+width = 0.125
+[grid]
+fractions = ["30%"]
+seeds = [0]
+baseline = "supervised"
+[grid.arms.supervised]
+model = { variant = "supervised" }
+[grid.arms.dmnet]
+model = { variant = "dmnet" }
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("runs");
+    let grid = |extra: &[&str]| {
+        let mut c = crate::util::bin("dmnet-train");
+        c.args(["grid", "--shards"])
+            .arg(&shards)
+            .arg("--out")
+            .arg(&out)
+            .arg("--pipeline")
+            .arg(&pipe)
+            .args(["--jobs", "2", "-q"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let o = grid(&[]);
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    let md = std::fs::read_to_string(out.join("grid.md")).unwrap();
+    assert!(md.contains("| dmnet − supervised |"), "{md}");
+    let results = |p: &std::path::Path| -> Vec<Value> {
+        serde_json::from_str::<Value>(&std::fs::read_to_string(p).unwrap())
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        results(&out.join("grid.json")).len(),
+        4,
+        "2 arms × best/last"
+    );
+    let run = out.join("dmnet-30pct-seed0");
+    let before = (
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+        std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap(),
+    );
+    std::fs::remove_file(out.join("grid.json")).unwrap();
+    // seed 1 is not trained: --reevaluate names it and leaves it out
+    let o = grid(&["--reevaluate", "--seeds", "0,1"]);
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    let err = crate::util::stderr(&o);
+    assert!(
+        err.contains("seed1") && err.contains("not finished"),
+        "{err}"
+    );
+    assert!(!out.join("dmnet-30pct-seed1").exists(), "nothing trained");
+    assert_eq!(results(&out.join("grid.json")).len(), 4, "re-scored");
+    let after = (
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+        std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap(),
+    );
+    assert!(before == after, "--reevaluate trained");
+}
