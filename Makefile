@@ -10,14 +10,14 @@ build: setup
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
-	cargo clippy --no-default-features --lib --bins --locked -- -D warnings
-	cargo build --locked --no-default-features --bin dmnet-infer --bin dmnet-prep --target-dir target/no-torch
+	cargo clippy --no-default-features --features serve --lib --bins --locked -- -D warnings
+	cargo build --locked --no-default-features --features serve --bin dmnet-infer --bin dmnet-prep --target-dir target/no-torch
 	DMNET_NO_TORCH_BIN=$(CURDIR)/target/no-torch/debug cargo test --locked
 demo: setup
 	@bash scripts/demo.sh
 # dmnet-prep + dmnet-infer without libtorch (inference hosts: glibc, libstdc++, ONNX Runtime).
 build-infer: setup
-	cargo build --release --locked --no-default-features --bin dmnet-infer --bin dmnet-prep
+	cargo build --release --locked --no-default-features --features serve --bin dmnet-infer --bin dmnet-prep
 # The CPU rehearsal of scripts/gpu_check.sh (docs/gpu.md): every step of the GPU check, on CPU,
 # 2 steps per training run, with the debug binaries `make test` built. Minutes on 2 cores: CI
 # runs it through test-all, so that `make test` stays fast.

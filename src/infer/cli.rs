@@ -109,6 +109,75 @@ struct RunArgs {
 enum Cmd {
     /// Load ONNX Runtime and print its library path, version and execution providers as JSON.
     Runtime,
+    /// Serve the model over HTTP: the Open Inference Protocol (KServe v2 / Triton) and
+    /// /v1/segment (a NIfTI or a zipped DICOM series in, the mask out). docs/serving.md.
+    #[command(after_help = SERVE_EXAMPLES, max_term_width = 100)]
+    Serve(ServeArgs),
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # serve on 127.0.0.1:8000 (the default), the model named after its file
+  dmnet-infer serve --model models/la.onnx
+
+  # a bearer token, other limits, reachable from other hosts
+  dmnet-infer serve --model models/la.onnx --listen 0.0.0.0:8000 \\
+      --token-file /run/secrets/dmnet-token --max-batch 16
+
+  # segment one volume (the mask comes back as .nii.gz)
+  curl -sf --data-binary @scan.nii.gz -o mask.nii.gz \\
+      http://127.0.0.1:8000/v1/segment
+
+Built with the `serve` feature: make build-infer (target/release/dmnet-infer).";
+
+/// `dmnet-infer serve` flags.
+#[derive(Args)]
+struct ServeArgs {
+    /// The exported model (.onnx, with its .json sidecar beside it).
+    #[arg(long)]
+    model: PathBuf,
+    /// The model name clients use (default: the model file's stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: String,
+    /// Execution provider: auto, cpu or cuda.
+    #[arg(long, value_enum, default_value_t = crate::cli::DeviceChoice::Auto)]
+    device: crate::cli::DeviceChoice,
+    /// The most slices in one ONNX Runtime run, across concurrent requests.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// How long the first slices of a batch wait for more (ms; 0: no waiting).
+    #[arg(long, default_value_t = 5)]
+    max_delay_ms: u64,
+    /// Inference jobs that may wait; beyond, requests get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// A request's deadline in seconds (receiving its body, waiting and running).
+    #[arg(long, default_value_t = 60.0)]
+    timeout_s: f64,
+    /// Largest request body (MB): 413 beyond.
+    #[arg(long, default_value_t = 512)]
+    max_body_mb: usize,
+    /// Largest decompressed NIfTI or unzipped DICOM series (MB): 413 beyond.
+    #[arg(long, default_value_t = 2048)]
+    max_expanded_mb: u64,
+    /// Most entries in a DICOM zip.
+    #[arg(long, default_value_t = 10000)]
+    max_zip_entries: usize,
+    /// A file holding a bearer token that every endpoint but /v2/health/* then requires.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Test-time augmentation of /v1/segment: none, flip, flip-all.
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    tta: Tta,
+    /// Seconds between SIGTERM turning readiness off and the end of accepting requests.
+    #[arg(long, default_value_t = 5.0)]
+    drain_s: f64,
+    /// Follow the model's embedded metadata when the sidecar disagrees with it.
+    #[arg(long)]
+    use_model_metadata: bool,
 }
 
 /// `dmnet-infer`: installs the logger, runs, maps the result to the exit code (0 all cases
@@ -119,10 +188,14 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn run_cli(cli: Cli) -> Result<ExitCode> {
-    if let Some(Cmd::Runtime) = cli.cmd {
-        let info = crate::onnxrt::runtime::load(cli.ort_lib.as_deref())?;
-        println!("{}", serde_json::to_string_pretty(info).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
+    match cli.cmd {
+        Some(Cmd::Runtime) => {
+            let info = crate::onnxrt::runtime::load(cli.ort_lib.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(info).unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::Serve(a)) => return serve(a, cli.ort_lib),
+        None => {}
     }
     let r = cli.run;
     let (Some(model), Some(input), Some(out)) = (r.model, r.input, r.out) else {
@@ -159,4 +232,49 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
     );
     println!("{}", serde_json::to_string(&s).unwrap_or_default());
     Ok(ExitCode::from(if s.failed.is_empty() { 0 } else { 2 }))
+}
+
+#[cfg(feature = "serve")]
+fn serve(a: ServeArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
+    let token = match &a.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Error::invalid(p, "the token file is empty"));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let secs = |s: f64, what: &str| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| Error::Usage(format!("{what} must be a number of seconds ≥ 0")))
+    };
+    super::serve::serve(super::serve::ServeOptions {
+        model: a.model,
+        name: a.name,
+        listen: a.listen,
+        device: a.device,
+        ort_lib,
+        max_batch: a.max_batch.max(1),
+        max_delay: std::time::Duration::from_millis(a.max_delay_ms),
+        queue: a.queue.max(1),
+        timeout: secs(a.timeout_s, "--timeout-s")?,
+        max_body: a.max_body_mb << 20,
+        max_expanded: a.max_expanded_mb << 20,
+        max_zip_entries: a.max_zip_entries,
+        token,
+        tta: a.tta,
+        drain: secs(a.drain_s, "--drain-s")?,
+        use_model_metadata: a.use_model_metadata,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "serve"))]
+fn serve(_: ServeArgs, _: Option<PathBuf>) -> Result<ExitCode> {
+    Err(Error::Usage(
+        "this dmnet-infer was built without the `serve` feature: build the libtorch-free binaries with `make build-infer` (target/release/dmnet-infer), or `cargo build --release --no-default-features --features serve --bin dmnet-infer`".into(),
+    ))
 }

@@ -12,6 +12,8 @@ pub mod input;
 pub mod model;
 pub mod run;
 pub mod seg;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod shards;
 pub mod tta;
 pub mod volumes;

@@ -133,6 +133,7 @@ mod bad_input;
 mod compat;
 mod layouts;
 mod outputs;
+mod serve;
 
 /// Shards of `n` slices of the volume, made with the same preprocessing as inference.
 fn make_shards(dir: &Path, image: &Path, label: &Path, n: usize) -> PathBuf {
