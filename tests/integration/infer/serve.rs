@@ -467,9 +467,7 @@ fn bad_input_is_a_named_4xx_and_the_next_request_is_served() {
     // a slow client that never finishes its body: timed out, the server goes on
     let mut s = TcpStream::connect(&srv.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n"
-    );
+    let head = "POST /v1/segment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&[0u8; 100]).unwrap();
     let mut raw = Vec::new();
