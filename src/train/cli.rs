@@ -239,6 +239,16 @@ struct GridArgs {
     /// evaluator and rewrite grid.md / grid.json (unfinished runs are listed and left out).
     #[arg(long)]
     reevaluate: bool,
+    /// This worker's index (0-based) of --num-workers: it runs every N-th cell from this one
+    /// and writes OUT/grid-wI.json; `--merge` then writes the tables (docs/scaling.md).
+    #[arg(long, requires = "num_workers")]
+    worker_index: Option<usize>,
+    /// How many workers share the grid (a Slurm array, a Kubernetes Indexed Job).
+    #[arg(long, requires = "worker_index")]
+    num_workers: Option<usize>,
+    /// Train nothing: join the workers' OUT/grid-w*.json into grid.json and grid.md.
+    #[arg(long, conflicts_with_all = ["worker_index", "reevaluate"])]
+    merge: bool,
     #[command(flatten)]
     train: TrainArgs,
 }
@@ -334,6 +344,15 @@ fn grid_spec(a: GridArgs) -> Result<GridSpec> {
         published: plan.published,
         jobs: a.jobs,
         reevaluate: a.reevaluate,
+        worker: match (a.worker_index, a.num_workers) {
+            (Some(i), Some(n)) if i < n => Some((i, n)),
+            (Some(i), Some(n)) => {
+                return Err(Error::Usage(format!(
+                    "--worker-index {i} is not below --num-workers {n}"
+                )))
+            }
+            _ => None,
+        },
         command: std::env::args().collect::<Vec<_>>().join(" "),
     })
 }
@@ -450,8 +469,21 @@ fn run_cmd(cli: Cli) -> Result<()> {
             }
         }
         Some(Cmd::Grid(args)) => {
+            let merge = args.merge;
             let spec = grid_spec(*args)?;
-            let results = super::grid_run::run_grid(&spec)?;
+            let results = if merge {
+                super::grid_run::merge_workers(&spec)?
+            } else {
+                super::grid_run::run_grid(&spec)?
+            };
+            if let Some((i, _)) = spec.worker {
+                eprintln!(
+                    "worker {i}: {} evaluations in {}; when every worker is done, run the same command with --merge instead of --worker-index/--num-workers",
+                    results.len(),
+                    spec.out.join(format!("grid-w{i}.json")).display()
+                );
+                return Ok(());
+            }
             let table = spec.out.join("grid.md");
             println!(
                 "{}",

@@ -33,6 +33,8 @@ pub(crate) struct GridSpec {
     pub jobs: usize,
     /// Train nothing: evaluate the finished cells only (`--reevaluate`).
     pub reevaluate: bool,
+    /// `(index, count)`: run every count-th cell from index, write `grid-w<index>.json` only.
+    pub worker: Option<(usize, usize)>,
     /// The command line, written at the top of grid.md.
     pub command: String,
 }
@@ -179,7 +181,12 @@ fn result(c: &Cell, r: &EvalReport, val_miou: Option<f64>) -> GridResult {
 /// Runs (or resumes) the whole grid and returns every evaluated result.
 pub(crate) fn run_grid(spec: &GridSpec) -> Result<Vec<GridResult>> {
     std::fs::create_dir_all(&spec.out).map_err(|e| Error::io(&spec.out, e))?;
-    let todo = cells(spec);
+    let todo: Vec<Cell> = cells(spec)
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| spec.worker.is_none_or(|(i, n)| k % n == i))
+        .map(|(_, c)| c)
+        .collect();
     let total = todo.len();
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<GridResult>> = Mutex::new(Vec::new());
@@ -272,7 +279,70 @@ fn arm_lines(spec: &GridSpec) -> String {
     out
 }
 
+/// Joins the workers' `grid-w*.json` into `grid.json` and `grid.md` (`--merge`), checking that
+/// every cell of the grid is there once.
+pub(crate) fn merge_workers(spec: &GridSpec) -> Result<Vec<GridResult>> {
+    let mut all: Vec<GridResult> = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&spec.out)
+        .map_err(|e| Error::io(&spec.out, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("grid-w") && n.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::invalid(
+            &spec.out,
+            "no grid-w*.json: run the workers (--worker-index I --num-workers N) first",
+        ));
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        let part: Vec<GridResult> =
+            serde_json::from_str(&text).map_err(|e| Error::invalid(f, e.to_string()))?;
+        all.extend(part);
+    }
+    let want = cells(spec);
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|c| !all.iter().any(|r| Path::new(&r.run_dir) == c.dir))
+        .map(|c| c.dir.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid(
+            &spec.out,
+            format!(
+                "{} of {} cells have no results in {} worker file(s) (a worker still running or failed?): {}",
+                missing.len(),
+                want.len(),
+                files.len(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    all.sort_by(|a, b| {
+        (&a.arm, key(a), a.seed, &a.checkpoint).cmp(&(&b.arm, key(b), b.seed, &b.checkpoint))
+    });
+    all.dedup_by(|a, b| a.run_dir == b.run_dir && a.checkpoint == b.checkpoint);
+    write_tables(spec, &all)?;
+    Ok(all)
+}
+
 fn write_outputs(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
+    if let Some((i, _)) = spec.worker {
+        let json = spec.out.join(format!("grid-w{i}.json"));
+        let text = serde_json::to_string_pretty(results)
+            .map_err(|e| Error::invalid(&json, e.to_string()))?;
+        return crate::atomic::write_bytes(&json, text + "\n");
+    }
+    write_tables(spec, results)
+}
+
+/// `grid.json` and `grid.md` from `results`.
+fn write_tables(spec: &GridSpec, results: &[GridResult]) -> Result<()> {
     let json = spec.out.join("grid.json");
     let text =
         serde_json::to_string_pretty(results).map_err(|e| Error::invalid(&json, e.to_string()))?;

@@ -705,3 +705,83 @@ model = { variant = "dmnet" }
     );
     assert!(before == after, "--reevaluate trained");
 }
+
+/// Issue 26, the grid across machines: two workers (`--worker-index I --num-workers 2`, two
+/// processes at once) and `--merge` give the tables of a single-worker grid, run for run
+/// (`deterministic = true`), and `--merge` refuses while a cell has no result.
+#[test]
+fn two_grid_workers_merge_to_the_single_worker_grid() {
+    let data = crate::require_data!("la2018");
+    let tmp = crate::util::tmp();
+    let shards = tmp.path().join("shards");
+    la_shards(&data, &shards);
+    let pipe = tmp.path().join("g.toml");
+    std::fs::write(
+        &pipe,
+        "[train]\nsteps = 2\neval_every = 1\nlabeled_batch = 2\nunlabeled_batch = 2\n\
+         lr = 1e-3\ndeterministic = true\ndevice = \"cpu\"\n[train.model]\nwidth = 0.125\n\
+         [grid]\nfractions = [\"30%\"]\nseeds = [0, 1]\nbaseline = \"supervised\"\n\
+         [grid.arms.supervised]\nmodel = { variant = \"supervised\" }\n\
+         [grid.arms.dmnet]\nmodel = { variant = \"dmnet\" }\n",
+    )
+    .unwrap();
+    let grid = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = crate::util::bin("dmnet-train");
+        c.args(["grid", "--shards"])
+            .arg(&shards)
+            .arg("--out")
+            .arg(out)
+            .arg("--pipeline")
+            .arg(&pipe)
+            .arg("-q")
+            .args(extra);
+        c
+    };
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    crate::util::run_ok(&mut grid(&one, &[]));
+    let workers: Vec<std::process::Child> = (0..2)
+        .map(|i| {
+            grid(
+                &two,
+                &["--worker-index", &i.to_string(), "--num-workers", "2"],
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // before the workers finish there is nothing, or not everything, to merge
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    assert!(!two.join("grid.md").exists(), "workers write no tables");
+    let w0 = std::fs::read_to_string(two.join("grid-w0.json")).unwrap();
+    std::fs::rename(two.join("grid-w1.json"), tmp.path().join("w1")).unwrap();
+    let o = grid(&two, &["--merge"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        crate::util::stderr(&o).contains("cells have no results"),
+        "{}",
+        crate::util::stderr(&o)
+    );
+    std::fs::rename(tmp.path().join("w1"), two.join("grid-w1.json")).unwrap();
+    crate::util::run_ok(&mut grid(&two, &["--merge"]));
+    let strip = |dir: &std::path::Path| -> Vec<Value> {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("grid.json")).unwrap()).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.as_object_mut().unwrap().remove("run_dir");
+                r
+            })
+            .collect()
+    };
+    let (a, b) = (strip(&one), strip(&two));
+    assert_eq!(a.len(), 8, "2 arms × 2 seeds × best/last");
+    assert_eq!(a, b, "the merged grid equals the single-worker grid");
+    assert!(!w0.is_empty());
+    let md = std::fs::read_to_string(two.join("grid.md")).unwrap();
+    assert!(md.contains("| dmnet − supervised |"), "{md}");
+}
