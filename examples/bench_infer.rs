@@ -38,7 +38,8 @@ fn main() -> anyhow::Result<()> {
     let net = dmnet::model::DmNet::new(&vs.root(), cfg)?;
     vs.load_partial(
         run.join("checkpoints")
-            .join(format!("{}.safetensors", side.source.checkpoint)),
+            .join(side.source.checkpoint.to_string())
+            .join("model.safetensors"),
     )?;
 
     let time = |f: &mut dyn FnMut()| {

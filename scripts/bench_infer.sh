@@ -5,8 +5,8 @@
 # inference, resize back, writing the mask). PyTorch eager (an independent torch.nn.functional
 # implementation, scripts/bench_infer_torch.py) is timed too, and its probabilities are compared
 # with ONNX Runtime's on the same input, when a Python with a working `import torch` exists:
-# TORCH_PYTHON, else $DMNET_BENCH_PYTHON, else ~/.cache/dmnet-bench/venv/bin/python (the venv
-# scripts/bench_train.sh --install-torch makes; the project venv's torch lacks its CUDA deps).
+# TORCH_PYTHON, else $DMNET_BENCH_PYTHON, else .venv-ref/bin/python (the reference venv of
+# scripts/setup.sh --reference; the project venv's torch lacks its CUDA deps).
 #
 # Usage: scripts/bench_infer.sh [WORKDIR]
 #   env: PROFILE=release|dev (release), SIZE=224, ENCODER=resnet18, WIDTH=1.0, BATCH=8,
@@ -29,7 +29,7 @@ BIN=target/$([ "$PROFILE" = release ] && echo release || echo debug)
 mkdir -p "$WORK"
 
 # A small MSD-layout copy of the first CASES LA volumes, shards at SIZE, a one-step run.
-if [ ! -f "$WORK/run/checkpoints/best.safetensors" ]; then
+if [ ! -f "$WORK/run/checkpoints/best/model.safetensors" ]; then
   rm -rf "$WORK/la" "$WORK/shards" "$WORK/run"
   mkdir -p "$WORK/la/imagesTr" "$WORK/la/labelsTr"
   "$PY" - "$DATA" "$WORK/la" "$CASES" <<'PY'
@@ -58,7 +58,7 @@ VOL=$(ls "$WORK"/la/imagesTr/*.nii.gz | head -1)
   --out "$WORK/masks" > "$WORK/infer.json"
 
 # PyTorch eager (optional).
-TORCH_PYTHON=${TORCH_PYTHON:-${DMNET_BENCH_PYTHON:-$HOME/.cache/dmnet-bench/venv/bin/python}}
+TORCH_PYTHON=${TORCH_PYTHON:-${DMNET_BENCH_PYTHON:-.venv-ref/bin/python}}
 if "$TORCH_PYTHON" -c "import torch" 2>/dev/null; then
   "$TORCH_PYTHON" scripts/bench_infer_torch.py "$WORK/model/model.json" "$BATCH" "$ITERS" "$THREADS" \
     "$WORK/pytorch" > "$WORK/torch.json"

@@ -8,9 +8,10 @@
 #   --shards DIR     shards to train on (default: ingest 10 LA2018 cases at --size into target/bench/)
 #   --release        build and time target/release/dmnet-train (default: the dev build, whose
 #                    hot path is libtorch either way)
-#   --install-torch  create ~/.cache/dmnet-bench/venv with torch==2.11.0 when no torch is found
+#   --install-torch  when no torch is found, make the reference venv (.venv-ref, scripts/setup.sh
+#                    --reference: torch 2.11.0 from PyPI, ~5 GB) and use it
 #                    (CPU wheel for --device cpu, ~200 MB; the CUDA wheel is ~2.6 GB)
-# PyTorch's Python: $DMNET_BENCH_PYTHON, else ~/.cache/dmnet-bench/venv/bin/python.
+# PyTorch's Python: $DMNET_BENCH_PYTHON, else .venv-ref/bin/python (scripts/setup.sh --reference).
 # Output: one JSON line {"dmnet_s_per_step", "pytorch_s_per_step", "ratio_dmnet_over_pytorch",
 #   "joint_pass_s_per_step" (0.1.0's one-pass step), "ratio_separate_over_joint", ...}.
 set -euo pipefail
@@ -61,16 +62,13 @@ time_step() {
 read -r JOINT _ < <(time_step joint)
 read -r DMNET STEPS_DONE < <(time_step separate)
 
-PY=${DMNET_BENCH_PYTHON:-$HOME/.cache/dmnet-bench/venv/bin/python}
+PY=${DMNET_BENCH_PYTHON:-.venv-ref/bin/python}
 if ! "$PY" -c "import torch" 2>/dev/null; then
   if [ "$INSTALL" = 1 ]; then
-    python3 -m venv "$HOME/.cache/dmnet-bench/venv"
-    PY=$HOME/.cache/dmnet-bench/venv/bin/python
-    if [ "$DEVICE" = cpu ]; then
-      "$PY" -m pip install -q torch==2.11.0 --index-url https://download.pytorch.org/whl/cpu
-    else
-      "$PY" -m pip install -q torch==2.11.0
-    fi
+    # the project's one reference venv, from the Python registry (download.pytorch.org is not
+    # reachable from every machine this runs on)
+    bash scripts/setup.sh --reference
+    PY=.venv-ref/bin/python
   else
     PY=""
   fi

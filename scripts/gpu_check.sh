@@ -134,8 +134,8 @@ host_info() {
 preflight() {
   "$PY" "${LIB[1]}" probe-torch > "$WORK/torch.json" 2>/dev/null || echo '{"ok": false}' > "$WORK/torch.json"
   if [ "$("${LIB[@]}" json "$WORK/torch.json" ok)" != True ] && [ "$DEVICE" = cpu ] \
-     && [ -x "$HOME/.cache/dmnet-bench/venv/bin/python" ]; then
-    PY=$HOME/.cache/dmnet-bench/venv/bin/python   # scripts/bench_train.sh --install-torch's venv
+     && [ -x .venv-ref/bin/python ]; then
+    PY=.venv-ref/bin/python   # the reference venv (scripts/setup.sh --reference)
     "$PY" "${LIB[1]}" probe-torch > "$WORK/torch.json" 2>/dev/null || echo '{"ok": false}' > "$WORK/torch.json"
   fi
   "$PY" "${LIB[1]}" probe-ort > "$WORK/ort.json" 2>/dev/null || echo '{"cuda_ep": false, "why_not": "probe failed"}' > "$WORK/ort.json"
@@ -223,7 +223,7 @@ train() {
 # ---- the same step in PyTorch eager (needs a torch that imports)
 torch_eager() {
   if [ "$TORCH_OK" != True ]; then
-    record torch-eager skipped "skipped: no importable torch ($PY; ~/.cache/dmnet-bench absent)"; return 0
+    record torch-eager skipped "skipped: no importable torch ($PY; .venv-ref absent: scripts/setup.sh --reference)"; return 0
   fi
   run torch-eager "$PY" scripts/bench_train_torch.py --encoder "$ENC" --width "$WIDTH" --size 224 \
     --labeled-batch "$NL" --unlabeled-batch "$NU" --steps "$STEPS" --warmup 2 --pass separate \
