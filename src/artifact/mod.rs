@@ -16,7 +16,7 @@ pub(crate) use record::{
 };
 pub use run_config::{
     Augment, BcpConfig, CpsConfig, DataSummary, MeanTeacherConfig, Method, RunConfig, Selection,
-    SupervisedLoss, TrainConfig, UnlabeledPass,
+    SemifcnConfig, SupervisedLoss, TrainConfig, UnlabeledPass,
 };
 #[cfg_attr(not(feature = "torch"), allow(unused_imports))]
 pub(crate) use run_config::{Fraction, Schedule, SemiLoss};

@@ -131,18 +131,22 @@ pub enum Method {
     Cps,
     /// Bidirectional copy-paste (Bai et al. 2023; BCP `ACDC_BCP_train.py`).
     Bcp,
+    /// semiFCN (Bai et al. 2017): self-training with pseudo-masks, rounds of retraining (the
+    /// DMNet paper's baseline; without the authors' CRF).
+    Semifcn,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Dmnet,
         Method::SupervisedSingle,
         Method::MeanTeacher,
         Method::Cps,
         Method::Bcp,
+        Method::Semifcn,
     ];
-    /// `dmnet`, `supervised-single`, `mean-teacher`, `cps`, `bcp`.
+    /// `dmnet`, `supervised-single`, `mean-teacher`, `cps`, `bcp`, `semifcn`.
     pub fn name(self) -> &'static str {
         match self {
             Method::Dmnet => "dmnet",
@@ -150,7 +154,13 @@ impl Method {
             Method::MeanTeacher => "mean-teacher",
             Method::Cps => "cps",
             Method::Bcp => "bcp",
+            Method::Semifcn => "semifcn",
         }
+    }
+    /// Whether the method's stages are fractions of the run (a finished run cannot then be
+    /// extended: the stage boundaries would move behind steps already trained).
+    pub fn staged(self) -> bool {
+        matches!(self, Method::Bcp | Method::Semifcn)
     }
     /// The network the method trains and exports.
     pub fn decoders(self) -> crate::model::Decoders {
@@ -280,6 +290,27 @@ impl Default for BcpConfig {
     }
 }
 
+/// semiFCN's own settings (Bai et al., MICCAI 2017).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SemifcnConfig {
+    /// Rounds of pseudo-labelling and retraining after the supervised stage: the run is cut
+    /// into `rounds + 1` equal stages (3: our choice; the sources we could read give no N).
+    pub rounds: usize,
+    /// Weight of the pseudo-labelled slices' loss beside the labeled slices' (1: retraining
+    /// on both sets alike).
+    pub weight: f64,
+}
+
+impl Default for SemifcnConfig {
+    fn default() -> Self {
+        SemifcnConfig {
+            rounds: 3,
+            weight: 1.0,
+        }
+    }
+}
+
 /// SSL4MIS's `sigmoid_rampup`: `exp(−5 (1 − t)²)` with `t = step / (fraction · total)` clipped
 /// to [0, 1]; 1 when the ramp has zero length. Every ramp of every method is this one, its
 /// length a fraction of the run (the authors' iterations converted).
@@ -377,6 +408,8 @@ pub struct TrainConfig {
     pub cps: CpsConfig,
     /// BCP's own settings (`method = "bcp"`).
     pub bcp: BcpConfig,
+    /// semiFCN's own settings (`method = "semifcn"`).
+    pub semifcn: SemifcnConfig,
     /// Keep the labels of the first N training patients only (the order of the shards'
     /// `_splits.json`: the input's list order for SSL4MIS folders, the seeded order otherwise)
     /// and use the other training patients' labeled slices as unlabeled. `None`: every labeled
@@ -457,6 +490,7 @@ impl Default for TrainConfig {
             mean_teacher: MeanTeacherConfig::default(),
             cps: CpsConfig::default(),
             bcp: BcpConfig::default(),
+            semifcn: SemifcnConfig::default(),
             labeled_patients: None,
             model: ModelConfig::default(),
             loss: LossConfig::default(),
@@ -565,7 +599,7 @@ impl TrainConfig {
         match self.method {
             Method::Dmnet => self.model.variant.uses_unlabeled(),
             Method::SupervisedSingle => false,
-            Method::MeanTeacher | Method::Cps | Method::Bcp => true,
+            Method::MeanTeacher | Method::Cps | Method::Bcp | Method::Semifcn => true,
         }
     }
 
@@ -621,6 +655,9 @@ impl TrainConfig {
         ];
         if let Some((name, v)) = fractions.iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
             return bad(&format!("{name} must be in [0, 1], got {v}"));
+        }
+        if self.method == Method::Semifcn && self.semifcn.rounds == 0 {
+            return bad("semifcn.rounds must be ≥ 1 (0 is supervised-single)");
         }
         if self.method == Method::Bcp
             && (self.labeled_batch < 2

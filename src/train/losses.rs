@@ -258,3 +258,23 @@ pub fn mix_loss(
     let b = supervised(form, logits, patch_labels, Some(&inv));
     (&a * w_img + &b * w_patch, a, b)
 }
+
+/// semiFCN's self-training loss: the supervised loss of the student's logits on the labeled
+/// slices against their labels, plus `weight` × the same loss on the unlabeled slices against
+/// the pseudo-masks, the argmax of `frozen` (the previous round's network; no gradient).
+/// `student` holds `[labeled; unlabeled]`. Returns (total, labeled term, pseudo-mask term).
+pub fn self_training_loss(
+    form: crate::artifact::SupervisedLoss,
+    student: &Tensor,
+    frozen: &Tensor,
+    labels: &Tensor,
+    weight: f64,
+) -> (Tensor, Tensor, Tensor) {
+    let nl = labels.size()[0];
+    let n = student.size()[0];
+    let (sl, su) = (student.narrow(0, 0, nl), student.narrow(0, nl, n - nl));
+    let pseudo = hard_labels(&frozen.detach());
+    let sup = supervised(form, &sl, labels, None);
+    let unl = supervised(form, &su, &pseudo, None);
+    (&sup + &unl * weight, sup, unl)
+}

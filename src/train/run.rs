@@ -383,11 +383,12 @@ fn schedule_of(spec: &RunSpec, rc: &RunConfig, labeled: usize) -> Result<Schedul
             ),
         });
     }
-    if total > saved.total_steps && rc.train.method == crate::artifact::Method::Bcp {
+    if total > saved.total_steps && rc.train.method.staged() {
         return Err(Error::Config {
             path: spec.out.clone(),
             msg: format!(
-                "a bcp run cannot be extended: its pre-training stage is a fraction of the run length, so {} → {total} steps would move the stage switch behind steps already trained (docs/methods.md); start a new run with --steps {total}",
+                "a {} run cannot be extended: its stages are fractions of the run length, so {} → {total} steps would move a stage boundary behind steps already trained (docs/methods.md); start a new run with --steps {total}",
+                rc.train.method.name(),
                 saved.total_steps
             ),
         });

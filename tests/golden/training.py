@@ -168,6 +168,21 @@ out["cps"] = {"logits1": c1.ravel().tolist(), "logits2": c2.ravel().tolist(), "l
               "weight": wc, "value": total.item(), "supervised": supc.item(), "cps": cps.item(),
               "grad_logits1": g[0], "grad_logits2": g[1]}
 
+# semiFCN: the student's logits on [labeled; unlabeled], the frozen network's on unlabeled
+ss = rng.normal(0, 2, (NL + NU, K, H, W))
+fz = rng.normal(0, 2, (NU, K, H, W))
+st, ft = t(ss, True), t(fz, True)
+ll = torch.tensor(lab_l)
+sup_s = supervised("dice-ce", st[:NL], ll)
+pseudo = ft.detach().argmax(1)
+unl_s = supervised("dice-ce", st[NL:], pseudo)
+ws = 0.8
+total = sup_s + ws * unl_s
+g = grads(total, [st, ft])
+out["semifcn"] = {"student": ss.ravel().tolist(), "frozen": fz.ravel().tolist(), "labels": lab_l.ravel().tolist(),
+                  "weight": ws, "value": total.item(), "supervised": sup_s.item(), "pseudo": unl_s.item(),
+                  "grad_student": g[0], "grad_frozen": g[1]}
+
 # BCP mix_loss on a mixed batch
 lm = rng.normal(0, 2, (N, K, H, W))
 img_l = rng.integers(0, K, (N, H, W))

@@ -254,7 +254,14 @@ fn every_method_trains_on_acdc_and_eval_reports_per_class_in_voxels() {
             .arg(&pipe)
             .args(["--salt", "acdc-test-salt-0123456789"]),
     );
-    for method in ["supervised-single", "mean-teacher", "cps", "bcp", "dmnet"] {
+    for method in [
+        "supervised-single",
+        "mean-teacher",
+        "cps",
+        "bcp",
+        "semifcn",
+        "dmnet",
+    ] {
         let run = dir.path().join(format!("run-{method}"));
         let o = run_ok(
             bin("dmnet-train")

@@ -382,6 +382,45 @@ fn mean_teacher_matches_pytorch_and_an_undetached_teacher_is_caught() {
     assert!(check_mean_teacher(&g, &scaled).is_err());
 }
 
+/// semiFCN's loss under test: (student logits [labeled; unlabeled], frozen logits on the
+/// unlabeled, labels, weight) → total.
+type SelfTrainingLoss = dyn Fn(&Tensor, &Tensor, &Tensor, f64) -> Tensor;
+
+fn check_semifcn(g: &Value, imp: &SelfTrainingLoss) -> Result<(), String> {
+    let m = &g["semifcn"];
+    let [_, k, h, w] = shape(g);
+    let nl = g["mean_teacher"]["n_labeled"].as_i64().unwrap();
+    let nu = g["mean_teacher"]["n_unlabeled"].as_i64().unwrap();
+    let s = tensor(&m["student"], &[nl + nu, k, h, w], true);
+    let f = tensor(&m["frozen"], &[nu, k, h, w], true);
+    let y = labels(&m["labels"], &[nl, h, w]);
+    let v = imp(&s, &f, &y, m["weight"].as_f64().unwrap());
+    same_value("semifcn", &v, &m["value"])?;
+    same_grad("semifcn ∂/∂student", &v, &s, &m["grad_student"])?;
+    same_grad("semifcn ∂/∂frozen", &v, &f, &m["grad_frozen"])
+}
+
+#[test]
+fn semifcn_matches_pytorch_and_self_labelling_is_caught() {
+    let g = golden();
+    let f = SupervisedLoss::DiceCe;
+    check_semifcn(&g, &move |s, fr, y, w| {
+        losses::self_training_loss(f, s, fr, y, w).0
+    })
+    .unwrap();
+    // the fault: pseudo-masks from the student's own logits instead of the frozen network's
+    let own = move |s: &Tensor, fr: &Tensor, y: &Tensor, w: f64| {
+        let nl = y.size()[0];
+        let mine = s.narrow(0, nl, fr.size()[0]);
+        losses::self_training_loss(f, s, &mine, y, w).0
+    };
+    assert!(check_semifcn(&g, &own).is_err());
+    let scaled = move |s: &Tensor, fr: &Tensor, y: &Tensor, w: f64| {
+        losses::self_training_loss(f, s, fr, y, w * 1.01).0
+    };
+    assert!(check_semifcn(&g, &scaled).is_err());
+}
+
 type CpsLoss = dyn Fn(&Tensor, &Tensor, &Tensor, f64) -> Tensor;
 
 fn check_cps(g: &Value, imp: &CpsLoss) -> Result<(), String> {

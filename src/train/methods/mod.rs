@@ -15,6 +15,7 @@ mod bcp;
 mod cps;
 mod dmnet;
 mod mean_teacher;
+mod semifcn;
 mod supervised;
 
 use super::batch::TensorBatch;
@@ -78,6 +79,7 @@ pub(crate) fn build(train: &TrainConfig, device: Device) -> Result<Box<dyn Learn
         Method::MeanTeacher => Box::new(mean_teacher::MeanTeacher::new(train, device)?),
         Method::Cps => Box::new(cps::Cps::new(train, device)?),
         Method::Bcp => Box::new(bcp::Bcp::new(train, device)?),
+        Method::Semifcn => Box::new(semifcn::Semifcn::new(train, device)?),
     })
 }
 
